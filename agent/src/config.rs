@@ -1,0 +1,456 @@
+//! The agent's configuration file (`/etc/berth/agent.toml` by default).
+//!
+//! Owns parsing and validation: [`Config::load`] reads TOML with unknown keys
+//! refused (the error names the key and its line), then [`Config::validate`]
+//! checks what serde cannot (paths present, intervals in range). Defaults
+//! live here and only here; every system path is a field so tests and the
+//! quickstart run unprivileged in a temp dir.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::units::Duration;
+
+/// Where the agent looks for its config when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/agent.toml";
+
+/// A config that could not be loaded; each variant names the file and the
+/// thing to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a value of the wrong shape; the message
+    /// carries the line, column and key from the TOML parser.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message, with line and key.
+        message: String,
+    },
+    /// A value that parsed but makes no sense.
+    #[error("config {path}: {key}: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// Dotted key path, e.g. `metrics.interval`.
+        key: &'static str,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+}
+
+/// The whole agent configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the gRPC API listens on (mutual TLS only). Port 0 picks a free
+    /// port; see `listen_address_file` to learn which.
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// When set, the agent writes the address it actually listens on to this
+    /// file once it accepts connections (useful with port 0 in tests).
+    #[serde(default)]
+    pub listen_address_file: Option<PathBuf>,
+    /// Desired specs, revisions and the audit log live here.
+    #[serde(default = "defaults::state_dir")]
+    pub state_dir: PathBuf,
+    /// One env file per service, `NAME.env`, mode 0600.
+    #[serde(default = "defaults::env_dir")]
+    pub env_dir: PathBuf,
+    /// Mutual TLS material.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// How to reach the Docker Engine.
+    #[serde(default)]
+    pub docker: DockerConfig,
+    /// The nginx sites the agent renders in front of proxied services.
+    #[serde(default)]
+    pub nginx: NginxConfig,
+    /// Metrics collection and delivery.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Log output.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// TLS files of the agent. The CA verifies client certificates; the
+/// certificate and key are what the agent presents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA certificate (PEM) that signed the client certificates to accept.
+    #[serde(default = "defaults::tls_ca")]
+    pub ca: PathBuf,
+    /// The agent's certificate (PEM), signed by a CA its clients trust.
+    #[serde(default = "defaults::tls_cert")]
+    pub cert: PathBuf,
+    /// The agent's private key (PEM).
+    #[serde(default = "defaults::tls_key")]
+    pub key: PathBuf,
+}
+
+/// The Docker Engine connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerConfig {
+    /// Unix socket of the Docker Engine API.
+    #[serde(default = "defaults::docker_socket")]
+    pub socket: PathBuf,
+    /// Time allowed for one Docker API call, e.g. "30s".
+    #[serde(default = "defaults::docker_timeout")]
+    pub timeout: Duration,
+}
+
+/// nginx integration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NginxConfig {
+    /// Directory nginx includes site files from; berth writes `berth-NAME.conf`.
+    #[serde(default = "defaults::nginx_sites_dir")]
+    pub sites_dir: PathBuf,
+    /// Command that validates nginx's whole configuration.
+    #[serde(default = "defaults::nginx_test")]
+    pub test_command: Vec<String>,
+    /// Command that makes nginx load its configuration gracefully.
+    #[serde(default = "defaults::nginx_reload")]
+    pub reload_command: Vec<String>,
+}
+
+/// Metrics collection and delivery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Collection interval, at least 1s.
+    #[serde(default = "defaults::metrics_interval")]
+    pub interval: Duration,
+    /// Address of the Prometheus text endpoint; "" turns it off.
+    #[serde(default = "defaults::prometheus_listen")]
+    pub prometheus_listen: String,
+    /// StatsD/DogStatsD address to push to, e.g. "127.0.0.1:8125"; "" is off.
+    #[serde(default)]
+    pub statsd: String,
+}
+
+/// Log output. Under systemd (`JOURNAL_STREAM` set) logs go to journald.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json` (stderr only).
+    #[serde(default = "defaults::log_format")]
+    pub format: LogFormat,
+    /// A tracing filter, e.g. "info" or "info,berth_agent::reconcile=debug".
+    /// `RUST_LOG` overrides it.
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+}
+
+/// Log line format on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Default values, in one place.
+mod defaults {
+    use super::*;
+
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 7443))
+    }
+    pub fn state_dir() -> PathBuf {
+        "/var/lib/berth".into()
+    }
+    pub fn env_dir() -> PathBuf {
+        "/etc/berth/env".into()
+    }
+    pub fn tls_ca() -> PathBuf {
+        "/etc/berth/tls/ca.pem".into()
+    }
+    pub fn tls_cert() -> PathBuf {
+        "/etc/berth/tls/agent.pem".into()
+    }
+    pub fn tls_key() -> PathBuf {
+        "/etc/berth/tls/agent-key.pem".into()
+    }
+    pub fn docker_socket() -> PathBuf {
+        "/var/run/docker.sock".into()
+    }
+    pub fn docker_timeout() -> Duration {
+        Duration::from_secs(120)
+    }
+    pub fn nginx_sites_dir() -> PathBuf {
+        "/etc/nginx/conf.d".into()
+    }
+    pub fn nginx_test() -> Vec<String> {
+        vec!["nginx".into(), "-t".into()]
+    }
+    pub fn nginx_reload() -> Vec<String> {
+        vec!["nginx".into(), "-s".into(), "reload".into()]
+    }
+    pub fn metrics_interval() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn prometheus_listen() -> String {
+        "127.0.0.1:9464".into()
+    }
+    pub fn log_format() -> LogFormat {
+        LogFormat::Text
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            ca: defaults::tls_ca(),
+            cert: defaults::tls_cert(),
+            key: defaults::tls_key(),
+        }
+    }
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        Self {
+            socket: defaults::docker_socket(),
+            timeout: defaults::docker_timeout(),
+        }
+    }
+}
+
+impl Default for NginxConfig {
+    fn default() -> Self {
+        Self {
+            sites_dir: defaults::nginx_sites_dir(),
+            test_command: defaults::nginx_test(),
+            reload_command: defaults::nginx_reload(),
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            interval: defaults::metrics_interval(),
+            prometheus_listen: defaults::prometheus_listen(),
+            statsd: String::new(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: defaults::log_format(),
+            level: defaults::log_level(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        if self.metrics.interval.as_std() < std::time::Duration::from_secs(1) {
+            return Err(invalid(
+                "metrics.interval",
+                format!(
+                    "\"{}\" is too short: the minimum is 1s",
+                    self.metrics.interval
+                ),
+            ));
+        }
+        for (key, addr) in [
+            ("metrics.prometheus_listen", &self.metrics.prometheus_listen),
+            ("metrics.statsd", &self.metrics.statsd),
+        ] {
+            if !addr.is_empty() && addr.parse::<SocketAddr>().is_err() {
+                return Err(invalid(
+                    key,
+                    format!("\"{addr}\" is not an address like 127.0.0.1:9464 (\"\" turns it off)"),
+                ));
+            }
+        }
+        for (key, cmd) in [
+            ("nginx.test_command", &self.nginx.test_command),
+            ("nginx.reload_command", &self.nginx.reload_command),
+        ] {
+            if cmd.is_empty() || cmd[0].is_empty() {
+                return Err(invalid(
+                    key,
+                    "must name a program, e.g. [\"nginx\", \"-t\"]".into(),
+                ));
+            }
+        }
+        for (key, p) in [
+            ("state_dir", &self.state_dir),
+            ("env_dir", &self.env_dir),
+            ("tls.ca", &self.tls.ca),
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+            ("docker.socket", &self.docker.socket),
+            ("nginx.sites_dir", &self.nginx.sites_dir),
+        ] {
+            if p.as_os_str().is_empty() {
+                return Err(invalid(key, "must not be empty".into()));
+            }
+        }
+        if self.docker.timeout.as_std() < std::time::Duration::from_secs(1) {
+            return Err(invalid(
+                "docker.timeout",
+                format!(
+                    "\"{}\" is too short: the minimum is 1s",
+                    self.docker.timeout
+                ),
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "\"{}\" is not a log filter ({e}); try \"info\" or \"debug\"",
+                    self.log.level
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that the files the agent needs at start exist and are readable,
+    /// so `check-config` catches a missing certificate before systemd starts
+    /// the daemon.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        for (key, p) in [
+            ("tls.ca", &self.tls.ca),
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+        ] {
+            if let Err(e) = std::fs::File::open(p) {
+                return Err(ConfigError::Invalid {
+                    path: p.clone(),
+                    key,
+                    message: format!("cannot open {}: {e}", p.display()),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("agent.toml"))
+    }
+
+    #[test]
+    fn empty_config_takes_documented_defaults() {
+        let c = parse("").expect("empty config is valid");
+        assert_eq!(c.listen.to_string(), "0.0.0.0:7443");
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/berth"));
+        assert_eq!(c.env_dir, PathBuf::from("/etc/berth/env"));
+        assert_eq!(c.tls.ca, PathBuf::from("/etc/berth/tls/ca.pem"));
+        assert_eq!(c.docker.socket, PathBuf::from("/var/run/docker.sock"));
+        assert_eq!(c.nginx.test_command, ["nginx", "-t"]);
+        assert_eq!(c.metrics.interval.as_std().as_secs(), 10);
+        assert_eq!(c.metrics.prometheus_listen, "127.0.0.1:9464");
+        assert!(c.metrics.statsd.is_empty());
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let c = parse(
+            r#"
+listen    = "0.0.0.0:7443"
+state_dir = "/var/lib/berth"
+env_dir   = "/etc/berth/env"
+[tls]
+ca   = "/etc/berth/tls/ca.pem"
+cert = "/etc/berth/tls/agent.pem"
+key  = "/etc/berth/tls/agent-key.pem"
+[docker]
+socket = "/var/run/docker.sock"
+[nginx]
+sites_dir      = "/etc/nginx/conf.d"
+test_command   = ["nginx", "-t"]
+reload_command = ["nginx", "-s", "reload"]
+[metrics]
+interval          = "10s"
+prometheus_listen = "127.0.0.1:9464"
+statsd            = ""
+"#,
+        );
+        assert!(c.is_ok(), "{c:?}");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = parse("listen = \"127.0.0.1:1\"\n\n[tls]\nca = \"/x\"\ncertificate = \"/y\"\n")
+            .expect_err("unknown key must fail")
+            .to_string();
+        assert!(err.contains("certificate"), "{err}");
+        assert!(err.contains("line 5"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = parse("listen = \"localhost-7443\"\n")
+            .expect_err("bad addr")
+            .to_string();
+        assert!(err.contains("listen"), "{err}");
+        assert!(err.contains("line 1"), "{err}");
+
+        let err = parse("[metrics]\ninterval = \"500ms\"\n")
+            .expect_err("too short")
+            .to_string();
+        assert!(err.contains("metrics.interval"), "{err}");
+        assert!(err.contains("minimum is 1s"), "{err}");
+
+        let err = parse("[metrics]\nstatsd = \"nope\"\n")
+            .expect_err("bad statsd")
+            .to_string();
+        assert!(err.contains("metrics.statsd"), "{err}");
+    }
+}

@@ -1,0 +1,129 @@
+//! `berth-agent`: the daemon binary. Parses arguments, loads the config,
+//! installs logging, runs the agent and turns SIGTERM/SIGINT into a graceful
+//! shutdown with a grace timeout.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use berth_agent::config::{Config, DEFAULT_CONFIG_PATH};
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// How long in-flight work gets to finish after SIGTERM before the agent
+/// exits anyway. systemd's default stop timeout is 90s; this stays well inside.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Exit code for a bad config or usage (EX_USAGE from sysexits.h); systemd
+/// units can tell it apart from a crash.
+const EX_CONFIG: u8 = 64;
+
+/// berth node agent: keeps this host's Docker services, env files and nginx
+/// sites converged, and serves the berth.v1 API over mutual TLS.
+///
+/// Runs in the foreground until SIGTERM or SIGINT. Logs go to stderr, or to
+/// journald when started by systemd.
+#[derive(Parser)]
+#[command(name = "berth-agent", version, about, long_about)]
+struct Cli {
+    /// Agent config file (TOML). Unknown keys are errors.
+    #[arg(long, short, global = true, env = "BERTH_AGENT_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config file and the files it names, then exit: 0 when the
+    /// agent would start, non-zero with the key and problem otherwise.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berth-agent: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if let Some(Command::CheckConfig) = cli.command {
+        return match config.check_files() {
+            Ok(()) => {
+                println!("{}: OK", cli.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("berth-agent: {e}");
+                ExitCode::from(EX_CONFIG)
+            }
+        };
+    }
+
+    berth_agent::telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "Cannot start the async runtime.");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config, cli.config))
+}
+
+async fn serve(config: Config, path: PathBuf) -> ExitCode {
+    info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "Starting berth-agent.");
+    let cancel = CancellationToken::new();
+    let mut agent = tokio::spawn(berth_agent::run(config, cancel.clone()));
+
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            error!("Cannot install signal handlers.");
+            return ExitCode::FAILURE;
+        }
+    };
+    let finished = tokio::select! {
+        _ = term.recv() => { info!(signal = "SIGTERM", "Shutting down."); None }
+        _ = int.recv() => { info!(signal = "SIGINT", "Shutting down."); None }
+        result = &mut agent => Some(result),
+    };
+    let result = match finished {
+        Some(result) => result,
+        None => {
+            cancel.cancel();
+            match tokio::time::timeout(SHUTDOWN_GRACE, agent).await {
+                Ok(result) => result,
+                Err(_) => {
+                    warn!(grace = ?SHUTDOWN_GRACE, "Tasks did not finish in time; exiting anyway.");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    match result {
+        Ok(Ok(())) => {
+            info!("Stopped.");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            error!(error = %e, "The agent task panicked.");
+            ExitCode::FAILURE
+        }
+    }
+}

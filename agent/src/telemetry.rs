@@ -1,0 +1,65 @@
+//! Where the agent's logs go.
+//!
+//! One [`init`] decides: under systemd (`JOURNAL_STREAM` set) records go to
+//! journald with their fields, through `systemd-journal-logger`, which is a
+//! `log` backend; tracing reaches it through tracing's `log` feature, which
+//! forwards events as `log` records when no tracing subscriber is installed.
+//! Anywhere else a tracing subscriber writes text or JSON to stderr.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Where logs ended up, for the first log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// systemd's journal.
+    Journald,
+    /// Standard error.
+    Stderr,
+}
+
+/// Installs the process-wide logger. `RUST_LOG` overrides the configured level.
+pub fn init(config: &LogConfig) -> Sink {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.level.clone());
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(journal) = systemd_journal_logger::JournalLog::new()
+    {
+        let journal = journal.with_syslog_identifier("berth-agent".to_owned());
+        if log::set_boxed_logger(Box::new(journal)).is_ok() {
+            log::set_max_level(max_level(&filter));
+            return Sink::Journald;
+        }
+    }
+    let env_filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = match config.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    Sink::Stderr
+}
+
+/// The most verbose level a tracing filter string asks for, for `log`'s
+/// global switch (journald receives `log` records, which have no targets
+/// filter of their own here).
+fn max_level(filter: &str) -> log::LevelFilter {
+    let f = filter.to_ascii_lowercase();
+    if f.contains("trace") {
+        log::LevelFilter::Trace
+    } else if f.contains("debug") {
+        log::LevelFilter::Debug
+    } else if f.contains("info") {
+        log::LevelFilter::Info
+    } else if f.contains("warn") {
+        log::LevelFilter::Warn
+    } else if f.contains("error") {
+        log::LevelFilter::Error
+    } else {
+        log::LevelFilter::Info
+    }
+}

@@ -1,0 +1,84 @@
+//! One module per subcommand; each has `Args` (its doc comments are the
+//! help) and `run`. [`Global`] holds the options every agent command takes.
+
+pub mod certs;
+pub mod info;
+
+use std::path::PathBuf;
+
+use tonic::transport::Channel;
+
+use crate::client::{self, ConnectError, Target, TlsFiles};
+use crate::output::Format;
+
+/// Options shared by every command that talks to an agent.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// Agent address: HOST or HOST:PORT (default port 7443).
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_HOST",
+        default_value = "127.0.0.1:7443"
+    )]
+    pub host: Target,
+
+    /// Directory with ca.pem and your client certificate NAME.pem/NAME-key.pem.
+    /// [default: ~/.config/berth]
+    #[arg(long, global = true, env = "BERTH_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+
+    /// Which client certificate in --tls-dir to use (NAME of NAME.pem);
+    /// default: the only one there.
+    #[arg(long, global = true, env = "BERTH_CERT")]
+    pub cert: Option<String>,
+
+    /// Output format.
+    #[arg(long, short, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+impl Global {
+    /// The TLS dir: --tls-dir, else ~/.config/berth.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.tls_dir.clone().unwrap_or_else(default_tls_dir)
+    }
+
+    /// Resolves the TLS files and dials the agent.
+    pub async fn connect(&self) -> Result<Agent, ConnectError> {
+        let files = TlsFiles::resolve(&self.tls_dir(), self.cert.as_deref())?;
+        let channel = client::connect(&self.host, &files).await?;
+        Ok(Agent {
+            channel,
+            target: self.host.clone(),
+            files,
+        })
+    }
+}
+
+/// `~/.config/berth` (or `$XDG_CONFIG_HOME/berth`).
+pub fn default_tls_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("berth");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    PathBuf::from(home).join(".config").join("berth")
+}
+
+/// A connected agent, with what is needed to explain a failed call.
+#[derive(Clone)]
+pub struct Agent {
+    /// The gRPC channel.
+    pub channel: Channel,
+    /// Where it is.
+    pub target: Target,
+    /// The TLS files used.
+    pub files: TlsFiles,
+}
+
+impl Agent {
+    /// Turns a failed call's status into a message naming this agent.
+    pub fn explain(&self, status: &tonic::Status) -> ConnectError {
+        client::explain_status(&self.target, &self.files, status)
+    }
+}

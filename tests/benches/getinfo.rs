@@ -1,0 +1,114 @@
+//! GetInfo latency over mutual TLS on loopback, agent RSS and binary sizes.
+//!
+//! Run with `bench/run.sh` (builds release binaries first). Starts a real
+//! release `berth-agent` with fresh certificates and calls it through the
+//! same client code berthctl uses; prints a table of medians and tails.
+
+use std::time::{Duration, Instant};
+
+use berth_proto::v1::GetInfoRequest;
+use berth_proto::v1::host_client::HostClient;
+use berth_tests::{Agent, Pki, agent_config, bin};
+use berthctl::client::{self, TlsFiles};
+
+const WARMUP: usize = 200;
+const CALLS: usize = 5_000;
+const HANDSHAKES: usize = 300;
+
+fn main() -> anyhow::Result<()> {
+    let pki = Pki::new();
+    let agent = Agent::start(&pki, &agent_config(&pki, ""));
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_start = rss_kib(agent.pid());
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let target: client::Target = agent.addr.parse().map_err(anyhow::Error::msg)?;
+    let files = TlsFiles::resolve(&pki.tls_dir(), None)?;
+
+    let (calls, handshakes) = rt.block_on(async {
+        let channel = client::connect(&target, &files).await?;
+        let mut host = HostClient::new(channel);
+        for _ in 0..WARMUP {
+            host.get_info(GetInfoRequest {}).await?;
+        }
+        let mut calls = Vec::with_capacity(CALLS);
+        for _ in 0..CALLS {
+            let t = Instant::now();
+            host.get_info(GetInfoRequest {}).await?;
+            calls.push(t.elapsed());
+        }
+        // A fresh connection per call: TCP + mutual TLS handshake + GetInfo,
+        // what one `berthctl info` pays besides process start.
+        let mut handshakes = Vec::with_capacity(HANDSHAKES);
+        for _ in 0..HANDSHAKES {
+            let t = Instant::now();
+            let channel = client::connect(&target, &files).await?;
+            HostClient::new(channel).get_info(GetInfoRequest {}).await?;
+            handshakes.push(t.elapsed());
+        }
+        anyhow::Ok((calls, handshakes))
+    })?;
+    let rss_end = rss_kib(agent.pid());
+
+    println!(
+        "berth GetInfo over mutual TLS, loopback ({} calls on one connection, {} fresh connections)",
+        CALLS, HANDSHAKES
+    );
+    println!(
+        "{:<44} {:>10} {:>10} {:>10}",
+        "measure", "p50", "p99", "max"
+    );
+    row("GetInfo, warm connection", &calls);
+    row("connect (TCP+mTLS) + GetInfo", &handshakes);
+    println!();
+    println!(
+        "{:<44} {:>10}",
+        "agent RSS right after start",
+        format!("{} KiB", rss_start)
+    );
+    println!(
+        "{:<44} {:>10}",
+        "agent RSS after the run",
+        format!("{} KiB", rss_end)
+    );
+    for name in ["berth-agent", "berthctl"] {
+        let size = std::fs::metadata(bin(name)).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "{:<44} {:>10}",
+            format!("{name} binary size"),
+            format!("{:.1} MiB", size as f64 / 1048576.0)
+        );
+    }
+    Ok(())
+}
+
+fn row(label: &str, samples: &[Duration]) {
+    let mut s = samples.to_vec();
+    s.sort();
+    let pick = |q: f64| s[((s.len() as f64 * q) as usize).min(s.len() - 1)];
+    println!(
+        "{:<44} {:>10} {:>10} {:>10}",
+        label,
+        fmt(pick(0.50)),
+        fmt(pick(0.99)),
+        fmt(s[s.len() - 1])
+    );
+}
+
+fn fmt(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,250 @@
+//! Shared harness for the end-to-end tests: real `berth-agent` processes on
+//! `127.0.0.1:0` with freshly minted certificates, driven by the real
+//! `berthctl` binary.
+//!
+//! Every test gets its own temp dir (certs, config, state, logs) and its own
+//! agent; dropping an [`Agent`] kills its process, so tests run in parallel
+//! and leave nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use berthctl::certs::{self, Role, Validity};
+
+/// Path of a workspace binary built by `cargo build --bins` (the test
+/// command builds them first). Panics with what to run when it is missing.
+pub fn bin(name: &str) -> PathBuf {
+    // target/debug/deps/this-test → target/debug/NAME
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`; scripts/test.sh does this)",
+        path.display()
+    );
+    path
+}
+
+/// A temp dir with a CA, an agent certificate for 127.0.0.1 and localhost,
+/// and an operator client certificate named "alice".
+pub struct Pki {
+    /// Holds everything; removed on drop.
+    pub dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// Mints a fresh CA, agent and operator certificates.
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-test-")
+            .tempdir()
+            .expect("tempdir");
+        let tls = dir.path().join("tls");
+        certs::init_ca(&tls, Validity::days(1), false).expect("ca");
+        certs::issue_agent(
+            &tls,
+            "agent",
+            &["127.0.0.1".into(), "localhost".into()],
+            Validity::days(1),
+            false,
+        )
+        .expect("agent cert");
+        certs::issue_client(&tls, "alice", Role::Operator, Validity::days(1), false)
+            .expect("client cert");
+        Pki { dir }
+    }
+
+    /// The dir berthctl's --tls-dir points at.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.dir.path().join("tls")
+    }
+
+    /// A path inside the temp dir.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A running `berth-agent` process; killed on drop.
+pub struct Agent {
+    child: Option<Child>,
+    /// The address it listens on.
+    pub addr: String,
+    /// Its stderr.
+    pub log: PathBuf,
+    /// Its config file.
+    pub config: PathBuf,
+}
+
+/// The agent config for a test: everything under `pki`'s temp dir, port 0,
+/// Prometheus off. `extra` is appended (more TOML keys or tables).
+pub fn agent_config(pki: &Pki, extra: &str) -> String {
+    let d = pki.dir.path().display();
+    format!(
+        r#"listen = "127.0.0.1:0"
+listen_address_file = "{d}/agent.addr"
+state_dir = "{d}/state"
+env_dir = "{d}/env"
+[tls]
+ca = "{d}/tls/ca.pem"
+cert = "{d}/tls/agent.pem"
+key = "{d}/tls/agent-key.pem"
+[metrics]
+prometheus_listen = ""
+{extra}
+"#
+    )
+}
+
+impl Agent {
+    /// Writes `config` and starts an agent on it; waits until it listens.
+    pub fn start(pki: &Pki, config: &str) -> Agent {
+        let config_path = pki.path("agent.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let addr_file = pki.path("agent.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = pki.path("agent.log");
+        let stderr = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = Command::new(bin("berth-agent"))
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn berth-agent");
+        let mut agent = Agent {
+            child: Some(child),
+            addr: String::new(),
+            log,
+            config: config_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(a) = std::fs::read_to_string(&addr_file)
+                && a.ends_with('\n')
+            {
+                agent.addr = a.trim().to_owned();
+                return agent;
+            }
+            if let Some(status) = agent
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "berth-agent exited with {status} before listening:\n{}",
+                    agent.logs()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "berth-agent did not listen within 30s:\n{}",
+                agent.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The agent's stderr so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .expect("agent is running")
+    }
+
+    /// Sends `signal` and waits up to `within` for the process to exit.
+    pub fn signal_and_wait(
+        &mut self,
+        signal: i32,
+        within: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // kill(1) rather than libc::kill keeps this crate free of unsafe.
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `berthctl` with `--host` and `--tls-dir` set for `agent`.
+pub fn berthctl(pki: &Pki, host: &str, args: &[&str]) -> Output {
+    Command::new(bin("berthctl"))
+        .arg("--host")
+        .arg(host)
+        .arg("--tls-dir")
+        .arg(pki.tls_dir())
+        .args(args)
+        .env_remove("BERTH_HOST")
+        .env_remove("BERTH_TLS_DIR")
+        .env_remove("BERTH_CERT")
+        .output()
+        .expect("run berthctl")
+}
+
+/// stdout of a successful command; panics with stderr otherwise.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// stderr of a failed command; panics if it succeeded.
+pub fn fails(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "command should have failed:\nstdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

@@ -1,0 +1,258 @@
+//! Foundation: agent and berthctl over mutual TLS, refusals with their
+//! messages, check-config, and shutdown on SIGTERM. Real processes, real TLS.
+
+use std::time::Duration;
+
+use berth_tests::{Agent, Pki, agent_config, berthctl, bin, fails, ok};
+use berthctl::certs::{self, Role, Validity};
+
+#[test]
+fn info_round_trip_over_mutual_tls() {
+    let pki = Pki::new();
+    let agent = Agent::start(&pki, &agent_config(&pki, ""));
+
+    let table = ok(&berthctl(&pki, &agent.addr, &["info"]));
+    assert!(table.contains("alice (operator)"), "{table}");
+    assert!(table.contains("berth-agent 0.1.0"), "{table}");
+
+    let json: serde_json::Value = serde_json::from_str(&ok(&berthctl(
+        &pki,
+        &agent.addr,
+        &["info", "--output", "json"],
+    )))
+    .expect("json");
+    assert_eq!(json["caller"]["name"], "alice");
+    assert_eq!(json["caller"]["role"], "operator");
+    assert!(json["cpus"].as_u64().unwrap_or(0) >= 1, "{json}");
+    assert!(json["memory_bytes"].as_u64().unwrap_or(0) > 0, "{json}");
+    assert!(
+        !json["hostname"].as_str().unwrap_or("").is_empty(),
+        "{json}"
+    );
+    // The machine's Docker Engine is a real component of the suite.
+    assert_eq!(json["docker"]["error"], "", "{json}");
+    assert!(
+        json["docker"]["version"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty()),
+        "{json}"
+    );
+    assert!(
+        json["capabilities"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()),
+        "{json}"
+    );
+}
+
+#[test]
+fn viewer_role_travels_in_the_certificate() {
+    let pki = Pki::new();
+    certs::issue_client(
+        &pki.tls_dir(),
+        "victor",
+        Role::Viewer,
+        Validity::days(1),
+        false,
+    )
+    .expect("viewer");
+    let agent = Agent::start(&pki, &agent_config(&pki, ""));
+    let out = ok(&berthctl(
+        &pki,
+        &agent.addr,
+        &["--cert", "victor", "info", "-o", "json"],
+    ));
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(json["caller"]["name"], "victor");
+    assert_eq!(json["caller"]["role"], "viewer");
+
+    // Two client certs now: berthctl must ask which one.
+    let err = fails(&berthctl(&pki, &agent.addr, &["info"]));
+    assert!(
+        err.contains("several client certificates") && err.contains("--cert"),
+        "{err}"
+    );
+}
+
+#[test]
+fn client_certificate_from_another_ca_is_refused() {
+    let pki = Pki::new();
+    let agent = Agent::start(&pki, &agent_config(&pki, ""));
+    // A rogue CA issues "mallory"; mallory trusts the real agent CA so only
+    // the agent's check can refuse.
+    let rogue = pki.path("rogue");
+    certs::init_ca(&rogue, Validity::days(1), false).expect("rogue ca");
+    certs::issue_client(&rogue, "mallory", Role::Operator, Validity::days(1), false)
+        .expect("rogue client");
+    std::fs::copy(pki.tls_dir().join("ca.pem"), rogue.join("ca.pem")).expect("trust agent ca");
+
+    let out = std::process::Command::new(bin("berthctl"))
+        .args(["--host", &agent.addr, "--tls-dir"])
+        .arg(&rogue)
+        .arg("info")
+        .output()
+        .expect("berthctl");
+    let err = fails(&out);
+    assert!(
+        err.contains("the agent refused your client certificate"),
+        "{err}"
+    );
+    assert!(
+        err.contains("not signed by the CA the agent trusts"),
+        "{err}"
+    );
+    assert!(
+        agent.logs().contains("not signed by this agent's CA"),
+        "agent log should say why:\n{}",
+        agent.logs()
+    );
+}
+
+#[test]
+fn expired_client_certificate_is_refused() {
+    let pki = Pki::new();
+    let now = time::OffsetDateTime::now_utc();
+    let expired = Validity {
+        not_before: now - time::Duration::days(30),
+        not_after: now - time::Duration::days(1),
+    };
+    certs::issue_client(&pki.tls_dir(), "old", Role::Operator, expired, false)
+        .expect("expired cert");
+    let agent = Agent::start(&pki, &agent_config(&pki, ""));
+    let err = fails(&berthctl(&pki, &agent.addr, &["--cert", "old", "info"]));
+    assert!(
+        err.contains("the agent refused your client certificate"),
+        "{err}"
+    );
+    assert!(err.contains("expired"), "{err}");
+    assert!(
+        agent.logs().contains("client certificate has expired"),
+        "{}",
+        agent.logs()
+    );
+}
+
+#[test]
+fn plaintext_client_is_refused() {
+    let pki = Pki::new();
+    let agent = Agent::start(&pki, &agent_config(&pki, ""));
+    let err = fails(&berthctl(
+        &pki,
+        &format!("http://{}", agent.addr),
+        &["info"],
+    ));
+    assert!(err.contains("refused a plaintext connection"), "{err}");
+    assert!(err.contains("mutual TLS only"), "{err}");
+    assert!(
+        agent.logs().contains("did not speak TLS"),
+        "{}",
+        agent.logs()
+    );
+}
+
+#[test]
+fn agent_certificate_for_another_name_is_refused() {
+    let pki = Pki::new();
+    certs::issue_agent(
+        &pki.tls_dir(),
+        "agent",
+        &["agent.example".into()],
+        Validity::days(1),
+        true,
+    )
+    .expect("agent cert for another name");
+    let agent = Agent::start(&pki, &agent_config(&pki, ""));
+    let err = fails(&berthctl(&pki, &agent.addr, &["info"]));
+    assert!(
+        err.contains("berthctl refused the agent's certificate"),
+        "{err}"
+    );
+    assert!(
+        err.contains("agent.example") && err.contains("not for 127.0.0.1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreachable_agent_says_nothing_listens() {
+    let pki = Pki::new();
+    // Bind and drop to find a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let err = fails(&berthctl(&pki, &format!("127.0.0.1:{port}"), &["info"]));
+    assert!(
+        err.contains("connection refused") && err.contains("is berth-agent running"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_names_unknown_keys_and_bad_values() {
+    let pki = Pki::new();
+    let check = |text: &str| {
+        let path = pki.path("check.toml");
+        std::fs::write(&path, text).expect("write");
+        std::process::Command::new(bin("berth-agent"))
+            .arg("check-config")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .expect("run check-config")
+    };
+    let good = agent_config(&pki, "");
+    assert!(ok(&check(&good)).contains("OK"));
+
+    let err = fails(&check(&format!(
+        "{good}\n[docker]\nsokcet = \"/run/docker.sock\"\n"
+    )));
+    assert!(err.contains("sokcet"), "{err}");
+    assert!(err.contains("line"), "{err}");
+
+    let err = fails(&check(
+        &good.replace("listen = \"127.0.0.1:0\"", "listen = \"everywhere\""),
+    ));
+    assert!(err.contains("listen") && err.contains("line 1"), "{err}");
+
+    let err = fails(&check(&format!("{good}\n[log]\nformat = \"xml\"\n")));
+    assert!(err.contains("xml") && err.contains("format"), "{err}");
+
+    let missing = good.replace("tls/agent.pem", "tls/nope.pem");
+    let err = fails(&check(&missing));
+    assert!(
+        err.contains("tls.cert") && err.contains("nope.pem"),
+        "{err}"
+    );
+
+    // The same check guards the daemon itself: a bad config exits 64.
+    let path = pki.path("bad.toml");
+    std::fs::write(&path, "bogus = 1\n").expect("write");
+    let status = std::process::Command::new(bin("berth-agent"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run agent");
+    assert_eq!(
+        status.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+}
+
+#[test]
+fn agent_exits_cleanly_on_sigterm() {
+    let pki = Pki::new();
+    let mut agent = Agent::start(&pki, &agent_config(&pki, ""));
+    ok(&berthctl(&pki, &agent.addr, &["info"]));
+    let status = agent
+        .signal_and_wait(15, Duration::from_secs(20))
+        .expect("agent should exit after SIGTERM");
+    assert!(status.success(), "exit status {status}\n{}", agent.logs());
+    let logs = agent.logs();
+    assert!(
+        logs.contains("SIGTERM") && logs.contains("Stopped."),
+        "{logs}"
+    );
+}
