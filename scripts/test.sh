@@ -22,4 +22,4 @@ export BERTH_TEST_REGISTRY
 cargo build --workspace --bins
 shift_args=()
 if [[ "${1:-}" == "--" ]]; then shift; shift_args=("$@"); fi
-cargo test --workspace -- "${shift_args[@]}"
+cargo test --workspace --no-fail-fast -- "${shift_args[@]}"

@@ -82,6 +82,22 @@ pub struct Config {
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
+    /// Credentials for private registries, chosen by the image's registry host.
+    #[serde(default)]
+    pub registries: Vec<RegistryConfig>,
+}
+
+/// Credentials for one registry. The password lives in its own file (mode
+/// 0600) so the config can be world-readable and kept in version control.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Registry host[:port] as it appears in image references, e.g. "registry.example.com".
+    pub registry: String,
+    /// User name.
+    pub username: String,
+    /// File holding the password or token (first line).
+    pub password_file: PathBuf,
 }
 
 /// TLS files of the agent. The CA verifies client certificates; the
@@ -110,6 +126,11 @@ pub struct DockerConfig {
     /// Time allowed for one Docker API call, e.g. "30s".
     #[serde(default = "defaults::docker_timeout")]
     pub timeout: Duration,
+    /// This agent's name on the engine: its containers carry
+    /// `berth.instance=<instance>` and it never touches containers of another
+    /// instance. Only matters when several agents share one Docker Engine.
+    #[serde(default = "defaults::docker_instance")]
+    pub instance: String,
 }
 
 /// nginx integration.
@@ -193,6 +214,9 @@ mod defaults {
     pub fn docker_timeout() -> Duration {
         Duration::from_secs(120)
     }
+    pub fn docker_instance() -> String {
+        "default".into()
+    }
     pub fn nginx_sites_dir() -> PathBuf {
         "/etc/nginx/conf.d".into()
     }
@@ -231,6 +255,7 @@ impl Default for DockerConfig {
         Self {
             socket: defaults::docker_socket(),
             timeout: defaults::docker_timeout(),
+            instance: defaults::docker_instance(),
         }
     }
 }
@@ -294,10 +319,7 @@ impl Config {
         if self.metrics.interval.as_std() < std::time::Duration::from_secs(1) {
             return Err(invalid(
                 "metrics.interval",
-                format!(
-                    "\"{}\" is too short: the minimum is 1s",
-                    self.metrics.interval
-                ),
+                format!("\"{}\" is too short: the minimum is 1s", self.metrics.interval),
             ));
         }
         for (key, addr) in [
@@ -316,10 +338,7 @@ impl Config {
             ("nginx.reload_command", &self.nginx.reload_command),
         ] {
             if cmd.is_empty() || cmd[0].is_empty() {
-                return Err(invalid(
-                    key,
-                    "must name a program, e.g. [\"nginx\", \"-t\"]".into(),
-                ));
+                return Err(invalid(key, "must name a program, e.g. [\"nginx\", \"-t\"]".into()));
             }
         }
         for (key, p) in [
@@ -338,10 +357,7 @@ impl Config {
         if self.docker.timeout.as_std() < std::time::Duration::from_secs(1) {
             return Err(invalid(
                 "docker.timeout",
-                format!(
-                    "\"{}\" is too short: the minimum is 1s",
-                    self.docker.timeout
-                ),
+                format!("\"{}\" is too short: the minimum is 1s", self.docker.timeout),
             ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
@@ -353,6 +369,32 @@ impl Config {
                 ),
             ));
         }
+        let instance_ok = !self.docker.instance.is_empty()
+            && self.docker.instance.len() <= 63
+            && self
+                .docker
+                .instance
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !instance_ok {
+            return Err(invalid(
+                "docker.instance",
+                format!("{:?}: use 1-63 letters, digits, '-', '_' or '.'", self.docker.instance),
+            ));
+        }
+        for (i, r) in self.registries.iter().enumerate() {
+            if r.registry.is_empty() || r.registry.contains('/') {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    key: "registries.registry",
+                    message: format!(
+                        "entry {}: {:?} is not a registry host like registry.example.com:5000",
+                        i + 1,
+                        r.registry
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -360,11 +402,18 @@ impl Config {
     /// so `check-config` catches a missing certificate before systemd starts
     /// the daemon.
     pub fn check_files(&self) -> Result<(), ConfigError> {
+        let registry_files = self
+            .registries
+            .iter()
+            .map(|r| ("registries.password_file", &r.password_file));
         for (key, p) in [
             ("tls.ca", &self.tls.ca),
             ("tls.cert", &self.tls.cert),
             ("tls.key", &self.tls.key),
-        ] {
+        ]
+        .into_iter()
+        .chain(registry_files)
+        {
             if let Err(e) = std::fs::File::open(p) {
                 return Err(ConfigError::Invalid {
                     path: p.clone(),

@@ -45,11 +45,7 @@ impl HostFacts {
         sys.refresh_cpu_list(CpuRefreshKind::nothing());
         sys.refresh_memory();
         let hostname = System::host_name()
-            .or_else(|| {
-                hostname::get()
-                    .ok()
-                    .map(|h| h.to_string_lossy().into_owned())
-            })
+            .or_else(|| hostname::get().ok().map(|h| h.to_string_lossy().into_owned()))
             .unwrap_or_default();
         HostFacts {
             hostname,
@@ -110,11 +106,7 @@ impl DockerProbe {
 
     async fn ask(&self, state: &mut ProbeState) -> DockerStatus {
         if state.client.is_none() {
-            state.client = Some(
-                docker::connect(&self.config)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            );
+            state.client = Some(docker::connect(&self.config).await.map_err(|e| e.to_string())?);
         }
         let Some(client) = state.client.as_ref() else {
             return Err("no Docker client".into());

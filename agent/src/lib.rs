@@ -6,11 +6,18 @@
 //! the token is cancelled and the tasks have finished. `main.rs` only parses
 //! arguments, loads the config, installs logging and waits for signals.
 
+pub mod audit;
 pub mod config;
 pub mod docker;
+pub mod envfiles;
+pub mod events;
 pub mod grpc;
+pub mod health;
 pub mod hostinfo;
+pub mod reconcile;
 pub mod spec;
+pub mod state;
+pub mod supervisor;
 pub mod telemetry;
 pub mod tls;
 pub mod units;
@@ -19,18 +26,23 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use berth_proto::v1::host_server::HostServer;
+use berth_proto::v1::services_server::ServicesServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
-use tracing::{Instrument as _, info, info_span};
+use tracing::{Instrument as _, info, info_span, warn};
 
 use crate::config::Config;
+use crate::docker::{Engine, RegistryAuth};
+use crate::events::EventBus;
+use crate::grpc::services::{ServicesApi, SupervisorSlot};
 use crate::hostinfo::{DockerProbe, HostFacts};
+use crate::supervisor::{Capacity, Supervisor};
 
 /// What this agent build serves, reported by `GetInfo` so clients can tell
 /// an agent that lacks a feature from one that failed.
-pub const CAPABILITIES: &[&str] = &["host", "grpc-health"];
+pub const CAPABILITIES: &[&str] = &["host", "grpc-health", "services", "events", "logs"];
 
 /// Runs the agent until `cancel` fires. Binds `config.listen` (port 0 picks
 /// a free port; `listen_address_file` then says which).
@@ -40,24 +52,41 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let local: SocketAddr = listener
-        .local_addr()
-        .context("listener has no local address")?;
+    let local: SocketAddr = listener.local_addr().context("listener has no local address")?;
 
+    let registries = registry_auth(&config)?;
     let facts = HostFacts::read();
+    let capacity = Capacity {
+        cpus: f64::from(facts.cpus),
+        memory_bytes: facts.memory_bytes,
+    };
     let probe = DockerProbe::new(config.docker.clone());
     let capabilities = CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
     let host = grpc::host::HostApi::new(facts, probe, capabilities);
 
+    let slot = SupervisorSlot::default();
+    tracker.spawn(
+        start_supervisor(
+            config.clone(),
+            registries,
+            capacity,
+            slot.clone(),
+            tracker.clone(),
+            cancel.child_token(),
+        )
+        .instrument(info_span!("supervisor")),
+    );
+    let services = ServicesApi::new(slot);
+
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<HostServer<grpc::host::HostApi>>()
-        .await;
+    health.set_serving::<HostServer<grpc::host::HostApi>>().await;
+    health.set_serving::<ServicesServer<ServicesApi>>().await;
 
     let incoming = grpc::listener::incoming(listener, tls, &tracker, cancel.child_token());
     let server = Server::builder()
         .add_service(health_service)
         .add_service(HostServer::new(host))
+        .add_service(ServicesServer::new(services))
         .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
 
     info!(addr = %local, "Listening for berthctl (mutual TLS).");
@@ -72,6 +101,70 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     tracker.close();
     tracker.wait().await;
     result.context("gRPC server failed")
+}
+
+/// Connects to Docker (retrying until it answers, since the agent may start
+/// before dockerd) and starts the supervisor, then installs it in `slot`.
+async fn start_supervisor(
+    config: Config,
+    registries: Vec<RegistryAuth>,
+    capacity: Capacity,
+    slot: SupervisorSlot,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+) {
+    let mut delay = std::time::Duration::from_millis(500);
+    loop {
+        let attempt = async {
+            let engine = Engine::connect(&config.docker, registries.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            Supervisor::start(
+                engine,
+                config.state_dir.clone(),
+                config.env_dir.clone(),
+                capacity,
+                EventBus::new(),
+                &tracker,
+                cancel.clone(),
+            )
+            .await
+            .map_err(|e| e.to_string())
+        };
+        match attempt.await {
+            Ok(sup) => {
+                info!(state_dir = %config.state_dir.display(), "Supervising services.");
+                slot.set(sup);
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in = ?delay, "Cannot start supervising yet.");
+                slot.waiting(e);
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(10));
+    }
+}
+
+/// Registry credentials from the config, passwords read from their files.
+fn registry_auth(config: &Config) -> anyhow::Result<Vec<RegistryAuth>> {
+    config
+        .registries
+        .iter()
+        .map(|r| {
+            let password = std::fs::read_to_string(&r.password_file)
+                .with_context(|| format!("cannot read registries.password_file {}", r.password_file.display()))?;
+            Ok(RegistryAuth {
+                registry: r.registry.clone(),
+                username: r.username.clone(),
+                password: password.lines().next().unwrap_or("").to_owned(),
+            })
+        })
+        .collect()
 }
 
 /// Writes the bound address atomically, so a reader never sees half of it.

@@ -66,10 +66,7 @@ fn main() -> ExitCode {
     }
 
     berth_agent::telemetry::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "Cannot start the async runtime.");
@@ -84,10 +81,7 @@ async fn serve(config: Config, path: PathBuf) -> ExitCode {
     let cancel = CancellationToken::new();
     let mut agent = tokio::spawn(berth_agent::run(config, cancel.clone()));
 
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(t), Ok(i)) => (t, i),
         _ => {
             error!("Cannot install signal handlers.");

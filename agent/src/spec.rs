@@ -316,19 +316,11 @@ pub struct Proxy {
     pub upstream_port: Option<u16>,
     /// Absolute path of the TLS certificate (PEM). Set with `tls_key`, or
     /// neither.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "serialize_path"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "serialize_path")]
     pub tls_cert: Option<PathBuf>,
     /// Absolute path of the TLS private key (PEM). Set with `tls_cert`, or
     /// neither.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "serialize_path"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "serialize_path")]
     pub tls_key: Option<PathBuf>,
     /// Health paths the site serves, such as load-balancer heartbeats.
     /// Default `["/__lbheartbeat__", "/__heartbeat__", "/__version__"]`.
@@ -450,10 +442,7 @@ impl TryFrom<HealthToml> for HealthCheck {
         .flatten()
         .collect();
         let probe = match (raw.http, raw.tcp, raw.exec) {
-            (Some(path), None, None) => Probe::Http {
-                path,
-                port: raw.port,
-            },
+            (Some(path), None, None) => Probe::Http { path, port: raw.port },
             (None, Some(port), None) if raw.port.is_none() => Probe::Tcp { port },
             (None, None, Some(command)) if raw.port.is_none() => Probe::Exec { command },
             (None, None, None) => {
@@ -531,9 +520,9 @@ impl FromStr for ServiceName {
         let first_ok = bytes
             .first()
             .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        let rest_ok = bytes.iter().all(|&b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
-        });
+        let rest_ok = bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
         if first_ok && rest_ok && bytes.len() <= 63 {
             Ok(Self(s.to_owned()))
         } else {
@@ -647,9 +636,7 @@ fn check_image(s: &str) -> Result<(), &'static str> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
         if !first_ok || !rest_ok || tag.len() > 128 {
-            return Err(
-                "a tag is up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'",
-            );
+            return Err("a tag is up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'");
         }
     }
     if repository.len() > 255 {
@@ -659,9 +646,8 @@ fn check_image(s: &str) -> Result<(), &'static str> {
     if components.len() > 1 {
         let first = components[0];
         // Docker's rule for telling a registry host from a path component.
-        let is_registry = first.contains(['.', ':'])
-            || first == "localhost"
-            || first.bytes().any(|b| b.is_ascii_uppercase());
+        let is_registry =
+            first.contains(['.', ':']) || first == "localhost" || first.bytes().any(|b| b.is_ascii_uppercase());
         if is_registry {
             if !is_registry_host(first) {
                 return Err("the registry is a host name or IP address with an optional :port");
@@ -704,9 +690,7 @@ fn is_registry_host(s: &str) -> bool {
     let label_ok = |label: &str| {
         let bytes = label.as_bytes();
         !bytes.is_empty()
-            && bytes
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
             && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
             && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
     };
@@ -745,10 +729,7 @@ impl FromStr for ImageRef {
     fn from_str(s: &str) -> Result<Self, InvalidValue> {
         match check_image(s) {
             Ok(()) => Ok(Self(s.to_owned())),
-            Err(reason) => Err(InvalidValue::new(
-                format!("expected {IMAGE_EXPECTING} ({reason})"),
-                s,
-            )),
+            Err(reason) => Err(InvalidValue::new(format!("expected {IMAGE_EXPECTING} ({reason})"), s)),
         }
     }
 }
@@ -878,8 +859,7 @@ impl FromStr for PortMapping {
     type Err = InvalidValue;
 
     fn from_str(s: &str) -> Result<Self, InvalidValue> {
-        parse_port_mapping(s)
-            .ok_or_else(|| InvalidValue::new(format!("expected {PORT_EXPECTING}"), s))
+        parse_port_mapping(s).ok_or_else(|| InvalidValue::new(format!("expected {PORT_EXPECTING}"), s))
     }
 }
 
@@ -980,10 +960,7 @@ impl FromStr for StopSignal {
             .find(|signal| signal.as_str().strip_prefix("SIG") == Some(bare))
             .ok_or_else(|| {
                 let names: Vec<&str> = Self::ALL.iter().map(|s| s.as_str()).collect();
-                InvalidValue::new(
-                    format!("expected {SIGNAL_EXPECTING} (one of {})", names.join(", ")),
-                    s,
-                )
+                InvalidValue::new(format!("expected {SIGNAL_EXPECTING} (one of {})", names.join(", ")), s)
             })
     }
 }
@@ -1053,11 +1030,7 @@ fn key_at(text: &str, span: &Range<usize>) -> Option<String> {
     find_in_table(document.get_ref(), span, &mut path).then(|| path.join("."))
 }
 
-fn find_in_table<'a>(
-    table: &'a toml::de::DeTable<'_>,
-    span: &Range<usize>,
-    path: &mut Vec<&'a str>,
-) -> bool {
+fn find_in_table<'a>(table: &'a toml::de::DeTable<'_>, span: &Range<usize>, path: &mut Vec<&'a str>) -> bool {
     for (key, value) in table {
         path.push(key.get_ref().as_ref());
         if find_in_value(value, span, path) {
@@ -1174,8 +1147,7 @@ impl ServiceSpec {
         };
         // The agent joins this to its env dir; anything that could step out
         // of it, or name the dir itself, is refused.
-        if name.is_empty() || name == "." || name.contains(['/', '\\', '\0']) || name.contains("..")
-        {
+        if name.is_empty() || name == "." || name.contains(['/', '\\', '\0']) || name.contains("..") {
             return Err(invalid(
                 "env_file",
                 name,
@@ -1224,11 +1196,7 @@ impl ServiceSpec {
         if let Some(memory) = self.resources.memory
             && memory.bytes() < DOCKER_MIN_MEMORY
         {
-            return Err(invalid(
-                "resources.memory",
-                memory,
-                "Docker needs at least 6m",
-            ));
+            return Err(invalid("resources.memory", memory, "Docker needs at least 6m"));
         }
         Ok(())
     }
@@ -1280,27 +1248,16 @@ impl ServiceSpec {
             }
         }
         if health.interval.is_zero() {
-            return Err(invalid(
-                "health.interval",
-                health.interval,
-                "must be longer than 0s",
-            ));
+            return Err(invalid("health.interval", health.interval, "must be longer than 0s"));
         }
         if health.timeout.is_zero() {
-            return Err(invalid(
-                "health.timeout",
-                health.timeout,
-                "must be longer than 0s",
-            ));
+            return Err(invalid("health.timeout", health.timeout, "must be longer than 0s"));
         }
         if health.timeout > health.interval {
             return Err(invalid(
                 "health.timeout",
                 health.timeout,
-                format!(
-                    "must not be longer than health.interval ({})",
-                    health.interval
-                ),
+                format!("must not be longer than health.interval ({})", health.interval),
             ));
         }
         if health.retries == 0 {
@@ -1376,23 +1333,14 @@ impl ServiceSpec {
         }
         match (&proxy.tls_cert, &proxy.tls_key) {
             (Some(_), None) => {
-                return Err(invalid_key(
-                    "proxy.tls_key",
-                    "is needed with proxy.tls_cert",
-                ));
+                return Err(invalid_key("proxy.tls_key", "is needed with proxy.tls_cert"));
             }
             (None, Some(_)) => {
-                return Err(invalid_key(
-                    "proxy.tls_cert",
-                    "is needed with proxy.tls_key",
-                ));
+                return Err(invalid_key("proxy.tls_cert", "is needed with proxy.tls_key"));
             }
             _ => {}
         }
-        for (key, path) in [
-            ("proxy.tls_cert", &proxy.tls_cert),
-            ("proxy.tls_key", &proxy.tls_key),
-        ] {
+        for (key, path) in [("proxy.tls_cert", &proxy.tls_cert), ("proxy.tls_key", &proxy.tls_key)] {
             if let Some(path) = path {
                 check_absolute(key, path)?;
             }
@@ -1432,9 +1380,7 @@ fn is_server_name(name: &str) -> bool {
     let label_ok = |label: &str| {
         let bytes = label.as_bytes();
         (1..=63).contains(&bytes.len())
-            && bytes
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
             && bytes.first().is_some_and(|b| *b != b'-')
             && bytes.last().is_some_and(|b| *b != b'-')
     };
@@ -1453,28 +1399,14 @@ fn is_server_name(name: &str) -> bool {
 /// `others` are the other services on the host; one with `spec`'s name is the
 /// service's own previous version, which `spec` replaces, and is skipped.
 pub fn check_host_ports(spec: &ServiceSpec, others: &[&ServiceSpec]) -> Result<(), SpecError> {
-    let nginx_ports = |s: &ServiceSpec| {
-        s.proxy
-            .as_ref()
-            .map(|p| p.listen.clone())
-            .unwrap_or_default()
-    };
+    let nginx_ports = |s: &ServiceSpec| s.proxy.as_ref().map(|p| p.listen.clone()).unwrap_or_default();
     for other in others.iter().filter(|o| o.name != spec.name) {
-        let used_by = |port: u16| {
-            format!(
-                "host port {port} is already used by service \"{}\"",
-                other.name
-            )
-        };
+        let used_by = |port: u16| format!("host port {port} is already used by service \"{}\"", other.name);
         for mapping in &spec.ports {
             let Some(port) = mapping.host_port else {
                 continue;
             };
-            if other
-                .ports
-                .iter()
-                .any(|theirs| theirs.collides_with(mapping))
-            {
+            if other.ports.iter().any(|theirs| theirs.collides_with(mapping)) {
                 return Err(invalid("ports", mapping, used_by(port)));
             }
             if mapping.protocol == Protocol::Tcp && nginx_ports(other).contains(&port) {
@@ -1499,18 +1431,12 @@ pub fn check_host_ports(spec: &ServiceSpec, others: &[&ServiceSpec]) -> Result<(
         }
         if let Some(theirs) = &other.proxy {
             let shared_port = proxy.listen.iter().find(|p| theirs.listen.contains(p));
-            let shared_name = proxy
-                .server_names
-                .iter()
-                .find(|n| theirs.server_names.contains(n));
+            let shared_name = proxy.server_names.iter().find(|n| theirs.server_names.contains(n));
             if let (Some(port), Some(name)) = (shared_port, shared_name) {
                 return Err(invalid(
                     "proxy.server_names",
                     name,
-                    format!(
-                        "already served on port {port} by service \"{}\"",
-                        other.name
-                    ),
+                    format!("already served on port {port} by service \"{}\"", other.name),
                 ));
             }
         }
@@ -1520,11 +1446,7 @@ pub fn check_host_ports(spec: &ServiceSpec, others: &[&ServiceSpec]) -> Result<(
 
 /// Checks that `spec`'s limits fit the host at all: a CPU limit above the
 /// host's CPU count or a memory limit above its memory could never be met.
-pub fn check_capacity(
-    spec: &ServiceSpec,
-    host_cpus: f64,
-    host_memory_bytes: u64,
-) -> Result<(), SpecError> {
+pub fn check_capacity(spec: &ServiceSpec, host_cpus: f64, host_memory_bytes: u64) -> Result<(), SpecError> {
     if let Some(cpus) = spec.resources.cpus
         && cpus.as_f64() > host_cpus
     {
@@ -1545,10 +1467,7 @@ pub fn check_capacity(
         return Err(invalid(
             "resources.memory",
             memory,
-            format!(
-                "the host has only {} of memory",
-                approximate_size(host_memory_bytes)
-            ),
+            format!("the host has only {} of memory", approximate_size(host_memory_bytes)),
         ));
     }
     Ok(())
@@ -1645,14 +1564,8 @@ drain = "10s"
         assert_eq!(spec.ports[0].host_port, None);
         assert_eq!(spec.restart, RestartPolicy::Always);
         assert_eq!(spec.resources.memory, ByteSize::new(16 << 30));
-        assert_eq!(
-            spec.resources.cpus.map(Cpus::nano_cpus),
-            Some(8_000_000_000)
-        );
-        let health = spec
-            .health
-            .as_ref()
-            .map(|h| (&h.probe, h.start_period, h.retries));
+        assert_eq!(spec.resources.cpus.map(Cpus::nano_cpus), Some(8_000_000_000));
+        let health = spec.health.as_ref().map(|h| (&h.probe, h.start_period, h.retries));
         let probe = Probe::Http {
             path: "/__lbheartbeat__".to_owned(),
             port: Some(8000),
@@ -1668,10 +1581,7 @@ drain = "10s"
             .as_ref()
             .map(|p| (&p.server_names, &p.listen, &p.health_paths[0]));
         let names = vec!["api.example.com".to_owned()];
-        assert_eq!(
-            proxy,
-            Some((&names, &vec![80], &"/__lbheartbeat__".to_owned()))
-        );
+        assert_eq!(proxy, Some((&names, &vec![80], &"/__lbheartbeat__".to_owned())));
     }
 
     #[test]
@@ -1731,12 +1641,7 @@ drain = "10s"
             .to_vec();
         assert_eq!(
             proxy,
-            Some((
-                vec![80],
-                paths,
-                Duration::from_secs(60),
-                Duration::from_secs(5)
-            ))
+            Some((vec![80], paths, Duration::from_secs(60), Duration::from_secs(5)))
         );
     }
 
@@ -1755,16 +1660,11 @@ drain = "10s"
         assert_eq!(spec.stop_signal, StopSignal::Quit);
         assert_eq!(spec.stop_signal.as_str(), "SIGQUIT");
         assert_eq!(spec.stop_timeout, Duration::from_secs(60));
-        assert_eq!(
-            spec.labels.get("com.example.team").map(String::as_str),
-            Some("search")
-        );
+        assert_eq!(spec.labels.get("com.example.team").map(String::as_str), Some("search"));
         assert_eq!(spec.health_port(), Some(6379));
         let spec = ok(&with("[health]\nexec = [\"pg_isready\", \"-q\"]"));
         assert_eq!(spec.health_port(), None);
-        assert!(
-            matches!(spec.health.map(|h| h.probe), Some(Probe::Exec { command }) if command.len() == 2)
-        );
+        assert!(matches!(spec.health.map(|h| h.probe), Some(Probe::Exec { command }) if command.len() == 2));
     }
 
     #[test]
@@ -1790,9 +1690,10 @@ drain = "10s"
             "name \"Web\": expected a service name like \"web\": lowercase letters, digits, '_', \
              '.' and '-', starting with a letter or digit, at most 63 characters"
         );
-        assert!(err("name = \"w\"\nimage = \"Busybox\"").starts_with(
-            r#"image "Busybox": expected an image reference like registry.example.com/app:1.4.3 ("#
-        ));
+        assert!(
+            err("name = \"w\"\nimage = \"Busybox\"")
+                .starts_with(r#"image "Busybox": expected an image reference like registry.example.com/app:1.4.3 ("#)
+        );
         assert_eq!(
             err(&with("stop_signal = \"SIGFOO\"")),
             r#"stop_signal "SIGFOO": expected a signal name like SIGTERM or TERM (one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGKILL)"#
@@ -1842,9 +1743,7 @@ drain = "10s"
         assert!(text.contains("missing field `name`"), "{text}");
         let text = err(&with("restart = \"sometimes\""));
         assert!(
-            text.contains(
-                "unknown variant `sometimes`, expected one of `always`, `on-failure`, `never`"
-            ),
+            text.contains("unknown variant `sometimes`, expected one of `always`, `on-failure`, `never`"),
             "{text}"
         );
     }
@@ -1858,10 +1757,7 @@ drain = "10s"
             "{text}"
         );
         let text = err(&with("[health]\ninterval = \"5s\""));
-        assert!(
-            text.contains("[health] needs one of http, tcp or exec"),
-            "{text}"
-        );
+        assert!(text.contains("[health] needs one of http, tcp or exec"), "{text}");
         let text = err(&with("[health]\ntcp = 80\nport = 80"));
         assert!(
             text.contains("health.port is only used with http; drop it, tcp names what to check"),
@@ -1908,10 +1804,7 @@ drain = "10s"
                 "[health]\nexec = []",
                 r#"health.exec: must name a program, like ["cmd", "arg"]"#,
             ),
-            (
-                "[health]\ntcp = 0",
-                r#"health.tcp "0": port 0 is not a port"#,
-            ),
+            ("[health]\ntcp = 0", r#"health.tcp "0": port 0 is not a port"#),
             (
                 "[health]\ntcp = 80\ntimeout = \"5s\"",
                 r#"health.timeout "5s": must not be longer than health.interval (2s)"#,
@@ -2007,10 +1900,7 @@ drain = "10s"
     #[test]
     fn to_toml_reads_like_a_spec() {
         let toml = ok(MINIMAL).to_toml();
-        assert!(
-            toml.starts_with("name = \"w\"\nimage = \"busybox\"\n"),
-            "{toml}"
-        );
+        assert!(toml.starts_with("name = \"w\"\nimage = \"busybox\"\n"), "{toml}");
         assert!(!toml.contains("[resources]"), "{toml}");
         let toml = ok(EXAMPLE).to_toml();
         for line in [
@@ -2025,9 +1915,7 @@ drain = "10s"
     }
 
     fn spec_with(name: &str, extra: &str) -> ServiceSpec {
-        ok(&format!(
-            "name = \"{name}\"\nimage = \"busybox\"\n{extra}\n"
-        ))
+        ok(&format!("name = \"{name}\"\nimage = \"busybox\"\n{extra}\n"))
     }
 
     #[test]
@@ -2037,8 +1925,7 @@ drain = "10s"
             "web",
             "ports = [\"8000\"]\n[proxy]\nserver_names = [\"web.example.com\"]",
         );
-        let check =
-            |spec: &ServiceSpec| check_host_ports(spec, &[&api, &web]).map_err(|e| e.to_string());
+        let check = |spec: &ServiceSpec| check_host_ports(spec, &[&api, &web]).map_err(|e| e.to_string());
 
         let taken = spec_with("new", "ports = [\"8080:8000\"]");
         assert_eq!(
@@ -2048,15 +1935,15 @@ drain = "10s"
         let pinned_ip = spec_with("new", "ports = [\"127.0.0.1:8080:80\"]");
         assert_eq!(
             check(&pinned_ip),
-            Err(
-                r#"ports "127.0.0.1:8080:80": host port 8080 is already used by service "api""#
-                    .to_owned()
-            )
+            Err(r#"ports "127.0.0.1:8080:80": host port 8080 is already used by service "api""#.to_owned())
         );
         let nginx = spec_with("new", "ports = [\"80:8000\"]");
         assert_eq!(
             check(&nginx),
-            Err(r#"ports "80:8000": host port 80 is already used by service "web" (nginx listens there for it)"#.to_owned())
+            Err(
+                r#"ports "80:8000": host port 80 is already used by service "web" (nginx listens there for it)"#
+                    .to_owned()
+            )
         );
         let same_site = spec_with(
             "new",
@@ -2072,10 +1959,7 @@ drain = "10s"
         );
         assert_eq!(
             check(&listen_taken),
-            Err(
-                r#"proxy.listen "8080": host port 8080 is already used by service "api""#
-                    .to_owned()
-            )
+            Err(r#"proxy.listen "8080": host port 8080 is already used by service "api""#.to_owned())
         );
 
         // Fine: other ports, other protocol, other address, another site on
@@ -2125,35 +2009,21 @@ drain = "10s"
             })
         };
         let digest = format!("sha256:{}", "a".repeat(64));
-        let some = |r: &str, t: &str, d: Option<&str>| {
-            Ok((r.to_owned(), t.to_owned(), d.map(str::to_owned)))
-        };
+        let some = |r: &str, t: &str, d: Option<&str>| Ok((r.to_owned(), t.to_owned(), d.map(str::to_owned)));
         assert_eq!(parts("busybox"), some("busybox", "latest", None));
-        assert_eq!(
-            parts("library/busybox:1.36"),
-            some("library/busybox", "1.36", None)
-        );
-        assert_eq!(
-            parts("localhost:5000/app"),
-            some("localhost:5000/app", "latest", None)
-        );
+        assert_eq!(parts("library/busybox:1.36"), some("library/busybox", "1.36", None));
+        assert_eq!(parts("localhost:5000/app"), some("localhost:5000/app", "latest", None));
         assert_eq!(
             parts("localhost:5000/team/app:v1.2_rc-3"),
             some("localhost:5000/team/app", "v1.2_rc-3", None)
         );
-        assert_eq!(
-            parts("127.0.0.1:5000/app:1"),
-            some("127.0.0.1:5000/app", "1", None)
-        );
+        assert_eq!(parts("127.0.0.1:5000/app:1"), some("127.0.0.1:5000/app", "1", None));
         assert_eq!(parts("[::1]:5000/app:1"), some("[::1]:5000/app", "1", None));
         assert_eq!(
             parts("Registry.Example.com/a__b/c--d.e:x"),
             some("Registry.Example.com/a__b/c--d.e", "x", None)
         );
-        assert_eq!(
-            parts(&format!("app@{digest}")),
-            some("app", "latest", Some(&digest))
-        );
+        assert_eq!(parts(&format!("app@{digest}")), some("app", "latest", Some(&digest)));
         assert_eq!(
             parts(&format!("r.io/app:1@{digest}")),
             some("r.io/app", "1", Some(&digest))
@@ -2181,40 +2051,16 @@ drain = "10s"
         ] {
             assert!(bad.parse::<ImageRef>().is_err(), "{bad:?} should not parse");
         }
-        assert!(
-            format!("app:{}", "t".repeat(128))
-                .parse::<ImageRef>()
-                .is_ok()
-        );
-        assert!(
-            format!("app:{}", "t".repeat(129))
-                .parse::<ImageRef>()
-                .is_err()
-        );
+        assert!(format!("app:{}", "t".repeat(128)).parse::<ImageRef>().is_ok());
+        assert!(format!("app:{}", "t".repeat(129)).parse::<ImageRef>().is_err());
     }
 
     #[test]
     fn service_names() {
-        for good in [
-            "w",
-            "web",
-            "contextgraph-web",
-            "a.b_c-d",
-            "0",
-            &"a".repeat(63),
-        ] {
+        for good in ["w", "web", "contextgraph-web", "a.b_c-d", "0", &"a".repeat(63)] {
             assert!(good.parse::<ServiceName>().is_ok(), "{good:?}");
         }
-        for bad in [
-            "",
-            "Web",
-            "-web",
-            "_web",
-            ".web",
-            "web/x",
-            "web x",
-            &"a".repeat(64),
-        ] {
+        for bad in ["", "Web", "-web", "_web", ".web", "web/x", "web x", &"a".repeat(64)] {
             assert!(bad.parse::<ServiceName>().is_err(), "{bad:?}");
         }
     }
@@ -2289,18 +2135,14 @@ drain = "10s"
             any::<[u8; 4]>().prop_map(|o| Some(IpAddr::from(o))),
             any::<[u16; 8]>().prop_map(|s| Some(IpAddr::from(s))),
         ];
-        (
-            ip,
-            proptest::option::of(1..=u16::MAX),
-            1..=u16::MAX,
-            any::<bool>(),
-        )
-            .prop_map(|(host_ip, host_port, container_port, udp)| PortMapping {
+        (ip, proptest::option::of(1..=u16::MAX), 1..=u16::MAX, any::<bool>()).prop_map(
+            |(host_ip, host_port, container_port, udp)| PortMapping {
                 host_ip,
                 host_port,
                 container_port,
                 protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
-            })
+            },
+        )
     }
 
     proptest! {

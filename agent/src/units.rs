@@ -87,10 +87,7 @@ where
 ///
 /// `expecting` ("a size like 512m or 16g") completes serde's message when the
 /// value is not a string at all: `invalid type: integer `5`, expected a size ...`.
-pub(crate) fn deserialize_from_str<'de, D, T>(
-    deserializer: D,
-    expecting: &'static str,
-) -> Result<T, D::Error>
+pub(crate) fn deserialize_from_str<'de, D, T>(deserializer: D, expecting: &'static str) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: FromStr<Err = InvalidValue>,
@@ -149,9 +146,7 @@ impl FromStr for ByteSize {
 
 fn parse_size(s: &str) -> Option<ByteSize> {
     let s = s.trim();
-    let number_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let number_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (number, unit) = s.split_at(number_end);
     let multiplier = size_multiplier(&unit.trim_start().to_ascii_lowercase())?;
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
@@ -270,8 +265,7 @@ impl FromStr for Duration {
     type Err = InvalidValue;
 
     fn from_str(s: &str) -> Result<Self, InvalidValue> {
-        parse_duration(s)
-            .ok_or_else(|| InvalidValue::new(format!("expected {DURATION_EXPECTING}"), s))
+        parse_duration(s).ok_or_else(|| InvalidValue::new(format!("expected {DURATION_EXPECTING}"), s))
     }
 }
 
@@ -284,17 +278,13 @@ fn parse_duration(s: &str) -> Option<Duration> {
     // Index into DURATION_UNITS of the previous unit; each must be smaller.
     let mut previous: Option<usize> = None;
     while !rest.is_empty() {
-        let digits_end = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if digits_end == 0 {
             return None;
         }
         let count: u64 = rest[..digits_end].parse().ok()?;
         rest = &rest[digits_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = &rest[..unit_end];
         rest = &rest[unit_end..];
         let index = DURATION_UNITS.iter().position(|(name, _)| *name == unit)?;
@@ -392,11 +382,7 @@ fn parse_cpus(s: &str) -> Option<Cpus> {
         return None;
     }
     let thousandths: u32 = format!("{fraction:0<3}").parse().ok()?;
-    let millis = whole
-        .parse::<u32>()
-        .ok()?
-        .checked_mul(1000)?
-        .checked_add(thousandths)?;
+    let millis = whole.parse::<u32>().ok()?.checked_mul(1000)?.checked_add(thousandths)?;
     Cpus::from_millis(millis)
 }
 
@@ -520,11 +506,7 @@ mod tests {
 
     #[test]
     fn sizes_display_in_shortest_exact_form() {
-        let show = |s: &str| {
-            ByteSize::new(size(s))
-                .map(|b| b.to_string())
-                .unwrap_or_default()
-        };
+        let show = |s: &str| ByteSize::new(size(s)).map(|b| b.to_string()).unwrap_or_default();
         assert_eq!(show("16g"), "16g");
         assert_eq!(show("16384m"), "16g");
         assert_eq!(show("1.5g"), "1536m");
@@ -567,9 +549,7 @@ mod tests {
         assert_eq!(duration("1h"), 3_600_000);
         assert_eq!(duration("1h2m3s4ms"), 3_723_004);
         assert_eq!(duration("0s"), 0);
-        for bad in [
-            "", "2", "2x", "s", "1.5s", "-1s", "30s1m", "1m1m", "2S", "1 m",
-        ] {
+        for bad in ["", "2", "2x", "s", "1.5s", "-1s", "30s1m", "1m1m", "2S", "1 m"] {
             assert!(bad.parse::<Duration>().is_err(), "{bad:?} should not parse");
         }
         assert_eq!(
@@ -614,14 +594,8 @@ mod tests {
         assert_eq!(show(500).as_deref(), Some("0.5"));
         assert_eq!(show(1_250).as_deref(), Some("1.25"));
         assert_eq!(show(1).as_deref(), Some("0.001"));
-        assert_eq!(
-            Cpus::from_millis(500).map(Cpus::nano_cpus),
-            Some(500_000_000)
-        );
-        assert_eq!(
-            Cpus::from_millis(8_000).map(Cpus::nano_cpus),
-            Some(8_000_000_000)
-        );
+        assert_eq!(Cpus::from_millis(500).map(Cpus::nano_cpus), Some(500_000_000));
+        assert_eq!(Cpus::from_millis(8_000).map(Cpus::nano_cpus), Some(8_000_000_000));
     }
 
     #[test]
@@ -634,10 +608,7 @@ mod tests {
         for bad in ["0", "-2", "0.0001", "-0.5", "true", "1e300"] {
             assert!(from(bad).is_err(), "{bad} should not deserialize");
         }
-        let text = from("0.0001")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let text = from("0.0001").err().map(|e| e.to_string()).unwrap_or_default();
         assert!(text.contains(r#"got "0.0001""#), "{text}");
         let json = |m: u32| Cpus::from_millis(m).and_then(|c| serde_json::to_string(&c).ok());
         assert_eq!(json(8_000).as_deref(), Some("8"));

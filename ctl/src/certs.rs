@@ -13,8 +13,8 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -132,9 +132,7 @@ pub fn init_ca(dir: &Path, validity: Validity, force: bool) -> Result<Pair, Cert
     params
         .distinguished_name
         .push(DnType::CommonName, format!("berth CA {tag}"));
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "berth");
+    params.distinguished_name.push(DnType::OrganizationName, "berth");
     // Path length 0: this CA signs agents and clients, never other CAs.
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
@@ -167,18 +165,15 @@ pub fn issue_agent(
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, name);
-    params
-        .distinguished_name
-        .push(DnType::OrganizationalUnitName, "agent");
+    params.distinguished_name.push(DnType::OrganizationalUnitName, "agent");
     for san in sans {
-        let entry = match san.parse::<IpAddr>() {
-            Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(san.clone().try_into().map_err(|_| {
-                CertError::Invalid(format!(
-                    "--san {san:?} is neither an IP address nor a DNS name"
-                ))
-            })?),
-        };
+        let entry =
+            match san.parse::<IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(san.clone().try_into().map_err(|_| {
+                    CertError::Invalid(format!("--san {san:?} is neither an IP address nor a DNS name"))
+                })?),
+            };
         params.subject_alt_names.push(entry);
     }
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -187,13 +182,7 @@ pub fn issue_agent(
 }
 
 /// Issues a client certificate for `name` with `role`.
-pub fn issue_client(
-    dir: &Path,
-    name: &str,
-    role: Role,
-    validity: Validity,
-    force: bool,
-) -> Result<Pair, CertError> {
+pub fn issue_client(dir: &Path, name: &str, role: Role, validity: Validity, force: bool) -> Result<Pair, CertError> {
     check_name(name)?;
     if name == "ca" {
         return Err(CertError::Invalid(
@@ -268,13 +257,7 @@ fn refuse_overwrite(pair: &Pair, force: bool) -> Result<(), CertError> {
     Ok(())
 }
 
-fn write_pair(
-    dir: &Path,
-    pair: &Pair,
-    cert: &str,
-    key: &str,
-    force: bool,
-) -> Result<(), CertError> {
+fn write_pair(dir: &Path, pair: &Pair, cert: &str, key: &str, force: bool) -> Result<(), CertError> {
     std::fs::create_dir_all(dir).map_err(|source| CertError::Io {
         path: dir.to_owned(),
         source,
@@ -330,14 +313,7 @@ mod tests {
             false,
         )
         .expect("agent");
-        issue_client(
-            d,
-            "alice",
-            Role::Operator,
-            Validity::days(CLIENT_DAYS),
-            false,
-        )
-        .expect("client");
+        issue_client(d, "alice", Role::Operator, Validity::days(CLIENT_DAYS), false).expect("client");
         for f in [
             "ca.pem",
             "ca-key.pem",
@@ -352,8 +328,7 @@ mod tests {
         let err = init_ca(d, Validity::days(1), false).expect_err("must refuse");
         assert!(err.to_string().contains("--force"), "{err}");
         let before = std::fs::read(d.join("alice.pem")).expect("read");
-        let err =
-            issue_client(d, "alice", Role::Viewer, Validity::days(1), false).expect_err("refuse");
+        let err = issue_client(d, "alice", Role::Viewer, Validity::days(1), false).expect_err("refuse");
         assert!(err.to_string().contains("already exists"), "{err}");
         assert_eq!(before, std::fs::read(d.join("alice.pem")).expect("read"));
         issue_client(d, "alice", Role::Viewer, Validity::days(1), true).expect("force replaces");
@@ -377,8 +352,7 @@ mod tests {
     #[test]
     fn issuing_without_a_ca_says_how_to_make_one() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let err = issue_client(dir.path(), "x", Role::Viewer, Validity::days(1), false)
-            .expect_err("no ca");
+        let err = issue_client(dir.path(), "x", Role::Viewer, Validity::days(1), false).expect_err("no ca");
         assert!(err.to_string().contains("berthctl certs init"), "{err}");
     }
 }

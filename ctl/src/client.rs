@@ -89,11 +89,7 @@ impl std::str::FromStr for Target {
                 "{s:?}: expected HOST or HOST:PORT, e.g. 10.0.0.5:{DEFAULT_PORT}"
             ));
         }
-        Ok(Target {
-            host,
-            port,
-            plaintext,
-        })
+        Ok(Target { host, port, plaintext })
     }
 }
 
@@ -244,9 +240,7 @@ pub async fn connect(target: &Target, files: &TlsFiles) -> Result<Channel, Conne
 /// running it flattens that into "operation was canceled". Reading here
 /// surfaces the alert as a rustls error at connect time. An accepting agent
 /// sends its HTTP/2 SETTINGS first thing, which is replayed to h2.
-async fn await_verdict(
-    mut tls: TlsStream<TcpStream>,
-) -> std::io::Result<Primed<TlsStream<TcpStream>>> {
+async fn await_verdict(mut tls: TlsStream<TcpStream>) -> std::io::Result<Primed<TlsStream<TcpStream>>> {
     use tokio::io::AsyncReadExt as _;
     let mut buf = vec![0u8; 512];
     let n = tokio::time::timeout(CONNECT_TIMEOUT, tls.read(&mut buf))
@@ -279,11 +273,7 @@ struct Primed<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Primed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         if self.pos < self.head.len() {
             let n = buf.remaining().min(self.head.len() - self.pos);
             let start = self.pos;
@@ -296,11 +286,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Primed<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Primed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -326,12 +312,9 @@ pub fn client_config(files: &TlsFiles) -> Result<ClientConfig, ConnectError> {
     let setup = |m: String| ConnectError::Setup(m);
     let mut roots = RootCertStore::empty();
     for cert in read_certs(&files.ca)? {
-        roots.add(cert).map_err(|e| {
-            setup(format!(
-                "{}: not a usable CA certificate: {e}",
-                files.ca.display()
-            ))
-        })?;
+        roots
+            .add(cert)
+            .map_err(|e| setup(format!("{}: not a usable CA certificate: {e}", files.ca.display())))?;
     }
     let chain = read_certs(&files.cert)?;
     let key = read_key(&files.key)?;
@@ -353,29 +336,23 @@ pub fn client_config(files: &TlsFiles) -> Result<ClientConfig, ConnectError> {
 }
 
 fn server_name(host: &str) -> Result<ServerName<'static>, ConnectError> {
-    ServerName::try_from(host.to_owned()).map_err(|_| {
-        ConnectError::Setup(format!("{host:?} is neither a host name nor an IP address"))
-    })
+    ServerName::try_from(host.to_owned())
+        .map_err(|_| ConnectError::Setup(format!("{host:?} is neither a host name nor an IP address")))
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConnectError> {
-    let pem = std::fs::read(path)
-        .map_err(|e| ConnectError::Setup(format!("cannot read {}: {e}", path.display())))?;
+    let pem = std::fs::read(path).map_err(|e| ConnectError::Setup(format!("cannot read {}: {e}", path.display())))?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<_, _>>()
         .map_err(|e| ConnectError::Setup(format!("{}: {e}", path.display())))?;
     if certs.is_empty() {
-        return Err(ConnectError::Setup(format!(
-            "{} holds no certificate",
-            path.display()
-        )));
+        return Err(ConnectError::Setup(format!("{} holds no certificate", path.display())));
     }
     Ok(certs)
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, ConnectError> {
-    let pem = std::fs::read(path)
-        .map_err(|e| ConnectError::Setup(format!("cannot read {}: {e}", path.display())))?;
+    let pem = std::fs::read(path).map_err(|e| ConnectError::Setup(format!("cannot read {}: {e}", path.display())))?;
     rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(|e| ConnectError::Setup(format!("{}: {e}", path.display())))?
         .ok_or_else(|| ConnectError::Setup(format!("{} holds no private key", path.display())))
@@ -383,11 +360,7 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, ConnectError> {
 
 /// Turns a failure anywhere in the error chain into a sentence that names
 /// which side refused and why.
-pub fn explain(
-    target: &Target,
-    files: &TlsFiles,
-    err: &(dyn std::error::Error + 'static),
-) -> ConnectError {
+pub fn explain(target: &Target, files: &TlsFiles, err: &(dyn std::error::Error + 'static)) -> ConnectError {
     let message = explain_message(target, files, err);
     ConnectError::Agent {
         target: target.to_string(),
@@ -395,15 +368,10 @@ pub fn explain(
     }
 }
 
-fn explain_message(
-    target: &Target,
-    files: &TlsFiles,
-    err: &(dyn std::error::Error + 'static),
-) -> String {
+fn explain_message(target: &Target, files: &TlsFiles, err: &(dyn std::error::Error + 'static)) -> String {
     use rustls::{AlertDescription as A, CertificateError as C, Error as T};
 
-    let refused = find::<std::io::Error>(err)
-        .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+    let refused = find::<std::io::Error>(err).is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
     if target.plaintext && !refused {
         return "refused a plaintext connection: berth agents speak mutual TLS only; \
                 drop the http:// prefix"
@@ -414,9 +382,7 @@ fn explain_message(
     let chain = chain(err);
     // h2 flattens the io::Error carrying the rustls alert into a string, so
     // an alert the agent sent may only survive as text.
-    let alert = find_tls_error(err)
-        .cloned()
-        .or_else(|| alert_in_text(&chain));
+    let alert = find_tls_error(err).cloned().or_else(|| alert_in_text(&chain));
     if let Some(tls) = alert.as_ref() {
         return match tls {
             // The agent refused us (it sent an alert).
@@ -478,15 +444,11 @@ fn explain_message(
                 return "no answer (timed out): is the host up and the port open?".to_owned();
             }
             K::ConnectionReset | K::UnexpectedEof | K::BrokenPipe => {
-                return format!(
-                    "the agent closed the connection during the TLS handshake ({chain})"
-                );
+                return format!("the agent closed the connection during the TLS handshake ({chain})");
             }
             _ => {}
         }
-        if io.to_string().contains("failed to lookup address")
-            || chain.contains("Name or service not known")
-        {
+        if io.to_string().contains("failed to lookup address") || chain.contains("Name or service not known") {
             return format!("cannot resolve host {:?}", target.host);
         }
     }
@@ -503,10 +465,7 @@ fn explain_message(
 fn alert_in_text(text: &str) -> Option<rustls::Error> {
     use rustls::AlertDescription as A;
     let name = text.split("received fatal alert: ").nth(1)?;
-    let name: String = name
-        .chars()
-        .take_while(char::is_ascii_alphanumeric)
-        .collect();
+    let name: String = name.chars().take_while(char::is_ascii_alphanumeric).collect();
     let alert = match name.as_str() {
         "UnknownCA" => A::UnknownCA,
         "DecryptError" => A::DecryptError,
@@ -535,9 +494,7 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-fn find<'a, T: std::error::Error + 'static>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
+fn find<'a, T: std::error::Error + 'static>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
     let mut cur = Some(err);
     while let Some(e) = cur {
         if let Some(t) = e.downcast_ref::<T>() {
@@ -580,9 +537,7 @@ fn not_after(cert: &Path) -> Option<String> {
 pub fn explain_status(target: &Target, files: &TlsFiles, status: &tonic::Status) -> ConnectError {
     use tonic::Code;
     match status.code() {
-        Code::Unavailable | Code::Unknown | Code::Internal
-            if std::error::Error::source(status).is_some() =>
-        {
+        Code::Unavailable | Code::Unknown | Code::Internal if std::error::Error::source(status).is_some() => {
             explain(target, files, status)
         }
         Code::Unimplemented => ConnectError::Agent {

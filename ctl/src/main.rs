@@ -28,6 +28,24 @@ enum Command {
     Certs(cmd::certs::Args),
     /// Show an agent's version, host facts, Docker status and capabilities.
     Info(cmd::info::Args),
+    /// Create or update a service from a TOML spec (health-gated).
+    Apply(cmd::apply::Args),
+    /// Deploy a new image for a service (health-gated, rolls back on failure).
+    Deploy(cmd::deploy::Args),
+    /// Roll a service back to an earlier revision.
+    Rollback(cmd::rollback::Args),
+    /// List the host's services and their state.
+    Ps(cmd::ps::Args),
+    /// Show a service's revisions.
+    History(cmd::history::Args),
+    /// Replace a service's container with a fresh one (health-gated).
+    Restart(cmd::restart::Args),
+    /// Stop and remove a service.
+    Rm(cmd::rm::Args),
+    /// Print a service's container output.
+    Logs(cmd::logs::Args),
+    /// Follow the agent's events.
+    Events(cmd::events::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +53,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Certs(args) => cmd::certs::run(args),
         Command::Info(args) => block_on(cmd::info::run(&cli.global, args)),
+        Command::Apply(args) => block_on(cmd::apply::run(&cli.global, args)),
+        Command::Deploy(args) => block_on(cmd::deploy::run(&cli.global, args)),
+        Command::Rollback(args) => block_on(cmd::rollback::run(&cli.global, args)),
+        Command::Ps(args) => block_on(cmd::ps::run(&cli.global, args)),
+        Command::History(args) => block_on(cmd::history::run(&cli.global, args)),
+        Command::Restart(args) => block_on(cmd::restart::run(&cli.global, args)),
+        Command::Rm(args) => block_on(cmd::rm::run(&cli.global, args)),
+        Command::Logs(args) => block_on(cmd::logs::run(&cli.global, args)),
+        Command::Events(args) => block_on(cmd::events::run(&cli.global, args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

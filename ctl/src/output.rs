@@ -70,10 +70,7 @@ mod tests {
 
     #[test]
     fn table_aligns_columns() {
-        let t = table(&[
-            vec!["A".into(), "BB".into()],
-            vec!["ccc".into(), "d".into()],
-        ]);
+        let t = table(&[vec!["A".into(), "BB".into()], vec!["ccc".into(), "d".into()]]);
         assert_eq!(t, "A    BB\nccc  d\n");
     }
 

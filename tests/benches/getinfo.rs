@@ -21,9 +21,7 @@ fn main() -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(300));
     let rss_start = rss_kib(agent.pid());
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let target: client::Target = agent.addr.parse().map_err(anyhow::Error::msg)?;
     let files = TlsFiles::resolve(&pki.tls_dir(), None)?;
 
@@ -56,10 +54,7 @@ fn main() -> anyhow::Result<()> {
         "berth GetInfo over mutual TLS, loopback ({} calls on one connection, {} fresh connections)",
         CALLS, HANDSHAKES
     );
-    println!(
-        "{:<44} {:>10} {:>10} {:>10}",
-        "measure", "p50", "p99", "max"
-    );
+    println!("{:<44} {:>10} {:>10} {:>10}", "measure", "p50", "p99", "max");
     row("GetInfo, warm connection", &calls);
     row("connect (TCP+mTLS) + GetInfo", &handshakes);
     println!();
@@ -68,11 +63,7 @@ fn main() -> anyhow::Result<()> {
         "agent RSS right after start",
         format!("{} KiB", rss_start)
     );
-    println!(
-        "{:<44} {:>10}",
-        "agent RSS after the run",
-        format!("{} KiB", rss_end)
-    );
+    println!("{:<44} {:>10}", "agent RSS after the run", format!("{} KiB", rss_end));
     for name in ["berth-agent", "berthctl"] {
         let size = std::fs::metadata(bin(name)).map(|m| m.len()).unwrap_or(0);
         println!(

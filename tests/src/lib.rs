@@ -31,10 +31,22 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// A temp dir with a CA, an agent certificate for 127.0.0.1 and localhost,
-/// and an operator client certificate named "alice".
+/// and an operator client certificate named "alice". Its agents use their
+/// own `docker.instance`, so tests in parallel never see each other's
+/// containers; dropping it removes every container of that instance.
 pub struct Pki {
     /// Holds everything; removed on drop.
     pub dir: tempfile::TempDir,
+    /// The agents' `docker.instance`.
+    pub instance: String,
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        for id in containers(&self.instance, None) {
+            let _ = Command::new("docker").args(["rm", "-f", "-v", &id]).output();
+        }
+    }
 }
 
 impl Pki {
@@ -54,9 +66,18 @@ impl Pki {
             false,
         )
         .expect("agent cert");
-        certs::issue_client(&tls, "alice", Role::Operator, Validity::days(1), false)
-            .expect("client cert");
-        Pki { dir }
+        certs::issue_client(&tls, "alice", Role::Operator, Validity::days(1), false).expect("client cert");
+        let tag = dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let instance = format!(
+            "t{}-{}",
+            std::process::id(),
+            tag.trim_start_matches("berth-test-").to_lowercase()
+        );
+        Pki { dir, instance }
     }
 
     /// The dir berthctl's --tls-dir points at.
@@ -100,11 +121,93 @@ env_dir = "{d}/env"
 ca = "{d}/tls/ca.pem"
 cert = "{d}/tls/agent.pem"
 key = "{d}/tls/agent-key.pem"
+[docker]
+instance = "{instance}"
 [metrics]
 prometheus_listen = ""
 {extra}
-"#
+"#,
+        instance = pki.instance
     )
+}
+
+/// The test registry (`BERTH_TEST_REGISTRY`, default 127.0.0.1:5000).
+pub fn registry() -> String {
+    std::env::var("BERTH_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".to_owned())
+}
+
+/// A test image reference: v1, v2, bad, crashy, cpu, mem.
+pub fn image(tag: &str) -> String {
+    format!("{}/berth-test/app:{tag}", registry())
+}
+
+/// Runs the docker CLI; panics with its stderr on failure.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Ids of the containers of `instance` (and `service`), in any state.
+pub fn containers(instance: &str, service: Option<&str>) -> Vec<String> {
+    let mut args = vec![
+        "ps".to_owned(),
+        "-aq".to_owned(),
+        "--no-trunc".to_owned(),
+        "--filter".to_owned(),
+        format!("label=berth.instance={instance}"),
+    ];
+    if let Some(s) = service {
+        args.push("--filter".into());
+        args.push(format!("label=berth.service={s}"));
+    }
+    let out = Command::new("docker").args(&args).output().expect("run docker");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Polls `cond` every 100ms until it holds or `timeout` passes; panics
+/// with `what` on timeout.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `docker inspect -f FORMAT ID`.
+pub fn inspect(id: &str, format: &str) -> String {
+    docker(&["inspect", "-f", format, id])
+}
+
+/// GETs `http://127.0.0.1:PORT/PATH` with a short timeout; None on error.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.").then(|| body.to_owned())
+}
+
+/// The host port Docker published for container port 8000 of `id`.
+pub fn host_port(id: &str) -> u16 {
+    let p = inspect(id, "{{(index (index .NetworkSettings.Ports \"8000/tcp\") 0).HostPort}}");
+    p.parse()
+        .unwrap_or_else(|_| panic!("no published port 8000 on {id}: {p:?}"))
 }
 
 impl Agent {
@@ -144,15 +247,8 @@ impl Agent {
                 agent.addr = a.trim().to_owned();
                 return agent;
             }
-            if let Some(status) = agent
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "berth-agent exited with {status} before listening:\n{}",
-                    agent.logs()
-                );
+            if let Some(status) = agent.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("berth-agent exited with {status} before listening:\n{}", agent.logs());
             }
             assert!(
                 Instant::now() < deadline,
@@ -170,18 +266,11 @@ impl Agent {
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child
-            .as_ref()
-            .map(Child::id)
-            .expect("agent is running")
+        self.child.as_ref().map(Child::id).expect("agent is running")
     }
 
     /// Sends `signal` and waits up to `within` for the process to exit.
-    pub fn signal_and_wait(
-        &mut self,
-        signal: i32,
-        within: Duration,
-    ) -> Option<std::process::ExitStatus> {
+    pub fn signal_and_wait(&mut self, signal: i32, within: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
         // kill(1) rather than libc::kill keeps this crate free of unsafe.
         let _ = Command::new("kill")

@@ -26,10 +26,7 @@ impl HostApi {
 
 #[tonic::async_trait]
 impl Host for HostApi {
-    async fn get_info(
-        &self,
-        request: Request<GetInfoRequest>,
-    ) -> Result<Response<HostInfo>, Status> {
+    async fn get_info(&self, request: Request<GetInfoRequest>) -> Result<Response<HostInfo>, Status> {
         let who = super::caller(&request)?;
         let f = &self.facts;
         let (docker_version, docker_api_version, docker_error) = match self.docker.status().await {

@@ -60,21 +60,13 @@ impl Connected for TlsConn {
 }
 
 impl AsyncRead for TlsConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -153,10 +145,7 @@ pub fn incoming(
                 debug!(peer = %remote_addr, caller = ?identity, "Accepted a connection.");
                 let conn = TlsConn {
                     stream,
-                    peer: PeerInfo {
-                        remote_addr,
-                        identity,
-                    },
+                    peer: PeerInfo { remote_addr, identity },
                 };
                 let _ = tx.send(Ok(conn)).await;
             });
@@ -173,23 +162,21 @@ fn explain_refusal(e: &io::Error) -> String {
     };
     match tls {
         TlsErr::InvalidMessage(_) | TlsErr::InappropriateMessage { .. } => {
-            "the client did not speak TLS (a plaintext client?); this agent accepts mutual TLS only"
-                .to_owned()
+            "the client did not speak TLS (a plaintext client?); this agent accepts mutual TLS only".to_owned()
         }
         TlsErr::NoCertificatesPresented => {
-            "the client presented no certificate; this agent requires a client certificate"
-                .to_owned()
+            "the client presented no certificate; this agent requires a client certificate".to_owned()
         }
         // BadSignature: a CA with the same name as ours but another key.
-        TlsErr::InvalidCertificate(
-            CertificateError::UnknownIssuer | CertificateError::BadSignature,
-        ) => "the client certificate is not signed by this agent's CA (tls.ca)".to_owned(),
-        TlsErr::InvalidCertificate(
-            CertificateError::Expired | CertificateError::ExpiredContext { .. },
-        ) => "the client certificate has expired".to_owned(),
-        TlsErr::InvalidCertificate(
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
-        ) => "the client certificate is not valid yet (check clocks)".to_owned(),
+        TlsErr::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
+            "the client certificate is not signed by this agent's CA (tls.ca)".to_owned()
+        }
+        TlsErr::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
+            "the client certificate has expired".to_owned()
+        }
+        TlsErr::InvalidCertificate(CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }) => {
+            "the client certificate is not valid yet (check clocks)".to_owned()
+        }
         TlsErr::AlertReceived(alert) => format!("the client aborted the handshake: {alert:?}"),
         other => format!("TLS handshake failed: {other}"),
     }

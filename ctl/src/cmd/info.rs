@@ -53,10 +53,7 @@ pub async fn run(global: &Global, _args: Args) -> anyhow::Result<()> {
                 ["ADDRESS", &agent.target.to_string()],
                 ["HOSTNAME", &info.hostname],
                 ["AGENT", &format!("berth-agent {}", info.agent_version)],
-                [
-                    "OS",
-                    &format!("{} ({}, kernel {})", info.os, info.arch, info.kernel),
-                ],
+                ["OS", &format!("{} ({}, kernel {})", info.os, info.arch, info.kernel)],
                 ["CPUS", &info.cpus.to_string()],
                 ["MEMORY", &output::bytes(info.memory_bytes)],
                 ["UPTIME", &output::duration(info.uptime_seconds)],

@@ -1,8 +1,18 @@
 //! One module per subcommand; each has `Args` (its doc comments are the
 //! help) and `run`. [`Global`] holds the options every agent command takes.
 
+pub mod apply;
 pub mod certs;
+pub mod deploy;
+pub mod events;
+pub mod history;
 pub mod info;
+pub mod logs;
+pub mod progress;
+pub mod ps;
+pub mod restart;
+pub mod rm;
+pub mod rollback;
 
 use std::path::PathBuf;
 
@@ -15,12 +25,7 @@ use crate::output::Format;
 #[derive(Debug, Clone, clap::Args)]
 pub struct Global {
     /// Agent address: HOST or HOST:PORT (default port 7443).
-    #[arg(
-        long,
-        global = true,
-        env = "BERTH_HOST",
-        default_value = "127.0.0.1:7443"
-    )]
+    #[arg(long, global = true, env = "BERTH_HOST", default_value = "127.0.0.1:7443")]
     pub host: Target,
 
     /// Directory with ca.pem and your client certificate NAME.pem/NAME-key.pem.

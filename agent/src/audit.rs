@@ -1,0 +1,52 @@
+//! The audit trail: one JSON line per mutating call in `state_dir/audit.log`
+//! (who, what, which service, outcome). Append-only; values of env vars
+//! never reach it, only key names.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde_json::json;
+use tracing::warn;
+
+use crate::hostinfo::now_ms;
+
+/// Appends audit records.
+pub struct Audit {
+    path: PathBuf,
+    // Serializes whole lines so concurrent calls never interleave.
+    lock: Mutex<()>,
+}
+
+impl Audit {
+    /// Audit log at `state_dir/audit.log`.
+    pub fn new(state_dir: &Path) -> Self {
+        Audit {
+            path: state_dir.join("audit.log"),
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// Records that `who` did `action` on `service` with `outcome`. A failed
+    /// write is logged, not fatal: the change itself is already durable.
+    pub fn record(&self, who: &str, action: &str, service: &str, detail: &str, outcome: &str) {
+        let line = json!({
+            "ts_ms": now_ms(),
+            "who": who,
+            "action": action,
+            "service": service,
+            "detail": detail,
+            "outcome": outcome,
+        })
+        .to_string();
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let result = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = result {
+            warn!(path = %self.path.display(), error = %e, "Cannot write the audit log.");
+        }
+    }
+}

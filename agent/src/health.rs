@@ -1,0 +1,208 @@
+//! Health probes, run by the agent itself.
+//!
+//! Owns executing a spec's health check against one container: HTTP GET
+//! and TCP connect go from the agent to the container's address (so images
+//! need no curl inside), exec runs through the Docker exec API. Also owns the
+//! deploy gate ([`gate`]): a new container counts as up only when a probe
+//! passes before the deadline, and counts as failed as soon as it exits or
+//! keeps failing past its start period.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use http_body_util::{BodyExt as _, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::docker::{ContainerInfo, Engine};
+use crate::spec::{HealthCheck, Probe, ServiceSpec};
+
+/// How often the deploy gate probes at most: a healthy container should be
+/// noticed quickly even when the spec's interval is long.
+const GATE_SPACING: Duration = Duration::from_millis(500);
+
+/// Without a health check, how long a new container must stay up to count.
+const NO_CHECK_SETTLE: Duration = Duration::from_secs(2);
+
+/// The result of one probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Whether the check passed.
+    pub healthy: bool,
+    /// What the probe saw, for people: status line, error, command output.
+    pub output: String,
+}
+
+/// Runs `check` once against `container`.
+pub async fn probe(engine: &Engine, container: &ContainerInfo, spec: &ServiceSpec, check: &HealthCheck) -> Outcome {
+    let timeout = check.timeout.as_std();
+    let ip = container.ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    match &check.probe {
+        Probe::Http { path, .. } => {
+            let Some(port) = spec.health_port() else {
+                return fail("no port to probe: set health.port or ports".into());
+            };
+            http_get(SocketAddr::new(ip, port), path, timeout).await
+        }
+        Probe::Tcp { port } => {
+            let addr = SocketAddr::new(ip, *port);
+            match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(_)) => ok(format!("TCP {addr}: connected")),
+                Ok(Err(e)) => fail(format!("TCP {addr}: {e}")),
+                Err(_) => fail(format!("TCP {addr}: no answer within {}", check.timeout)),
+            }
+        }
+        Probe::Exec { command } => match engine.exec(&container.id, command, timeout).await {
+            Ok((0, out)) => ok(out),
+            Ok((code, out)) => fail(format!("exit {code}: {}", out.trim())),
+            Err(e) => fail(e.to_string()),
+        },
+    }
+}
+
+async fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Outcome {
+    let url = format!("http://{addr}{path}");
+    let attempt = async {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| e.to_string())?;
+        let conn = tokio::spawn(conn);
+        let req = hyper::Request::get(path)
+            .header(hyper::header::HOST, addr.to_string())
+            .header(hyper::header::USER_AGENT, "berth-agent")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        // A little of the body helps a person see why a check failed.
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        conn.abort();
+        // One line: HTML error pages span many.
+        let snippet: String = String::from_utf8_lossy(&body[..body.len().min(400)])
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(160)
+            .collect();
+        Ok::<_, String>((status, snippet))
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok((status, _))) if status.is_success() || status.is_redirection() => ok(format!("GET {url}: {status}")),
+        Ok(Ok((status, body))) => fail(format!("GET {url}: {status} {body}").trim().to_owned()),
+        Ok(Err(e)) => fail(format!("GET {url}: {e}")),
+        Err(_) => fail(format!("GET {url}: no answer within {}ms", timeout.as_millis())),
+    }
+}
+
+fn ok(output: String) -> Outcome {
+    Outcome { healthy: true, output }
+}
+
+fn fail(output: String) -> Outcome {
+    Outcome { healthy: false, output }
+}
+
+/// Why a new container did not pass its gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateFailure {
+    /// One sentence.
+    pub reason: String,
+    /// The last probe's output.
+    pub health_output: String,
+    /// The container's exit code, if it exited.
+    pub exit_code: Option<i64>,
+}
+
+/// Waits until `container_id` passes its health check. Fails when the
+/// container exits, when probes keep failing `retries` times in a row after
+/// the start period, or at `deadline` (the spec's `deploy.health_deadline`).
+/// On success, returns the passing probe's output.
+pub async fn gate(
+    engine: &Engine,
+    container_id: &str,
+    spec: &ServiceSpec,
+    deadline: Duration,
+) -> Result<String, GateFailure> {
+    let started = Instant::now();
+    let give_up = started + deadline;
+    let mut last_output = String::new();
+    let mut failures = 0u32;
+    let mut next_counted = started;
+    loop {
+        let info = match engine.inspect(container_id).await {
+            Ok(Some(info)) => info,
+            Ok(None) => {
+                return Err(GateFailure {
+                    reason: "the new container disappeared while starting".into(),
+                    health_output: last_output,
+                    exit_code: None,
+                });
+            }
+            Err(e) => {
+                return Err(GateFailure {
+                    reason: format!("cannot inspect the new container: {e}"),
+                    health_output: last_output,
+                    exit_code: None,
+                });
+            }
+        };
+        if !info.running {
+            let code = info.exit_code;
+            return Err(GateFailure {
+                reason: match (code, info.oom_killed) {
+                    (_, true) => "the new container was OOM-killed while starting (raise resources.memory?)".into(),
+                    (Some(c), _) => format!("the new container exited with code {c} while starting"),
+                    (None, _) => "the new container stopped while starting".into(),
+                },
+                health_output: last_output,
+                exit_code: code,
+            });
+        }
+        let Some(check) = &spec.health else {
+            if started.elapsed() >= NO_CHECK_SETTLE {
+                return Ok(format!("running for {}s (no health check)", NO_CHECK_SETTLE.as_secs()));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        };
+        let outcome = probe(engine, &info, spec, check).await;
+        if outcome.healthy {
+            return Ok(outcome.output);
+        }
+        last_output = outcome.output;
+        let now = Instant::now();
+        // Count failures at the spec's own interval, and only once the
+        // start period is over, as Docker's HEALTHCHECK would.
+        if now >= started + check.start_period.as_std() && now >= next_counted {
+            failures += 1;
+            next_counted = now + check.interval.as_std();
+            if failures >= check.retries {
+                return Err(GateFailure {
+                    reason: format!("the health check failed {failures} times in a row"),
+                    health_output: last_output,
+                    exit_code: None,
+                });
+            }
+        }
+        if now >= give_up {
+            return Err(GateFailure {
+                reason: format!(
+                    "the new container did not become healthy within {}s (deploy.health_deadline)",
+                    deadline.as_secs()
+                ),
+                health_output: last_output,
+                exit_code: None,
+            });
+        }
+        tokio::time::sleep(GATE_SPACING.min(check.interval.as_std())).await;
+    }
+}

@@ -1,0 +1,483 @@
+//! The reconciler's decisions: a pure [`plan`] from desired state and what
+//! Docker shows to a list of [`Action`]s.
+//!
+//! Level-triggered: whatever woke the loop (a Docker event, a health
+//! verdict, the periodic resync, a finished deploy), the whole host is
+//! re-read and re-planned, so a missed event costs at most one resync
+//! interval. Services with a deploy in progress are left alone; the deploy
+//! owns them until it finishes. The loop itself and the execution of actions
+//! live in the supervisor, which talks to Docker.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crate::docker::ContainerInfo;
+use crate::spec::{RestartPolicy, ServiceSpec};
+
+/// Longest wait between restarts of a crash-looping service.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// One service as it should be.
+#[derive(Debug, Clone)]
+pub struct Desired<'a> {
+    /// The revision that should run.
+    pub revision: u64,
+    /// Its spec.
+    pub spec: &'a ServiceSpec,
+}
+
+/// What the supervisor knows beyond Docker's view.
+#[derive(Debug, Default, Clone)]
+pub struct Context {
+    /// Services with a deploy, restart or removal under way.
+    pub busy: HashSet<String>,
+    /// Containers whose health check failed `retries` times in a row.
+    pub unhealthy: HashSet<String>,
+    /// Services that may not be restarted before this instant (backoff).
+    pub not_before: HashMap<String, Instant>,
+}
+
+/// One step toward the desired state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// No container of the desired revision exists: make and start one.
+    Create {
+        /// Service.
+        service: String,
+        /// Revision to run.
+        revision: u64,
+        /// Why, for events.
+        why: String,
+    },
+    /// A stopped container of the desired revision: start it again.
+    Start {
+        /// Service.
+        service: String,
+        /// Container id.
+        container: String,
+        /// Why, for events.
+        why: String,
+    },
+    /// A running container that stays unhealthy: replace it with a fresh one.
+    Replace {
+        /// Service.
+        service: String,
+        /// The unhealthy container.
+        container: String,
+        /// Revision to run.
+        revision: u64,
+        /// Why, for events.
+        why: String,
+    },
+    /// Limits differ from the spec (changed by hand): set them back.
+    UpdateLimits {
+        /// Service.
+        service: String,
+        /// Container id.
+        container: String,
+        /// Memory limit in bytes, None = unlimited.
+        memory: Option<u64>,
+        /// CPU limit in nano-CPUs, None = unlimited.
+        nano_cpus: Option<i64>,
+        /// What was found, for events.
+        why: String,
+    },
+    /// A berth container that should not exist.
+    Remove {
+        /// Its service, if labelled.
+        service: Option<String>,
+        /// Container id.
+        container: String,
+        /// Why, for events.
+        why: String,
+    },
+}
+
+/// The actions to take now, and when to look again if a backoff is pending.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// In order.
+    pub actions: Vec<Action>,
+    /// Earliest instant a backoff expires, if any.
+    pub wake_at: Option<Instant>,
+}
+
+/// Decides what to do. Pure: same inputs, same plan.
+pub fn plan(desired: &BTreeMap<String, Desired<'_>>, observed: &[ContainerInfo], ctx: &Context, now: Instant) -> Plan {
+    let mut out = Plan::default();
+    let mut by_service: BTreeMap<&str, Vec<&ContainerInfo>> = BTreeMap::new();
+    for c in observed {
+        match c.service.as_deref() {
+            Some(s) => by_service.entry(s).or_default().push(c),
+            None => out.actions.push(Action::Remove {
+                service: None,
+                container: c.id.clone(),
+                why: format!("container {} is labelled berth.managed but names no service", c.name),
+            }),
+        }
+    }
+
+    for (name, containers) in &by_service {
+        if ctx.busy.contains(*name) {
+            continue;
+        }
+        if !desired.contains_key(*name) {
+            for c in containers {
+                out.actions.push(Action::Remove {
+                    service: Some((*name).to_owned()),
+                    container: c.id.clone(),
+                    why: format!("service {name} is no longer desired"),
+                });
+            }
+        }
+    }
+
+    for (name, want) in desired {
+        if ctx.busy.contains(name) {
+            continue;
+        }
+        let mine = by_service.get(name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        let (keep, stale): (Vec<&ContainerInfo>, Vec<&ContainerInfo>) =
+            mine.iter().partition(|c| c.revision == Some(want.revision));
+        for c in stale {
+            out.actions.push(Action::Remove {
+                service: Some(name.clone()),
+                container: c.id.clone(),
+                why: format!(
+                    "revision {} is not the desired revision {}",
+                    c.revision.map_or_else(|| "?".into(), |r| r.to_string()),
+                    want.revision
+                ),
+            });
+        }
+
+        // Keep one: a running one if any (the longest-running, so an adopted
+        // container survives an agent restart), else the newest.
+        let mut keep = keep;
+        keep.sort_by_key(|c| {
+            (
+                !c.running,
+                if c.running {
+                    c.started_at_ms.unwrap_or(0)
+                } else {
+                    -c.started_at_ms.unwrap_or(0)
+                },
+            )
+        });
+        let Some((primary, duplicates)) = keep.split_first() else {
+            match ctx.not_before.get(name) {
+                Some(t) if *t > now => wake(&mut out, *t),
+                _ => out.actions.push(Action::Create {
+                    service: name.clone(),
+                    revision: want.revision,
+                    why: "no container of the desired revision exists".into(),
+                }),
+            }
+            continue;
+        };
+        for c in duplicates {
+            out.actions.push(Action::Remove {
+                service: Some(name.clone()),
+                container: c.id.clone(),
+                why: format!("duplicate container of revision {}", want.revision),
+            });
+        }
+
+        if primary.running {
+            if ctx.unhealthy.contains(&primary.id) {
+                match ctx.not_before.get(name) {
+                    Some(t) if *t > now => wake(&mut out, *t),
+                    _ => out.actions.push(Action::Replace {
+                        service: name.clone(),
+                        container: primary.id.clone(),
+                        revision: want.revision,
+                        why: "the container stays unhealthy".into(),
+                    }),
+                }
+                continue;
+            }
+            let memory = want.spec.resources.memory.map(|m| m.bytes());
+            let nano_cpus = want.spec.resources.cpus.map(|c| c.nano_cpus());
+            let have_memory = u64::try_from(primary.memory_bytes).ok().filter(|m| *m > 0);
+            let have_cpus = Some(primary.nano_cpus).filter(|n| *n > 0);
+            if have_memory != memory || have_cpus != nano_cpus {
+                out.actions.push(Action::UpdateLimits {
+                    service: name.clone(),
+                    container: primary.id.clone(),
+                    memory,
+                    nano_cpus,
+                    why: format!(
+                        "limits drifted (memory {} → {}, cpus {} → {})",
+                        show_bytes(have_memory),
+                        show_bytes(memory),
+                        show_cpus(have_cpus),
+                        show_cpus(nano_cpus)
+                    ),
+                });
+            }
+            continue;
+        }
+
+        // Stopped: follow the restart policy.
+        let restart = match want.spec.restart {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => primary.exit_code != Some(0),
+            RestartPolicy::Never => false,
+        };
+        if !restart {
+            continue;
+        }
+        match ctx.not_before.get(name) {
+            Some(t) if *t > now => wake(&mut out, *t),
+            _ => {
+                let why = match (primary.oom_killed, primary.exit_code) {
+                    (true, _) => "it was OOM-killed".to_owned(),
+                    (false, Some(code)) => format!("it exited with code {code}"),
+                    (false, None) => format!("it is {}", primary.state),
+                };
+                out.actions.push(Action::Start {
+                    service: name.clone(),
+                    container: primary.id.clone(),
+                    why,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn wake(plan: &mut Plan, at: Instant) {
+    plan.wake_at = Some(plan.wake_at.map_or(at, |w| w.min(at)));
+}
+
+fn show_bytes(b: Option<u64>) -> String {
+    b.map_or_else(|| "none".into(), |b| format!("{}m", b / (1024 * 1024)))
+}
+
+fn show_cpus(n: Option<i64>) -> String {
+    n.map_or_else(|| "none".into(), |n| format!("{}", n as f64 / 1e9))
+}
+
+/// The delay before restart number `failures` (1-based) of a crashing
+/// service: immediately the first time, then 1s, 2s, 4s ... up to
+/// [`MAX_BACKOFF`].
+pub fn backoff(failures: u32) -> Duration {
+    if failures <= 1 {
+        return Duration::ZERO;
+    }
+    let exp = (failures - 2).min(16);
+    Duration::from_secs(1u64 << exp).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn spec(text: &str) -> ServiceSpec {
+        crate::spec::parse(&format!("name = \"web\"\nimage = \"app:v1\"\n{text}")).expect("spec")
+    }
+
+    fn container(id: &str, service: &str, revision: u64, running: bool) -> ContainerInfo {
+        ContainerInfo {
+            id: id.into(),
+            name: format!("{service}-r{revision}-{id}"),
+            image: "app:v1".into(),
+            labels: Default::default(),
+            service: Some(service.into()),
+            revision: Some(revision),
+            state: if running { "running".into() } else { "exited".into() },
+            running,
+            exit_code: if running { None } else { Some(1) },
+            oom_killed: false,
+            started_at_ms: Some(1000),
+            finished_at_ms: None,
+            ip: None,
+            host_ports: vec![],
+            memory_bytes: 0,
+            memory_swap_bytes: 0,
+            nano_cpus: 0,
+            restart_count: 0,
+        }
+    }
+
+    fn desired<'a>(spec: &'a ServiceSpec, revision: u64) -> BTreeMap<String, Desired<'a>> {
+        BTreeMap::from([("web".to_owned(), Desired { revision, spec })])
+    }
+
+    #[test]
+    fn healthy_host_needs_nothing() {
+        let s = spec("");
+        let p = plan(
+            &desired(&s, 2),
+            &[container("a", "web", 2, true)],
+            &Context::default(),
+            Instant::now(),
+        );
+        assert_eq!(p, Plan::default());
+    }
+
+    #[test]
+    fn missing_container_is_created_and_stale_revisions_removed() {
+        let s = spec("");
+        let p = plan(
+            &desired(&s, 2),
+            &[container("old", "web", 1, true)],
+            &Context::default(),
+            Instant::now(),
+        );
+        assert!(matches!(&p.actions[0], Action::Remove { container, .. } if container == "old"));
+        assert!(matches!(&p.actions[1], Action::Create { revision: 2, .. }));
+    }
+
+    #[test]
+    fn crashed_container_restarts_per_policy_and_backoff() {
+        let now = Instant::now();
+        let s = spec("");
+        let crashed = [container("a", "web", 2, false)];
+        let p = plan(&desired(&s, 2), &crashed, &Context::default(), now);
+        assert!(matches!(&p.actions[..], [Action::Start { container, .. }] if container == "a"));
+
+        let mut ctx = Context::default();
+        ctx.not_before.insert("web".into(), now + Duration::from_secs(4));
+        let p = plan(&desired(&s, 2), &crashed, &ctx, now);
+        assert!(p.actions.is_empty());
+        assert_eq!(p.wake_at, Some(now + Duration::from_secs(4)));
+
+        let never = spec("restart = \"never\"\n");
+        assert!(
+            plan(&desired(&never, 2), &crashed, &Context::default(), now)
+                .actions
+                .is_empty()
+        );
+        let on_failure = spec("restart = \"on-failure\"\n");
+        let mut clean = container("a", "web", 2, false);
+        clean.exit_code = Some(0);
+        assert!(
+            plan(&desired(&on_failure, 2), &[clean], &Context::default(), now)
+                .actions
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn duplicates_keep_the_running_one() {
+        let s = spec("");
+        let mut older = container("old", "web", 2, true);
+        older.started_at_ms = Some(10);
+        let newer = container("new", "web", 2, true);
+        let stopped = container("dead", "web", 2, false);
+        let p = plan(
+            &desired(&s, 2),
+            &[newer, stopped, older],
+            &Context::default(),
+            Instant::now(),
+        );
+        let removed: Vec<_> = p
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Remove { container, .. } => Some(container.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(removed.len(), 2);
+        assert!(
+            !removed.contains(&"old"),
+            "the longest-running container is kept: {removed:?}"
+        );
+    }
+
+    #[test]
+    fn limit_drift_is_repaired_and_unhealthy_replaced() {
+        let s = spec("[resources]\nmemory = \"64m\"\ncpus = 0.5\n");
+        let mut c = container("a", "web", 2, true);
+        c.memory_bytes = 32 * 1024 * 1024;
+        c.nano_cpus = 500_000_000;
+        let p = plan(&desired(&s, 2), &[c.clone()], &Context::default(), Instant::now());
+        assert!(
+            matches!(&p.actions[..], [Action::UpdateLimits { memory: Some(m), nano_cpus: Some(500_000_000), .. }] if *m == 64 * 1024 * 1024)
+        );
+
+        c.memory_bytes = 64 * 1024 * 1024;
+        assert!(
+            plan(&desired(&s, 2), &[c.clone()], &Context::default(), Instant::now())
+                .actions
+                .is_empty()
+        );
+        let mut ctx = Context::default();
+        ctx.unhealthy.insert("a".into());
+        let p = plan(&desired(&s, 2), &[c], &ctx, Instant::now());
+        assert!(matches!(&p.actions[..], [Action::Replace { .. }]));
+    }
+
+    #[test]
+    fn busy_services_and_undesired_containers() {
+        let s = spec("");
+        let mut ctx = Context::default();
+        ctx.busy.insert("web".into());
+        let p = plan(&desired(&s, 2), &[container("x", "web", 1, true)], &ctx, Instant::now());
+        assert!(p.actions.is_empty(), "a deploy owns a busy service");
+        let p = plan(
+            &BTreeMap::new(),
+            &[container("x", "gone", 1, true)],
+            &Context::default(),
+            Instant::now(),
+        );
+        assert!(matches!(&p.actions[..], [Action::Remove { container, .. }] if container == "x"));
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(1), Duration::ZERO);
+        assert_eq!(backoff(2), Duration::from_secs(1));
+        assert_eq!(backoff(3), Duration::from_secs(2));
+        assert_eq!(backoff(100), MAX_BACKOFF);
+    }
+
+    proptest! {
+        /// Whatever Docker shows, a plan never touches a busy service, never
+        /// creates two containers for one service, and after applying it
+        /// at most one container per desired service would remain.
+        #[test]
+        fn plan_converges_to_one_container(
+            states in proptest::collection::vec((0u64..4, any::<bool>(), 0u8..3), 0..8),
+            busy in any::<bool>(),
+        ) {
+            let s = spec("");
+            let observed: Vec<ContainerInfo> = states
+                .iter()
+                .enumerate()
+                .map(|(i, (rev, running, svc))| {
+                    let name = ["web", "other", "web"][*svc as usize];
+                    container(&format!("c{i}"), name, *rev, *running)
+                })
+                .collect();
+            let mut ctx = Context::default();
+            if busy {
+                ctx.busy.insert("web".into());
+            }
+            let p = plan(&desired(&s, 2), &observed, &ctx, Instant::now());
+            let removed: HashSet<&str> = p.actions.iter().filter_map(|a| match a {
+                Action::Remove { container, .. } => Some(container.as_str()),
+                _ => None,
+            }).collect();
+            let touched_web = p.actions.iter().any(|a| match a {
+                Action::Create { service, .. } | Action::Start { service, .. } | Action::Replace { service, .. } | Action::UpdateLimits { service, .. } => service == "web",
+                Action::Remove { service, .. } => service.as_deref() == Some("web"),
+            });
+            if busy {
+                prop_assert!(!touched_web);
+            } else {
+                let creates = p.actions.iter().filter(|a| matches!(a, Action::Create { .. })).count();
+                let left = observed.iter().filter(|c| c.service.as_deref() == Some("web") && !removed.contains(c.id.as_str())).count();
+                prop_assert!(creates <= 1);
+                prop_assert_eq!(left + creates, 1);
+            }
+            // "other" is not desired: all of its containers go.
+            for c in observed.iter().filter(|c| c.service.as_deref() == Some("other")) {
+                prop_assert!(removed.contains(c.id.as_str()));
+            }
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! `berthctl restart SERVICE`.
+
+use berth_proto::v1::RestartRequest;
+use berth_proto::v1::services_client::ServicesClient;
+
+use super::{Global, progress};
+
+/// Replace a service's container with a fresh one of the same revision,
+/// health-gated (the old one comes back if the new one fails).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The service.
+    service: String,
+}
+
+/// Runs `berthctl restart`.
+pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    let agent = global.connect().await?;
+    let stream = ServicesClient::new(agent.channel.clone())
+        .restart(RestartRequest { service: args.service })
+        .await
+        .map_err(|s| agent.explain(&s))?
+        .into_inner();
+    progress::follow(&agent, stream, global.output).await.map(|_| ())
+}

@@ -1,0 +1,37 @@
+//! `berthctl rm SERVICE`.
+
+use berth_proto::v1::RemoveRequest;
+use berth_proto::v1::services_client::ServicesClient;
+use serde_json::json;
+
+use super::Global;
+use crate::output::Format;
+
+/// Stop and remove a service's containers and forget it on that host.
+///
+/// Its env file stays; the audit log keeps what happened.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The service.
+    service: String,
+}
+
+/// Runs `berthctl rm`.
+pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    let agent = global.connect().await?;
+    let resp = ServicesClient::new(agent.channel.clone())
+        .remove(RemoveRequest {
+            service: args.service.clone(),
+        })
+        .await
+        .map_err(|s| agent.explain(&s))?
+        .into_inner();
+    match global.output {
+        Format::Json => println!(
+            "{}",
+            json!({"service": args.service, "containers_removed": resp.containers_removed})
+        ),
+        Format::Table => println!("removed {} ({} containers)", args.service, resp.containers_removed),
+    }
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! `berthctl rollback SERVICE [--to REV]`.
+
+use berth_proto::v1::RollbackRequest;
+use berth_proto::v1::services_client::ServicesClient;
+
+use super::{Global, progress};
+
+/// Roll a service back to an earlier revision (image, spec and env).
+///
+/// Without --to, goes to the newest revision before the active one that
+/// ran (failed attempts are skipped). The rollback is itself a new,
+/// health-gated revision; `berthctl history SERVICE` lists them.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The service.
+    service: String,
+    /// Revision number to go back to.
+    #[arg(long)]
+    to: Option<u64>,
+}
+
+/// Runs `berthctl rollback`.
+pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    let agent = global.connect().await?;
+    let stream = ServicesClient::new(agent.channel.clone())
+        .rollback(RollbackRequest {
+            service: args.service,
+            to_revision: args.to.unwrap_or(0),
+        })
+        .await
+        .map_err(|s| agent.explain(&s))?
+        .into_inner();
+    progress::follow(&agent, stream, global.output).await.map(|_| ())
+}

@@ -1,0 +1,381 @@
+//! Supervision against the real Docker Engine and the local registry:
+//! health-gated deploys with automatic rollback, self-healing, adoption
+//! after an agent restart, SIGKILL mid-deploy, state rebuilt from labels,
+//! and specs refused before anything changes.
+
+use std::time::Duration;
+
+use berth_tests::{
+    Agent, Pki, agent_config, berthctl, containers, docker, fails, host_port, http_get, image, inspect, ok, wait_until,
+};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(60);
+
+/// A spec for the test image `tag`, health-checked on /health, with a short
+/// deadline so failures are quick. `extra` is appended.
+fn spec(name: &str, tag: &str, extra: &str) -> String {
+    format!(
+        r#"name = "{name}"
+image = "{image}"
+ports = ["8000"]
+stop_timeout = "2s"
+{extra}
+[health]
+http = "/health"
+interval = "500ms"
+timeout = "500ms"
+retries = 3
+[deploy]
+health_deadline = "20s"
+"#,
+        image = image(tag)
+    )
+}
+
+fn apply(pki: &Pki, agent: &Agent, name: &str, text: &str) -> std::process::Output {
+    let path = pki.path(&format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write spec");
+    berthctl(pki, &agent.addr, &["apply", "-f", path.to_str().expect("utf8 path")])
+}
+
+fn ps(pki: &Pki, agent: &Agent) -> Value {
+    serde_json::from_str(&ok(&berthctl(pki, &agent.addr, &["ps", "-o", "json"]))).expect("ps json")
+}
+
+fn service<'a>(ps: &'a Value, name: &str) -> &'a Value {
+    ps["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("{name} not in ps: {ps}"))
+}
+
+fn running(pki: &Pki, name: &str) -> Vec<String> {
+    containers(&pki.instance, Some(name))
+        .into_iter()
+        .filter(|id| inspect(id, "{{.State.Running}}") == "true")
+        .collect()
+}
+
+fn only_running(pki: &Pki, name: &str) -> String {
+    let all = containers(&pki.instance, Some(name));
+    assert_eq!(all.len(), 1, "exactly one container of {name}: {all:?}");
+    assert_eq!(inspect(&all[0], "{{.State.Running}}"), "true");
+    all[0].clone()
+}
+
+#[test]
+fn deploy_v1_v2_bad_then_rollback() {
+    let pki = Pki::new();
+    let agent = Agent::start(&pki, &agent_config(&pki, ""));
+
+    ok(&apply(&pki, &agent, "life", &spec("life", "v1", "")));
+    let v1 = only_running(&pki, "life");
+    assert_eq!(http_get(host_port(&v1), "/").as_deref(), Some("v1"));
+    assert_eq!(inspect(&v1, "{{index .Config.Labels \"berth.revision\"}}"), "1");
+    let s = ps(&pki, &agent);
+    assert_eq!(service(&s, "life")["revision"], 1);
+
+    // Applying the same spec again changes nothing.
+    let same = ok(&apply(&pki, &agent, "life", &spec("life", "v1", "")));
+    assert!(same.contains("unchanged"), "{same}");
+    assert_eq!(only_running(&pki, "life"), v1);
+
+    let out = ok(&berthctl(
+        &pki,
+        &agent.addr,
+        &["deploy", "life", "--image", &image("v2")],
+    ));
+    assert!(out.contains("revision 2 is running and healthy"), "{out}");
+    let v2 = only_running(&pki, "life");
+    assert_ne!(v1, v2, "v1's container is gone");
+    assert_eq!(http_get(host_port(&v2), "/").as_deref(), Some("v2"));
+
+    let out = berthctl(&pki, &agent.addr, &["deploy", "life", "--image", &image("bad")]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = fails(&out);
+    assert!(stdout.contains("revision 3 FAILED"), "{stdout}");
+    assert!(stdout.contains("404"), "health output shown: {stdout}");
+    assert!(stdout.contains("bad: starting"), "log tail shown: {stdout}");
+    assert!(stdout.contains("rolled back: revision 2 is running again"), "{stdout}");
+    assert!(stderr.contains("failed"), "{stderr}");
+    let restored = only_running(&pki, "life");
+    assert_eq!(restored, v2, "v2's own container was started again");
+    assert_eq!(http_get(host_port(&restored), "/").as_deref(), Some("v2"));
+    assert_eq!(service(&ps(&pki, &agent), "life")["revision"], 2);
+
+    let out = ok(&berthctl(&pki, &agent.addr, &["rollback", "life", "--to", "1"]));
+    assert!(out.contains("revision 4 is running and healthy"), "{out}");
+    let back = only_running(&pki, "life");
+    assert_eq!(http_get(host_port(&back), "/").as_deref(), Some("v1"));
+
+    let history: Value =
+        serde_json::from_str(&ok(&berthctl(&pki, &agent.addr, &["history", "life", "-o", "json"]))).expect("json");
+    let statuses: Vec<String> = history
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r["revision"],
+                r["reason"].as_str().unwrap_or(""),
+                r["status"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(statuses.len(), 4, "{statuses:?}");
+    assert!(statuses[0].starts_with("4 rollback to 1 active"), "{statuses:?}");
+    assert!(statuses[1].starts_with("3 deploy failed"), "{statuses:?}");
+    assert!(statuses[2].starts_with("2 deploy superseded"), "{statuses:?}");
+}
+
+#[test]
+fn crashed_removed_and_drifted_containers_are_repaired() {
+    let pki = Pki::new();
+    let agent = Agent::start(&pki, &agent_config(&pki, ""));
+    let text = spec("heal", "v1", "[resources]\nmemory = \"64m\"\ncpus = 0.5\n");
+    ok(&apply(&pki, &agent, "heal", &text));
+    let id = only_running(&pki, "heal");
+    assert_eq!(inspect(&id, "{{.HostConfig.Memory}}"), (64 * 1024 * 1024).to_string());
+    assert_eq!(inspect(&id, "{{.HostConfig.NanoCpus}}"), "500000000");
+
+    docker(&["kill", &id]);
+    wait_until(T, "the killed container to run again", || {
+        running(&pki, "heal").len() == 1
+    });
+    assert_eq!(service(&ps(&pki, &agent), "heal")["restarts"], 1);
+
+    docker(&["rm", "-f", &id]);
+    wait_until(T, "a new container after docker rm -f", || {
+        let r = running(&pki, "heal");
+        r.len() == 1 && r[0] != id
+    });
+    let id = only_running(&pki, "heal");
+    assert_eq!(http_get(host_port(&id), "/").as_deref(), Some("v1"));
+
+    docker(&["update", "--memory", "32m", "--memory-swap", "32m", &id]);
+    wait_until(T, "the memory limit to be set back to 64m", || {
+        inspect(&id, "{{.HostConfig.Memory}}") == (64 * 1024 * 1024).to_string()
+    });
+    assert_eq!(only_running(&pki, "heal"), id, "repaired in place, not recreated");
+    assert!(agent.logs().contains("drift-repaired"), "{}", agent.logs());
+}
+
+#[test]
+fn crash_loop_backs_off_and_shows_in_ps() {
+    let pki = Pki::new();
+    // crashy stays up 3s (past the 2s gate of a service without a health
+    // check), then exits 3, again and again.
+    std::fs::create_dir_all(pki.path("env")).expect("env dir");
+    std::fs::write(pki.path("env/loop.env"), "CRASHY_DELAY=3\n").expect("env file");
+    let agent = Agent::start(&pki, &agent_config(&pki, ""));
+    let text = format!(
+        "name = \"loop\"\nimage = \"{}\"\nstop_timeout = \"1s\"\n",
+        image("crashy")
+    );
+    ok(&apply(&pki, &agent, "loop", &text));
+    wait_until(T, "ps to show crash-loop", || {
+        service(&ps(&pki, &agent), "loop")["state"] == "crash-loop"
+    });
+    let s = ps(&pki, &agent);
+    let detail = service(&s, "loop")["detail"].as_str().unwrap_or("").to_owned();
+    assert!(detail.contains("exit 3"), "{detail}");
+    assert!(service(&s, "loop")["restarts"].as_u64().unwrap_or(0) >= 3, "{s}");
+    let logs = ok(&berthctl(&pki, &agent.addr, &["logs", "loop", "--tail", "5"]));
+    assert!(logs.contains("crashy: exiting with 3"), "{logs}");
+    // Backoff, not a hot loop: a handful of restarts in this time, not hundreds.
+    assert!(service(&s, "loop")["restarts"].as_u64().unwrap_or(0) < 20, "{s}");
+}
+
+#[test]
+fn agent_restart_adopts_containers_without_restarting_them() {
+    let pki = Pki::new();
+    let config = agent_config(&pki, "");
+    let mut agent = Agent::start(&pki, &config);
+    ok(&apply(&pki, &agent, "adopt", &spec("adopt", "v1", "")));
+    let id = only_running(&pki, "adopt");
+    let started = inspect(&id, "{{.State.StartedAt}}");
+    agent.signal_and_wait(9, Duration::from_secs(10)).expect("SIGKILL");
+
+    let agent = Agent::start(&pki, &config);
+    // Let it run a few reconcile passes and health probes.
+    wait_until(T, "ps to show the adopted service healthy", || {
+        service(&ps(&pki, &agent), "adopt")["state"] == "running"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(only_running(&pki, "adopt"), id, "same container, no duplicate");
+    assert_eq!(inspect(&id, "{{.State.StartedAt}}"), started, "not restarted");
+}
+
+#[test]
+fn sigkill_mid_deploy_converges_to_one_container() {
+    let pki = Pki::new();
+    let config = agent_config(&pki, "");
+    let mut agent = Agent::start(&pki, &config);
+    ok(&apply(&pki, &agent, "kill9", &spec("kill9", "v1", "")));
+    let v1 = only_running(&pki, "kill9");
+
+    // A deploy whose gate waits a long time: bad never passes, with many retries.
+    let slow = spec("kill9", "bad", "").replace("retries = 3", "retries = 1000");
+    let path = pki.path("kill9-bad.toml");
+    std::fs::write(&path, slow).expect("write");
+    let bin = berth_tests::bin("berthctl");
+    let mut deploy = std::process::Command::new(bin)
+        .args(["--host", &agent.addr, "--tls-dir"])
+        .arg(pki.tls_dir())
+        .args(["apply", "-f"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn deploy");
+    wait_until(T, "the new revision's container to run", || {
+        containers(&pki.instance, Some("kill9")).iter().any(|id| {
+            inspect(id, "{{index .Config.Labels \"berth.revision\"}}") == "2"
+                && inspect(id, "{{.State.Running}}") == "true"
+        })
+    });
+    agent
+        .signal_and_wait(9, Duration::from_secs(10))
+        .expect("SIGKILL mid-deploy");
+    let _ = deploy.wait();
+
+    let agent = Agent::start(&pki, &config);
+    wait_until(T, "exactly one running container of revision 1", || {
+        let all = containers(&pki.instance, Some("kill9"));
+        all.len() == 1 && inspect(&all[0], "{{.State.Running}}") == "true"
+    });
+    assert_eq!(
+        only_running(&pki, "kill9"),
+        v1,
+        "the stopped v1 container was started again"
+    );
+    let history = ok(&berthctl(&pki, &agent.addr, &["history", "kill9"]));
+    assert!(history.contains("interrupted"), "{history}");
+    // And the host accepts deploys again.
+    ok(&berthctl(
+        &pki,
+        &agent.addr,
+        &["deploy", "kill9", "--image", &image("v2")],
+    ));
+    assert_eq!(
+        http_get(host_port(&only_running(&pki, "kill9")), "/").as_deref(),
+        Some("v2")
+    );
+}
+
+#[test]
+fn corrupt_state_is_rebuilt_from_labels() {
+    let pki = Pki::new();
+    let config = agent_config(&pki, "");
+    let mut agent = Agent::start(&pki, &config);
+    ok(&apply(&pki, &agent, "phoenix", &spec("phoenix", "v2", "")));
+    let id = only_running(&pki, "phoenix");
+    agent.signal_and_wait(15, Duration::from_secs(20)).expect("stop");
+    std::fs::write(pki.path("state/state.json"), b"{\"services\": [garbage").expect("corrupt");
+
+    let agent = Agent::start(&pki, &config);
+    wait_until(T, "the rebuilt service in ps", || {
+        ps(&pki, &agent)["services"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["name"] == "phoenix"))
+    });
+    let s = ps(&pki, &agent);
+    assert_eq!(service(&s, "phoenix")["revision"], 1);
+    assert_eq!(service(&s, "phoenix")["image"], image("v2"));
+    assert_eq!(only_running(&pki, "phoenix"), id);
+    assert!(agent.logs().contains("rebuilt it from the labels"), "{}", agent.logs());
+}
+
+#[test]
+fn bad_specs_are_refused_and_nothing_changes() {
+    let pki = Pki::new();
+    let agent = Agent::start(&pki, &agent_config(&pki, ""));
+    ok(&apply(&pki, &agent, "keep", &spec("keep", "v1", "")));
+    let before = containers(&pki.instance, None);
+
+    let cases: [(&str, String, &str); 5] = [
+        (
+            "mem",
+            spec("mem", "v1", "[resources]\nmemory = \"16x\"\n"),
+            "resources.memory \"16x\": expected a size like 512m or 16g",
+        ),
+        ("unk", spec("unk", "v1", "colour = \"blue\"\n"), "colour"),
+        (
+            "img",
+            spec("img", "v1", "").replace(&image("v1"), "Not A/Valid:Image"),
+            "image",
+        ),
+        (
+            "cpu",
+            spec("cpu", "v1", "[resources]\ncpus = 512\n"),
+            "the host has only",
+        ),
+        ("nope", spec("nope", "does-not-exist", ""), "cannot pull"),
+    ];
+    for (name, text, expected) in cases {
+        let err = fails(&apply(&pki, &agent, name, &text));
+        assert!(err.contains(expected), "{name}: expected {expected:?} in {err}");
+    }
+
+    // A fixed host port already used by another service.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    ok(&apply(
+        &pki,
+        &agent,
+        "fixed",
+        &spec("fixed", "v1", "").replace("\"8000\"", &format!("\"{port}:8000\"")),
+    ));
+    let err = fails(&apply(
+        &pki,
+        &agent,
+        "clash",
+        &spec("clash", "v1", "").replace("\"8000\"", &format!("\"{port}:8000\"")),
+    ));
+    assert!(
+        err.contains(&format!("host port {port} is already used by service \"fixed\"")),
+        "{err}"
+    );
+
+    let names: Vec<String> = ps(&pki, &agent)["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(names, ["fixed", "keep"]);
+    let after: Vec<String> = containers(&pki.instance, None);
+    assert_eq!(after.len(), before.len() + 1, "only the fixed service was added");
+    assert!(
+        before.iter().all(|id| after.contains(id)),
+        "no existing container was touched"
+    );
+}
+
+#[test]
+fn viewers_can_look_but_not_change() {
+    let pki = Pki::new();
+    berthctl::certs::issue_client(
+        &pki.tls_dir(),
+        "vic",
+        berthctl::certs::Role::Viewer,
+        berthctl::certs::Validity::days(1),
+        false,
+    )
+    .expect("viewer");
+    let agent = Agent::start(&pki, &agent_config(&pki, ""));
+    let path = pki.path("v.toml");
+    std::fs::write(&path, spec("peek", "v1", "")).expect("write");
+    let err = fails(&berthctl(
+        &pki,
+        &agent.addr,
+        &["--cert", "vic", "apply", "-f", path.to_str().expect("utf8")],
+    ));
+    assert!(err.contains("permission denied") && err.contains("operator"), "{err}");
+    ok(&berthctl(&pki, &agent.addr, &["--cert", "vic", "ps"]));
+    assert!(containers(&pki.instance, None).is_empty());
+}
