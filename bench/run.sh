@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# berth's benchmarks, each printing a table. Release builds.
-#   bench/run.sh            # all
-#   bench/run.sh getinfo    # GetInfo latency over mTLS, agent RSS, binary sizes
+# berth's benchmarks, each printing a table. Release builds; the supervision
+# benchmark needs the test registry (scripts/test-env.sh starts it).
+#   bench/run.sh              # all
+#   bench/run.sh getinfo      # GetInfo latency over mTLS, agent RSS, binary sizes
+#   bench/run.sh supervise    # death→healthy and deploy time vs docker / the shell runbook
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 which="${1:-all}"
 cargo build --release --bins -q
-if [[ "$which" == all || "$which" == getinfo ]]; then
+run() { [[ "$which" == all || "$which" == "$1" ]]; }
+if run getinfo; then
 	cargo bench -q -p berth-tests --bench getinfo
+fi
+if run supervise; then
+	# shellcheck source=scripts/test-env.sh
+	source scripts/test-env.sh
+	cargo bench -q -p berth-tests --bench supervise
 fi

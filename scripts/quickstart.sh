@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# berth for real on this host, unprivileged, in ./.berth-quickstart:
+# berth for real on this host, in ./.berth-quickstart:
 # builds berth, mints a dev CA and certificates, starts berth-agent on
-# 127.0.0.1:7443 and asks it who it is with berthctl.
+# 127.0.0.1:7443, asks it who it is, then builds a demo image (busybox httpd,
+# pushed to a local registry on 127.0.0.1:5000), deploys it health-gated and
+# shows `berthctl ps`. The agent runs as you; installing the registry and
+# busybox packages needs root or sudo (scripts/test-env.sh).
 #
 #   scripts/quickstart.sh          # start (or restart) the quickstart agent
 #   scripts/quickstart.sh stop     # stop it
@@ -26,8 +29,11 @@ stop_agent() {
 }
 
 if [[ "${1:-}" == "stop" ]]; then
+	if [[ -f "$QS/agent.addr" && -x "$BIN/berthctl" ]]; then
+		BERTH_HOST="$ADDR" BERTH_TLS_DIR="$QS/tls" "$BIN/berthctl" rm demo >/dev/null 2>&1 || true
+	fi
 	stop_agent
-	echo "quickstart agent stopped"
+	echo "quickstart agent stopped (and its demo service removed)"
 	exit 0
 fi
 
@@ -56,6 +62,8 @@ env_dir             = "$QS/env"
 ca   = "$QS/tls/ca.pem"
 cert = "$QS/tls/agent.pem"
 key  = "$QS/tls/agent-key.pem"
+[docker]
+instance = "quickstart"       # its containers carry berth.instance=quickstart
 [metrics]
 prometheus_listen = ""
 TOML
@@ -77,7 +85,43 @@ export BERTH_HOST="$ADDR" BERTH_TLS_DIR="$QS/tls"
 say "berthctl info"
 "$BIN/berthctl" info
 
+say "Building the demo image and the local registry it is pulled from"
+scripts/test-env.sh >/dev/null
+
+cat >"$QS/demo.toml" <<TOML
+# A demo service: busybox httpd answering /health and /__lbheartbeat__ on :8000.
+name     = "demo"
+image    = "127.0.0.1:5000/berth-test/app:v1"
+ports    = ["8000"]
+restart  = "always"
+[resources]
+memory = "64m"
+cpus   = 0.5
+[health]
+http     = "/__lbheartbeat__"
+interval = "2s"
+timeout  = "1s"
+retries  = 3
+TOML
+
+say "berthctl apply -f $QS/demo.toml"
+"$BIN/berthctl" apply -f "$QS/demo.toml"
+
+say "berthctl ps"
+"$BIN/berthctl" ps
+port=$("$BIN/berthctl" ps -o json | sed -n 's/.*"0\.0\.0\.0:\([0-9]*\)->8000\/tcp".*/\1/p' | head -1)
+if [[ -n "$port" ]]; then
+	say "curl http://127.0.0.1:$port/__version__"
+	curl -fsS "http://127.0.0.1:$port/__version__"; echo
+fi
+
 cat <<MSG
+
+Deploy v2, break it with a bad image, roll back:
+  $BIN/berthctl deploy demo --image 127.0.0.1:5000/berth-test/app:v2
+  $BIN/berthctl deploy demo --image 127.0.0.1:5000/berth-test/app:bad   # fails its health check, v2 stays
+  $BIN/berthctl history demo
+  $BIN/berthctl rollback demo
 
 The agent keeps running (pid $(cat "$QS/agent.pid")). Try:
   export BERTH_HOST=$ADDR BERTH_TLS_DIR=$QS/tls

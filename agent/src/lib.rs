@@ -14,6 +14,7 @@ pub mod events;
 pub mod grpc;
 pub mod health;
 pub mod hostinfo;
+pub mod nginx;
 pub mod reconcile;
 pub mod spec;
 pub mod state;
@@ -38,11 +39,11 @@ use crate::docker::{Engine, RegistryAuth};
 use crate::events::EventBus;
 use crate::grpc::services::{ServicesApi, SupervisorSlot};
 use crate::hostinfo::{DockerProbe, HostFacts};
-use crate::supervisor::{Capacity, Supervisor};
+use crate::supervisor::{Capacity, Setup, Supervisor};
 
 /// What this agent build serves, reported by `GetInfo` so clients can tell
 /// an agent that lacks a feature from one that failed.
-pub const CAPABILITIES: &[&str] = &["host", "grpc-health", "services", "events", "logs"];
+pub const CAPABILITIES: &[&str] = &["host", "grpc-health", "services", "events", "logs", "nginx"];
 
 /// Runs the agent until `cancel` fires. Binds `config.listen` (port 0 picks
 /// a free port; `listen_address_file` then says which).
@@ -119,17 +120,15 @@ async fn start_supervisor(
             let engine = Engine::connect(&config.docker, registries.clone())
                 .await
                 .map_err(|e| e.to_string())?;
-            Supervisor::start(
-                engine,
-                config.state_dir.clone(),
-                config.env_dir.clone(),
+            let setup = Setup {
+                state_dir: config.state_dir.clone(),
+                env_dir: config.env_dir.clone(),
+                sites: nginx::Sites::new(config.nginx.clone()),
                 capacity,
-                EventBus::new(),
-                &tracker,
-                cancel.clone(),
-            )
-            .await
-            .map_err(|e| e.to_string())
+            };
+            Supervisor::start(engine, setup, EventBus::new(), &tracker, cancel.clone())
+                .await
+                .map_err(|e| e.to_string())
         };
         match attempt.await {
             Ok(sup) => {

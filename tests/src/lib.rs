@@ -6,6 +6,8 @@
 //! agent; dropping an [`Agent`] kills its process, so tests run in parallel
 //! and leave nothing behind.
 
+pub mod nginx;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -257,6 +259,17 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Starts an agent and waits until it supervises services (it listens
+    /// first and reaches Docker right after; calls in between get
+    /// UNAVAILABLE).
+    pub fn start_ready(pki: &Pki, config: &str) -> Agent {
+        let agent = Agent::start(pki, config);
+        wait_until(Duration::from_secs(30), "the agent to supervise services", || {
+            berthctl(pki, &agent.addr, &["--cert", "alice", "ps"]).status.success()
+        });
+        agent
     }
 
     /// The agent's stderr so far.

@@ -67,7 +67,7 @@ fn only_running(pki: &Pki, name: &str) -> String {
 #[test]
 fn deploy_v1_v2_bad_then_rollback() {
     let pki = Pki::new();
-    let agent = Agent::start(&pki, &agent_config(&pki, ""));
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
 
     ok(&apply(&pki, &agent, "life", &spec("life", "v1", "")));
     let v1 = only_running(&pki, "life");
@@ -133,7 +133,7 @@ fn deploy_v1_v2_bad_then_rollback() {
 #[test]
 fn crashed_removed_and_drifted_containers_are_repaired() {
     let pki = Pki::new();
-    let agent = Agent::start(&pki, &agent_config(&pki, ""));
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
     let text = spec("heal", "v1", "[resources]\nmemory = \"64m\"\ncpus = 0.5\n");
     ok(&apply(&pki, &agent, "heal", &text));
     let id = only_running(&pki, "heal");
@@ -169,7 +169,7 @@ fn crash_loop_backs_off_and_shows_in_ps() {
     // check), then exits 3, again and again.
     std::fs::create_dir_all(pki.path("env")).expect("env dir");
     std::fs::write(pki.path("env/loop.env"), "CRASHY_DELAY=3\n").expect("env file");
-    let agent = Agent::start(&pki, &agent_config(&pki, ""));
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
     let text = format!(
         "name = \"loop\"\nimage = \"{}\"\nstop_timeout = \"1s\"\n",
         image("crashy")
@@ -192,13 +192,13 @@ fn crash_loop_backs_off_and_shows_in_ps() {
 fn agent_restart_adopts_containers_without_restarting_them() {
     let pki = Pki::new();
     let config = agent_config(&pki, "");
-    let mut agent = Agent::start(&pki, &config);
+    let mut agent = Agent::start_ready(&pki, &config);
     ok(&apply(&pki, &agent, "adopt", &spec("adopt", "v1", "")));
     let id = only_running(&pki, "adopt");
     let started = inspect(&id, "{{.State.StartedAt}}");
     agent.signal_and_wait(9, Duration::from_secs(10)).expect("SIGKILL");
 
-    let agent = Agent::start(&pki, &config);
+    let agent = Agent::start_ready(&pki, &config);
     // Let it run a few reconcile passes and health probes.
     wait_until(T, "ps to show the adopted service healthy", || {
         service(&ps(&pki, &agent), "adopt")["state"] == "running"
@@ -212,7 +212,7 @@ fn agent_restart_adopts_containers_without_restarting_them() {
 fn sigkill_mid_deploy_converges_to_one_container() {
     let pki = Pki::new();
     let config = agent_config(&pki, "");
-    let mut agent = Agent::start(&pki, &config);
+    let mut agent = Agent::start_ready(&pki, &config);
     ok(&apply(&pki, &agent, "kill9", &spec("kill9", "v1", "")));
     let v1 = only_running(&pki, "kill9");
 
@@ -241,7 +241,7 @@ fn sigkill_mid_deploy_converges_to_one_container() {
         .expect("SIGKILL mid-deploy");
     let _ = deploy.wait();
 
-    let agent = Agent::start(&pki, &config);
+    let agent = Agent::start_ready(&pki, &config);
     wait_until(T, "exactly one running container of revision 1", || {
         let all = containers(&pki.instance, Some("kill9"));
         all.len() == 1 && inspect(&all[0], "{{.State.Running}}") == "true"
@@ -269,13 +269,13 @@ fn sigkill_mid_deploy_converges_to_one_container() {
 fn corrupt_state_is_rebuilt_from_labels() {
     let pki = Pki::new();
     let config = agent_config(&pki, "");
-    let mut agent = Agent::start(&pki, &config);
+    let mut agent = Agent::start_ready(&pki, &config);
     ok(&apply(&pki, &agent, "phoenix", &spec("phoenix", "v2", "")));
     let id = only_running(&pki, "phoenix");
     agent.signal_and_wait(15, Duration::from_secs(20)).expect("stop");
     std::fs::write(pki.path("state/state.json"), b"{\"services\": [garbage").expect("corrupt");
 
-    let agent = Agent::start(&pki, &config);
+    let agent = Agent::start_ready(&pki, &config);
     wait_until(T, "the rebuilt service in ps", || {
         ps(&pki, &agent)["services"]
             .as_array()
@@ -291,7 +291,7 @@ fn corrupt_state_is_rebuilt_from_labels() {
 #[test]
 fn bad_specs_are_refused_and_nothing_changes() {
     let pki = Pki::new();
-    let agent = Agent::start(&pki, &agent_config(&pki, ""));
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
     ok(&apply(&pki, &agent, "keep", &spec("keep", "v1", "")));
     let before = containers(&pki.instance, None);
 
@@ -367,7 +367,7 @@ fn viewers_can_look_but_not_change() {
         false,
     )
     .expect("viewer");
-    let agent = Agent::start(&pki, &agent_config(&pki, ""));
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
     let path = pki.path("v.toml");
     std::fs::write(&path, spec("peek", "v1", "")).expect("write");
     let err = fails(&berthctl(

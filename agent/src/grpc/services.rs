@@ -176,7 +176,7 @@ pub fn status_of(v: ServiceView) -> ServiceStatus {
         restarts: v.restarts,
         oom_kills: v.oom_kills,
         spec_toml: v.spec.to_toml(),
-        routes: Vec::new(),
+        routes: v.routes,
         updated_at_ms: v.updated_at_ms,
     }
 }

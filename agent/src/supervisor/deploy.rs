@@ -22,7 +22,8 @@ use crate::envfiles;
 use crate::events::Severity;
 use crate::health;
 use crate::hostinfo::now_ms;
-use crate::spec::{self, ImageRef, ServiceSpec};
+use crate::nginx;
+use crate::spec::{self, ImageRef, ServiceSpec, Strategy};
 
 /// Log lines of a failed container included in the report.
 const LOG_TAIL: usize = 20;
@@ -231,6 +232,7 @@ impl Supervisor {
             self.stop_and_remove(&c.id, timeout).await?;
             removed += 1;
         }
+        self.sites().remove(service).await.map_err(internal)?;
         self.store().remove(service).map_err(internal)?;
         {
             let mut rt = self.runtime();
@@ -269,11 +271,6 @@ impl Supervisor {
     /// Refuses what cannot work before anything on the host changes.
     fn preflight(&self, spec: &ServiceSpec) -> Result<(), SupervisorError> {
         let name = spec.name.as_str();
-        if spec.proxy.is_some() {
-            return Err(SupervisorError::Refused(
-                "[proxy]: this agent does not render nginx sites (its GetInfo capabilities lack \"nginx\"); remove the [proxy] section or upgrade berth-agent".into(),
-            ));
-        }
         let records = self.records();
         let others: Vec<ServiceSpec> = records
             .iter()
@@ -330,45 +327,39 @@ impl Supervisor {
 
         let old = self.containers_of(&name).await?;
         let was_running: Vec<ContainerInfo> = old.iter().filter(|c| c.running).cloned().collect();
-        if !was_running.is_empty() {
+        let blue_green = spec.strategy() == Strategy::BlueGreen && spec.proxy.is_some();
+        // What a failure has to bring back: recreate stops the old container
+        // first; blue-green never touches it until traffic has moved.
+        let restore: &[ContainerInfo] = if blue_green { &[] } else { &was_running };
+        if !blue_green && !was_running.is_empty() {
             progress.step("stop", format!("stopping {} old container(s)", was_running.len()));
-        }
-        for c in &was_running {
-            // Recreate: the old container frees its ports first. It is kept
-            // (stopped) so a failed gate can start it again at once.
-            if let Err(e) = self.engine.stop(&c.id, spec.stop_timeout.as_std()).await {
-                return Ok(self
-                    .fail(
-                        &name,
-                        revision,
-                        &mode,
-                        None,
-                        format!("cannot stop the old container: {e}"),
-                        None,
-                        None,
-                        &was_running,
-                        &progress,
-                    )
-                    .await);
+            for c in &was_running {
+                // The old container frees its ports first. It is kept
+                // (stopped) so a failed gate can start it again at once.
+                if let Err(e) = self.engine.stop(&c.id, spec.stop_timeout.as_std()).await {
+                    let why = format!("cannot stop the old container: {e}");
+                    return Ok(self
+                        .fail(&name, revision, &mode, None, why, None, None, restore, &progress)
+                        .await);
+                }
             }
         }
 
-        progress.step("start", format!("starting revision {revision} ({})", spec.image));
+        let beside = if blue_green && !was_running.is_empty() {
+            " next to the running one"
+        } else {
+            ""
+        };
+        progress.step(
+            "start",
+            format!("starting revision {revision} ({}){beside}", spec.image),
+        );
         let new_id = match self.create_container(&spec, revision).await {
             Ok(id) => id,
             Err(e) => {
+                let why = format!("cannot start the new container: {e}");
                 return Ok(self
-                    .fail(
-                        &name,
-                        revision,
-                        &mode,
-                        None,
-                        format!("cannot start the new container: {e}"),
-                        None,
-                        None,
-                        &was_running,
-                        &progress,
-                    )
+                    .fail(&name, revision, &mode, None, why, None, None, restore, &progress)
                     .await);
             }
         };
@@ -387,26 +378,59 @@ impl Supervisor {
         match health::gate(&self.engine, &new_id, &spec, deadline).await {
             Ok(output) => self.mark_healthy(&new_id, &spec, output),
             Err(g) => {
+                let (reason, output) = (g.reason, Some(g.health_output));
                 return Ok(self
                     .fail(
                         &name,
                         revision,
                         &mode,
                         Some(new_id),
-                        g.reason,
-                        Some(g.health_output),
+                        reason,
+                        output,
                         g.exit_code,
-                        &was_running,
+                        restore,
                         &progress,
                     )
                     .await);
             }
         }
 
+        if blue_green && let Err(why) = self.switch(&spec, &new_id, revision, &progress).await {
+            return Ok(self
+                .fail(
+                    &name,
+                    revision,
+                    &mode,
+                    Some(new_id),
+                    why,
+                    None,
+                    None,
+                    restore,
+                    &progress,
+                )
+                .await);
+        }
+        if blue_green && !was_running.is_empty() {
+            let drain = spec.deploy.drain.as_std();
+            progress.step(
+                "drain",
+                format!(
+                    "letting the old container finish its requests for {}s",
+                    drain.as_secs_f64()
+                ),
+            );
+            tokio::time::sleep(drain).await;
+        }
         if !old.is_empty() {
             progress.step("cleanup", format!("removing {} old container(s)", old.len()));
         }
         for c in &old {
+            if c.running && blue_green {
+                self.engine
+                    .stop(&c.id, spec.stop_timeout.as_std())
+                    .await
+                    .map_err(internal)?;
+            }
             self.engine.remove(&c.id).await.map_err(internal)?;
         }
         if let Mode::New { .. } = mode {
@@ -440,6 +464,41 @@ impl Supervisor {
             changed: true,
             ..Outcome::default()
         })
+    }
+
+    /// Points nginx at the new container: render, test, swap, reload. On
+    /// refusal nginx keeps its running config and the error carries nginx's
+    /// own words.
+    async fn switch(
+        &self,
+        spec: &ServiceSpec,
+        new_id: &str,
+        revision: u64,
+        progress: &ProgressTx,
+    ) -> Result<(), String> {
+        let Some(proxy) = spec.proxy.as_ref() else {
+            return Ok(());
+        };
+        let info = match self.engine.inspect(new_id).await {
+            Ok(Some(info)) => info,
+            Ok(None) => return Err("the new container disappeared before the switch".into()),
+            Err(e) => return Err(format!("cannot inspect the new container: {e}")),
+        };
+        let upstream = super::upstream_of(&info, spec)
+            .ok_or_else(|| "the new container has no address nginx can reach".to_owned())?;
+        let site = nginx::render(spec, proxy, upstream);
+        self.sites()
+            .install(spec.name.as_str(), &site)
+            .await
+            .map_err(|e| e.to_string())?;
+        progress.step(
+            "switch",
+            format!(
+                "nginx now sends {} to revision {revision} at {upstream}",
+                proxy.server_names.join(", ")
+            ),
+        );
+        Ok(())
     }
 
     async fn pull(&self, image: &str, progress: &ProgressTx) -> Result<(), SupervisorError> {
@@ -498,6 +557,19 @@ impl Supervisor {
         let current = self.record(name).map_or(0, |r| r.active);
         if rolled_back {
             progress.step("rollback", format!("restored revision {current}"));
+        } else if was_running.is_empty() && current != 0 {
+            // Blue-green: the old container never stopped and nginx never moved.
+            let serving = self
+                .containers_of(name)
+                .await
+                .is_ok_and(|c| c.iter().any(|c| c.running));
+            if serving {
+                rolled_back = true;
+                progress.step(
+                    "rollback",
+                    format!("revision {current} kept serving; traffic was never switched"),
+                );
+            }
         }
         let (author, action) = match mode {
             Mode::New { reason, author } => (author.clone(), reason.clone()),

@@ -35,6 +35,7 @@ use crate::docker::{
 use crate::envfiles;
 use crate::events::{EventBus, Severity};
 use crate::health;
+use crate::nginx::{self, Sites};
 use crate::reconcile::{self, Action, Context, Desired};
 use crate::spec::ServiceSpec;
 use crate::state::{Loaded, Revision, RevisionStatus, ServiceRecord, StateFile, Store};
@@ -45,8 +46,9 @@ pub const LABEL_SPEC: &str = "berth.spec";
 
 /// How often the whole host is re-read even without events.
 const RESYNC: Duration = Duration::from_secs(10);
-/// How long a restarted container must run before its crash count resets.
-const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// How long a restarted container must run before its crash count resets
+/// (as long as Docker's own restart policy waits).
+const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// Restarts in a row after which `ps` calls a service crash-looping.
 const CRASH_LOOP_AT: u32 = 3;
 /// How often the health monitor looks for due probes.
@@ -112,6 +114,19 @@ pub struct Capacity {
     pub memory_bytes: u64,
 }
 
+/// Where the supervisor keeps things and what it may use.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// State file and audit log.
+    pub state_dir: PathBuf,
+    /// Env files.
+    pub env_dir: PathBuf,
+    /// nginx sites of proxied services.
+    pub sites: Sites,
+    /// Host capacity, for refusing specs that cannot fit.
+    pub capacity: Capacity,
+}
+
 /// The host's service supervisor. Shared as `Arc<Supervisor>`.
 pub struct Supervisor {
     engine: Engine,
@@ -122,6 +137,7 @@ pub struct Supervisor {
     audit: Audit,
     trigger: mpsc::Sender<()>,
     env_dir: PathBuf,
+    sites: Sites,
     capacity: Capacity,
 }
 
@@ -148,6 +164,8 @@ pub struct ServiceView {
     pub oom_kills: u32,
     /// When the active revision was made.
     pub updated_at_ms: u64,
+    /// What nginx routes to, for proxied services.
+    pub routes: Vec<String>,
 }
 
 impl Supervisor {
@@ -156,13 +174,17 @@ impl Supervisor {
     /// event watcher and the health monitor on `tracker`.
     pub async fn start(
         engine: Engine,
-        state_dir: PathBuf,
-        env_dir: PathBuf,
-        capacity: Capacity,
+        setup: Setup,
         bus: EventBus,
         tracker: &TaskTracker,
         cancel: CancellationToken,
     ) -> Result<Arc<Supervisor>, SupervisorError> {
+        let Setup {
+            state_dir,
+            env_dir,
+            sites,
+            capacity,
+        } = setup;
         let (mut store, loaded) = Store::open(&state_dir).map_err(|e| SupervisorError::Internal(e.to_string()))?;
         if let Loaded::Corrupt(why) = &loaded {
             let observed = engine
@@ -207,6 +229,7 @@ impl Supervisor {
             audit: Audit::new(&state_dir),
             trigger,
             env_dir,
+            sites,
             capacity,
         });
         // Events first, so nothing that happens during the first listing is missed.
@@ -365,6 +388,10 @@ impl Supervisor {
                 "no container; the reconciler will create one".to_owned(),
             )
         };
+        let routes = match (spec.as_ref().and_then(|s| s.proxy.as_ref()), primary.zip(spec.as_ref())) {
+            (Some(proxy), Some((p, s))) => upstream_of(p, s).map(|u| nginx::routes(proxy, u)).unwrap_or_default(),
+            _ => Vec::new(),
+        };
         ServiceView {
             name: name.to_owned(),
             revision: record.active,
@@ -376,6 +403,7 @@ impl Supervisor {
             restarts: srt.restarts,
             oom_kills: srt.oom_kills,
             updated_at_ms: active.map(|r| r.created_at_ms).unwrap_or(0),
+            routes,
         }
     }
 
@@ -479,19 +507,30 @@ impl Supervisor {
         let plan = {
             let mut rt = self.runtime();
             // Remember each service's running container for the health
-            // monitor, and forget crash counts of services that stayed up.
+            // monitor, and forget the crash count of a service whose
+            // container stayed up long enough, judged by how long it ran
+            // (not by when this pass happens to look), so a crash after a
+            // long healthy run restarts at once.
             rt.primaries.clear();
+            let now_ms = crate::hostinfo::now_ms() as i64;
+            let stable = STABLE_AFTER.as_millis() as i64;
             for (name, record) in &records {
-                if let Some(p) = observed
+                let mine = observed
                     .iter()
-                    .find(|c| c.running && c.service.as_deref() == Some(name) && c.revision == Some(record.active))
-                {
-                    rt.primaries.insert(name.clone(), p.clone());
-                    let up_since = p.started_at_ms.unwrap_or(0);
-                    let stable = (crate::hostinfo::now_ms() as i64 - up_since) > STABLE_AFTER.as_millis() as i64;
-                    if stable && let Some(s) = rt.services.get_mut(name) {
-                        s.failures = 0;
+                    .filter(|c| c.service.as_deref() == Some(name) && c.revision == Some(record.active));
+                let mut ran_long = false;
+                for c in mine {
+                    let started = c.started_at_ms.unwrap_or(now_ms);
+                    if c.running {
+                        rt.primaries.insert(name.clone(), c.clone());
+                        ran_long |= now_ms - started > stable;
+                    } else if let Some(finished) = c.finished_at_ms {
+                        ran_long |= finished - started > stable;
                     }
+                }
+                if ran_long && let Some(s) = rt.services.get_mut(name) {
+                    s.failures = 0;
+                    s.not_before = None;
                 }
             }
             let live: HashSet<&str> = observed.iter().map(|c| c.id.as_str()).collect();
@@ -534,6 +573,7 @@ impl Supervisor {
                 warn!(action = ?action, error = %e, "Reconcile action failed; will retry.");
             }
         }
+        failed += self.converge_sites(&records, &observed).await;
         if tried > 0 {
             debug!(tried, failed, "Reconcile pass done.");
         }
@@ -665,6 +705,74 @@ impl Supervisor {
             }
         }
         Ok(())
+    }
+
+    /// Makes each proxied service's nginx site match its running container
+    /// (restoring a site edited or removed by hand, following a container
+    /// whose address changed) and removes sites of services no longer
+    /// desired. Returns how many sites could not be fixed.
+    async fn converge_sites(&self, records: &BTreeMap<String, ServiceRecord>, observed: &[ContainerInfo]) -> usize {
+        let mut failed = 0;
+        for (name, record) in records {
+            let Some(rev) = record.active_revision() else { continue };
+            let Some(proxy) = rev.spec.proxy.as_ref() else { continue };
+            let Some(primary) = observed
+                .iter()
+                .find(|c| c.running && c.service.as_deref() == Some(name) && c.revision == Some(record.active))
+            else {
+                continue;
+            };
+            let Some(upstream) = upstream_of(primary, &rev.spec) else {
+                continue;
+            };
+            let lock = self.lock_for(name);
+            let Ok(_guard) = lock.try_lock_owned() else { continue };
+            let want = nginx::render(&rev.spec, proxy, upstream);
+            let had = self.sites.current(name);
+            if had.as_deref() == Some(want.as_str()) {
+                continue;
+            }
+            match self.sites.install(name, &want).await {
+                Ok(_) => {
+                    let why = match had {
+                        None => "the site file was missing",
+                        Some(_) => "the site file differed from the spec (edited by hand, or the container moved)",
+                    };
+                    self.bus.publish(
+                        "site-restored",
+                        name,
+                        record.active,
+                        Severity::Warning,
+                        format!("Rewrote the nginx site: {why}."),
+                    );
+                }
+                Err(e) => {
+                    failed += 1;
+                    warn!(service = %name, error = %e, "Cannot restore the nginx site.");
+                }
+            }
+        }
+        for stale in self.sites.managed().into_iter().filter(|s| !records.contains_key(s)) {
+            match self.sites.remove(&stale).await {
+                Ok(()) => self.bus.publish(
+                    "site-removed",
+                    &stale,
+                    0,
+                    Severity::Info,
+                    "Removed the nginx site of a service that is gone.",
+                ),
+                Err(e) => {
+                    failed += 1;
+                    warn!(service = %stale, error = %e, "Cannot remove a stale nginx site.");
+                }
+            }
+        }
+        failed
+    }
+
+    /// The nginx sites.
+    pub(crate) fn sites(&self) -> &Sites {
+        &self.sites
     }
 
     /// Counts a restart by the agent. A crash (exit, unhealthy) grows the
@@ -877,6 +985,22 @@ impl Supervisor {
             );
             self.trigger();
         }
+    }
+}
+
+/// Where nginx should send a proxied service's traffic: the container's own
+/// address on the upstream port (no host port needed, so old and new can
+/// run side by side), or the published port on loopback when the container
+/// has no address of its own (host networking).
+pub(crate) fn upstream_of(container: &ContainerInfo, spec: &ServiceSpec) -> Option<std::net::SocketAddr> {
+    let port = spec.upstream_port()?;
+    match container.ip {
+        Some(ip) => Some(std::net::SocketAddr::new(ip, port)),
+        None => container
+            .host_ports
+            .iter()
+            .find(|p| p.container_port == port && p.protocol == "tcp")
+            .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p.host_port))),
     }
 }
 

@@ -9,7 +9,8 @@ use crate::output::{self, Format};
 
 /// List the services on a host: revision, image, state (running, starting,
 /// unhealthy, restarting, crash-loop, stopped, missing, deploying),
-/// restarts and OOM kills since the agent started, container and ports.
+/// restarts and OOM kills since the agent started, container and ports,
+/// and for proxied services what nginx routes to.
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
@@ -85,6 +86,11 @@ pub async fn run(global: &Global, _args: Args) -> anyhow::Result<()> {
                     .filter(|s| !matches!(s.state.as_str(), "running") && !s.detail.is_empty())
                 {
                     println!("{}: {}", s.name, s.detail);
+                }
+                for s in &list.services {
+                    for r in &s.routes {
+                        println!("{}: nginx {r}", s.name);
+                    }
                 }
             }
         }

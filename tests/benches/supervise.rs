@@ -1,0 +1,233 @@
+//! Supervision benchmarks, berth next to its peers in the same run:
+//!
+//! 1. Death to healthy: the container's main process is SIGKILLed from the
+//!    host (a crash, not a `docker stop`), timed until `/health` answers 200
+//!    again. berth's reconciler vs Docker's own `--restart always`.
+//! 2. Deploy time of one service, v1→v2→v1..., until the new version answers
+//!    `/health`: `berthctl deploy` vs the shell runbook people run today
+//!    (`docker pull; docker stop; docker rm; docker run; curl` until healthy).
+//!
+//! Run with `bench/run.sh supervise` (release binaries, registry up).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use berth_tests::{Agent, Pki, agent_config, berthctl, containers, docker, image, inspect};
+
+const KILLS: usize = 8;
+const DEPLOYS: usize = 10;
+
+fn main() {
+    let pki = Pki::new();
+    let agent = Agent::start(&pki, &agent_config(&pki, ""));
+    for tag in ["v1", "v2"] {
+        docker(&["pull", "-q", &image(tag)]);
+    }
+    let spec = format!(
+        r#"name = "bench"
+image = "{}"
+ports = ["8000"]
+stop_timeout = "2s"
+[health]
+http = "/health"
+interval = "1s"
+timeout = "500ms"
+retries = 3
+"#,
+        image("v1")
+    );
+    let path = pki.path("bench.toml");
+    std::fs::write(&path, spec).expect("write spec");
+    must(&berthctl(
+        &pki,
+        &agent.addr,
+        &["apply", "-f", path.to_str().expect("utf8")],
+    ));
+
+    // ---- 1. death → healthy
+    let mut berth_heal = Vec::new();
+    for _ in 0..KILLS {
+        let id = running_of(&pki.instance, "bench");
+        berth_heal.push(crash_and_time(&id, || running_of_opt(&pki.instance, "bench")));
+        // Past the crash-count reset (10s running, as Docker's policy), so
+        // every sample is a first crash for both.
+        std::thread::sleep(Duration::from_secs(11));
+    }
+    let peer = format!("berth-bench-restart-{}", std::process::id());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &peer,
+        "--label",
+        "berth.bench=true",
+        "--restart",
+        "always",
+        "-p",
+        "127.0.0.1::8000",
+        &image("v1"),
+    ]);
+    wait_healthy(&peer, Duration::from_secs(20));
+    let mut docker_heal = Vec::new();
+    for _ in 0..KILLS {
+        docker_heal.push(crash_and_time(&peer, || Some(peer.clone())));
+        std::thread::sleep(Duration::from_secs(11));
+    }
+    let _ = Command::new("docker").args(["rm", "-f", &peer]).output();
+
+    // ---- 2. deploy time
+    let mut berth_deploy = Vec::new();
+    for i in 0..DEPLOYS {
+        let tag = if i % 2 == 0 { "v2" } else { "v1" };
+        let t = Instant::now();
+        must(&berthctl(
+            &pki,
+            &agent.addr,
+            &["deploy", "bench", "--image", &image(tag)],
+        ));
+        berth_deploy.push(t.elapsed());
+    }
+    let name = format!("berth-bench-runbook-{}", std::process::id());
+    let port = free_port();
+    let runbook = format!(
+        r#"set -e
+docker pull -q "$1" >/dev/null
+docker stop -t 2 {name} >/dev/null 2>&1 || true
+docker rm {name} >/dev/null 2>&1 || true
+docker run -d --name {name} --label berth.bench=true -p 127.0.0.1:{port}:8000 "$1" >/dev/null
+until curl -fsS -o /dev/null http://127.0.0.1:{port}/health; do sleep 0.05; done"#
+    );
+    let mut shell_deploy = Vec::new();
+    for i in 0..DEPLOYS {
+        let tag = if i % 2 == 0 { "v2" } else { "v1" };
+        let t = Instant::now();
+        let out = Command::new("bash")
+            .args(["-c", &runbook, "runbook", &image(tag)])
+            .output()
+            .expect("bash");
+        assert!(
+            out.status.success(),
+            "runbook failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        shell_deploy.push(t.elapsed());
+    }
+    let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+
+    println!("berth supervision benchmarks (medians; {KILLS} crashes, {DEPLOYS} deploys each)");
+    println!("{:<58} {:>10} {:>10} {:>8}", "measure", "median", "p90", "ratio");
+    let b = row(
+        "death → healthy: berth-agent (SIGKILL of the main process)",
+        &berth_heal,
+        None,
+    );
+    row(
+        "death → healthy: docker --restart always (same crash)",
+        &docker_heal,
+        Some(b),
+    );
+    let b = row("deploy → healthy: berthctl deploy (health-gated)", &berth_deploy, None);
+    row(
+        "deploy → healthy: shell runbook (pull/stop/rm/run/curl)",
+        &shell_deploy,
+        Some(b),
+    );
+    println!("\nratio = peer median / berth median (above 1: berth is faster)");
+}
+
+fn must(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn running_of_opt(instance: &str, service: &str) -> Option<String> {
+    containers(instance, Some(service)).into_iter().find(|id| {
+        Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Running}}", id])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
+    })
+}
+
+fn running_of(instance: &str, service: &str) -> String {
+    running_of_opt(instance, service).expect("a running container")
+}
+
+/// SIGKILLs the container's main process from the host and times until a
+/// container found by `find` answers /health with 200.
+fn crash_and_time(id: &str, find: impl Fn() -> Option<String>) -> Duration {
+    let pid = inspect(id, "{{.State.Pid}}");
+    let t = Instant::now();
+    let status = Command::new("kill").args(["-9", &pid]).status().expect("kill");
+    assert!(status.success(), "kill -9 {pid}");
+    // Wait until the old process is really gone before probing.
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    loop {
+        if let Some(c) = find()
+            && healthy(&c)
+        {
+            return t.elapsed();
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "did not come back within 60s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn healthy(id: &str) -> bool {
+    let out = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{(index (index .NetworkSettings.Ports \"8000/tcp\") 0).HostPort}}",
+            id,
+        ])
+        .output();
+    let Ok(out) = out else { return false };
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut parts = text.split_whitespace();
+    if parts.next() != Some("true") {
+        return false;
+    }
+    let Some(port) = parts.next().and_then(|p| p.parse::<u16>().ok()) else {
+        return false;
+    };
+    berth_tests::http_get(port, "/health").is_some_and(|b| b == "ok")
+}
+
+fn wait_healthy(id: &str, within: Duration) {
+    let t = Instant::now();
+    while !healthy(id) {
+        assert!(t.elapsed() < within, "{id} not healthy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+fn row(label: &str, samples: &[Duration], base: Option<Duration>) -> Duration {
+    let mut s = samples.to_vec();
+    s.sort();
+    let median = s[s.len() / 2];
+    let p90 = s[(s.len() * 9 / 10).min(s.len() - 1)];
+    let ratio = base.map_or_else(
+        || "1.00".to_owned(),
+        |b| format!("{:.2}", median.as_secs_f64() / b.as_secs_f64()),
+    );
+    println!(
+        "{label:<58} {:>8.0}ms {:>8.0}ms {ratio:>8}",
+        median.as_secs_f64() * 1e3,
+        p90.as_secs_f64() * 1e3
+    );
+    median
+}
