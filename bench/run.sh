@@ -4,6 +4,7 @@
 #   bench/run.sh              # all
 #   bench/run.sh getinfo      # GetInfo latency over mTLS, agent RSS, binary sizes
 #   bench/run.sh supervise    # death→healthy and deploy time vs docker / the shell runbook
+#   bench/run.sh proxy        # failed requests and latency behind nginx: berth deploy vs docker stop/run
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 which="${1:-all}"
@@ -12,8 +13,13 @@ run() { [[ "$which" == all || "$which" == "$1" ]]; }
 if run getinfo; then
 	cargo bench -q -p berth-tests --bench getinfo
 fi
-if run supervise; then
+if run supervise || run proxy; then
 	# shellcheck source=scripts/test-env.sh
 	source scripts/test-env.sh
+fi
+if run supervise; then
 	cargo bench -q -p berth-tests --bench supervise
+fi
+if run proxy; then
+	cargo bench -q -p berth-tests --bench proxy
 fi

@@ -6,6 +6,7 @@
 //! agent; dropping an [`Agent`] kills its process, so tests run in parallel
 //! and leave nothing behind.
 
+pub mod dockerproxy;
 pub mod nginx;
 
 use std::path::{Path, PathBuf};

@@ -379,3 +379,34 @@ fn viewers_can_look_but_not_change() {
     ok(&berthctl(&pki, &agent.addr, &["--cert", "vic", "ps"]));
     assert!(containers(&pki.instance, None).is_empty());
 }
+
+#[test]
+fn the_agent_reconnects_when_dockerd_comes_back() {
+    let pki = Pki::new();
+    let proxy = berth_tests::dockerproxy::DockerProxy::start(pki.dir.path());
+    let config = agent_config(&pki, "").replace(
+        "[docker]\n",
+        &format!("[docker]\nsocket = {:?}\n", proxy.socket.display().to_string()),
+    );
+    let agent = Agent::start_ready(&pki, &config);
+    ok(&apply(&pki, &agent, "lazarus", &spec("lazarus", "v1", "")));
+
+    proxy.cut();
+    wait_until(T, "the agent to notice Docker is gone", || {
+        agent.logs().contains("Docker event stream")
+    });
+    let err = fails(&berthctl(&pki, &agent.addr, &["ps"]));
+    assert!(err.contains("docker") || err.contains("Docker"), "{err}");
+    proxy.restore();
+    wait_until(T, "the agent to reconnect", || {
+        agent.logs().contains("Reconnected to the Docker Engine")
+    });
+
+    // Events flow again: a killed container is restarted.
+    let id = only_running(&pki, "lazarus");
+    docker(&["kill", &id]);
+    wait_until(T, "the killed container to run again after the reconnect", || {
+        running(&pki, "lazarus").len() == 1
+    });
+    assert_eq!(service(&ps(&pki, &agent), "lazarus")["state"], "running");
+}

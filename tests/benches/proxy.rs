@@ -1,0 +1,212 @@
+//! Requests behind nginx during deploys, side by side under the same load:
+//! a berth blue-green deploy vs the runbook way (`docker stop; docker rm;
+//! docker run` behind the same nginx, with a site pointing at a fixed host
+//! port). Failed requests and latency percentiles of the requests sent while
+//! each deploy ran.
+//!
+//! Run with `bench/run.sh proxy` (release binaries, registry and nginx).
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_tests::nginx::{Nginx, get};
+use berth_tests::{Agent, Pki, agent_config, berthctl, docker, image};
+
+const DEPLOYS: usize = 6;
+const THREADS: usize = 4;
+
+#[derive(Default)]
+struct Samples {
+    latencies: Vec<Duration>,
+    failed: usize,
+}
+
+/// Load on `port` with `host` until the returned flag is set; samples only
+/// while `window` is true.
+fn load(
+    port: u16,
+    host: &'static str,
+    window: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    out: Arc<Mutex<Samples>>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..THREADS)
+        .map(|_| {
+            let (window, stop, out) = (window.clone(), stop.clone(), out.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let r = get(port, host, "/");
+                    let took = t.elapsed();
+                    if !window.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
+                    match r {
+                        Ok((200, _)) => o.latencies.push(took),
+                        _ => o.failed += 1,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+fn main() {
+    let pki = Pki::new();
+    let nginx = Nginx::start(pki.dir.path());
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, &nginx.agent_config()));
+    for tag in ["v1", "v2"] {
+        docker(&["pull", "-q", &image(tag)]);
+    }
+
+    // ---- berth: blue-green behind nginx
+    let berth_port = free_port();
+    let spec = format!(
+        r#"name = "bench-proxy"
+image = "{}"
+ports = ["8000"]
+stop_timeout = "2s"
+[health]
+http = "/__lbheartbeat__"
+interval = "500ms"
+timeout = "500ms"
+[deploy]
+drain = "1s"
+[proxy]
+server_names = ["berth.bench"]
+listen = [{berth_port}]
+"#,
+        image("v1")
+    );
+    let path = pki.path("bench-proxy.toml");
+    std::fs::write(&path, spec).expect("spec");
+    must(&berthctl(
+        &pki,
+        &agent.addr,
+        &["apply", "-f", path.to_str().expect("utf8")],
+    ));
+    let berth = measure(berth_port, "berth.bench", |tag| {
+        must(&berthctl(
+            &pki,
+            &agent.addr,
+            &["deploy", "bench-proxy", "--image", &image(tag)],
+        ));
+    });
+
+    // ---- runbook: a fixed host port behind a hand-written site in the same nginx
+    let runbook_port = free_port();
+    let app_port = free_port();
+    std::fs::write(
+        nginx.sites.join("runbook.conf"),
+        format!(
+            "server {{\n    listen {runbook_port};\n    server_name runbook.bench;\n    location / {{ proxy_pass http://127.0.0.1:{app_port}; }}\n}}\n"
+        ),
+    )
+    .expect("site");
+    let reload = Command::new("nginx")
+        .args([
+            "-p",
+            &nginx.dir.display().to_string(),
+            "-c",
+            &nginx.dir.join("nginx.conf").display().to_string(),
+            "-s",
+            "reload",
+        ])
+        .status();
+    assert!(reload.is_ok_and(|s| s.success()), "nginx reload");
+    let name = format!("berth-bench-runbook-{}", std::process::id());
+    let runbook = format!(
+        r#"set -e
+docker pull -q "$1" >/dev/null
+docker stop -t 2 {name} >/dev/null 2>&1 || true
+docker rm {name} >/dev/null 2>&1 || true
+docker run -d --name {name} --label berth.bench=true -p 127.0.0.1:{app_port}:8000 "$1" >/dev/null
+until curl -fsS -o /dev/null http://127.0.0.1:{app_port}/__lbheartbeat__; do sleep 0.05; done"#
+    );
+    let run = |tag: &str| {
+        let out = Command::new("bash")
+            .args(["-c", &runbook, "runbook", &image(tag)])
+            .output()
+            .expect("bash");
+        assert!(
+            out.status.success(),
+            "runbook: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run("v1");
+    std::thread::sleep(Duration::from_secs(1));
+    let shell = measure(runbook_port, "runbook.bench", |tag| run(tag));
+    let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+
+    println!(
+        "requests through nginx during {DEPLOYS} deploys (v1↔v2), {THREADS} client threads, new connection per request"
+    );
+    println!(
+        "{:<40} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9}",
+        "deploy method", "requests", "failed", "failed%", "p50", "p99", "max"
+    );
+    report("berth blue-green (health-gated, drain)", &berth);
+    report("runbook: docker stop; rm; run; curl", &shell);
+}
+
+fn measure(port: u16, host: &'static str, deploy: impl Fn(&str)) -> Samples {
+    let window = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let out = Arc::new(Mutex::new(Samples::default()));
+    let threads = load(port, host, window.clone(), stop.clone(), out.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..DEPLOYS {
+        let tag = if i % 2 == 0 { "v2" } else { "v1" };
+        window.store(true, Ordering::Relaxed);
+        deploy(tag);
+        window.store(false, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    Arc::try_unwrap(out)
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .unwrap_or_default()
+}
+
+fn report(label: &str, s: &Samples) {
+    let mut l = s.latencies.clone();
+    l.sort();
+    let total = l.len() + s.failed;
+    let pick = |q: f64| {
+        l.get(((l.len() as f64 * q) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    let ms = |d: Duration| format!("{:.1}ms", d.as_secs_f64() * 1e3);
+    println!(
+        "{label:<40} {total:>9} {:>8} {:>7.2}% {:>9} {:>9} {:>9}",
+        s.failed,
+        100.0 * s.failed as f64 / total.max(1) as f64,
+        ms(pick(0.5)),
+        ms(pick(0.99)),
+        ms(l.last().copied().unwrap_or_default())
+    );
+}
+
+fn must(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
