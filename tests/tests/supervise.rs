@@ -410,3 +410,42 @@ fn the_agent_reconnects_when_dockerd_comes_back() {
     });
     assert_eq!(service(&ps(&pki, &agent), "lazarus")["state"], "running");
 }
+
+#[test]
+fn a_container_that_stays_unhealthy_is_replaced() {
+    let pki = Pki::new();
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
+    // An exec check the test can break from outside: healthy until /tmp/sick exists.
+    let text = format!(
+        r#"name = "sickly"
+image = "{}"
+stop_timeout = "1s"
+[health]
+exec = ["sh", "-c", "test ! -f /tmp/sick"]
+interval = "500ms"
+timeout = "500ms"
+retries = 2
+"#,
+        image("v1")
+    );
+    ok(&apply(&pki, &agent, "sickly", &text));
+    let id = only_running(&pki, "sickly");
+    docker(&["exec", &id, "touch", "/tmp/sick"]);
+    wait_until(T, "a fresh container replacing the unhealthy one", || {
+        let r = running(&pki, "sickly");
+        r.len() == 1 && r[0] != id
+    });
+    wait_until(T, "ps to show it running", || {
+        service(&ps(&pki, &agent), "sickly")["state"] == "running"
+    });
+    assert!(
+        agent.logs().contains("Health check failed 2 times in a row"),
+        "{}",
+        agent.logs()
+    );
+    assert_eq!(
+        containers(&pki.instance, Some("sickly")).len(),
+        1,
+        "the unhealthy container is gone"
+    );
+}
