@@ -308,7 +308,8 @@ impl Supervisor {
             SupervisorError::NotFound(format!("no service named {service:?} on this host (see berthctl ps)"))
         })?;
         let observed = self.list().await?;
-        Ok(self.view_of(service, &record, &observed))
+        self.view_of(service, &record, &observed)
+            .ok_or_else(|| SupervisorError::NotFound(format!("{service:?} has no revisions")))
     }
 
     /// Status of every service.
@@ -317,7 +318,7 @@ impl Supervisor {
         let observed = self.list().await?;
         Ok(records
             .iter()
-            .map(|(name, r)| self.view_of(name, r, &observed))
+            .filter_map(|(name, r)| self.view_of(name, r, &observed))
             .collect())
     }
 
@@ -328,13 +329,12 @@ impl Supervisor {
             .map_err(|e| SupervisorError::Internal(e.to_string()))
     }
 
-    fn view_of(&self, name: &str, record: &ServiceRecord, observed: &[ContainerInfo]) -> ServiceView {
+    /// None for a record without revisions, which the store never keeps.
+    fn view_of(&self, name: &str, record: &ServiceRecord, observed: &[ContainerInfo]) -> Option<ServiceView> {
         let rt = self.runtime();
         let srt = rt.services.get(name).cloned().unwrap_or_default();
         let active = record.active_revision();
-        let spec = active
-            .map(|r| r.spec.clone())
-            .or_else(|| record.revisions.last().map(|r| r.spec.clone()));
+        let spec = active.or_else(|| record.revisions.last()).map(|r| r.spec.clone())?;
         let containers: Vec<ContainerInfo> = observed
             .iter()
             .filter(|c| c.service.as_deref() == Some(name))
@@ -344,23 +344,21 @@ impl Supervisor {
             .iter()
             .find(|c| c.running && c.revision == Some(record.active));
         let health_state = primary.and_then(|p| rt.health.get(&p.id));
-        let has_check = spec.as_ref().is_some_and(|s| s.health.is_some());
-        let health = match (has_check, health_state) {
-            (false, _) | (_, None) if !has_check => String::new(),
-            (_, Some(h)) if h.unhealthy => "unhealthy".into(),
-            (_, Some(h)) if h.healthy == Some(true) => "healthy".into(),
-            _ => "starting".into(),
+        let health = match (&spec.health, health_state) {
+            (None, _) => String::new(),
+            (Some(_), Some(h)) if h.unhealthy => "unhealthy".into(),
+            (Some(_), Some(h)) if h.healthy == Some(true) => "healthy".into(),
+            (Some(_), _) => "starting".into(),
         };
         let (state, detail) = if rt.busy.contains(name) {
             ("deploying".to_owned(), "a deploy is under way".to_owned())
-        } else if let Some(p) = primary {
+        } else if primary.is_some() {
             let s = match health.as_str() {
                 "unhealthy" => "unhealthy",
                 "starting" => "starting",
                 _ => "running",
             };
             let detail = health_state.map(|h| h.last_output.clone()).unwrap_or_default();
-            let _ = p;
             (s.to_owned(), detail)
         } else if containers.iter().any(|c| c.revision == Some(record.active)) {
             let exit = srt.last_exit.map(|c| format!(" after exit {c}")).unwrap_or_default();
@@ -369,9 +367,7 @@ impl Supervisor {
                 .and_then(|t| t.checked_duration_since(Instant::now()))
                 .map(|d| format!("; next try in {}s", d.as_secs() + 1))
                 .unwrap_or_default();
-            let never = spec
-                .as_ref()
-                .is_some_and(|s| s.restart == crate::spec::RestartPolicy::Never);
+            let never = spec.restart == crate::spec::RestartPolicy::Never;
             if never {
                 ("stopped".to_owned(), format!("stopped{exit}; restart = \"never\""))
             } else if srt.failures >= CRASH_LOOP_AT {
@@ -388,14 +384,16 @@ impl Supervisor {
                 "no container; the reconciler will create one".to_owned(),
             )
         };
-        let routes = match (spec.as_ref().and_then(|s| s.proxy.as_ref()), primary.zip(spec.as_ref())) {
-            (Some(proxy), Some((p, s))) => upstream_of(p, s).map(|u| nginx::routes(proxy, u)).unwrap_or_default(),
+        let routes = match (&spec.proxy, primary) {
+            (Some(proxy), Some(p)) => upstream_of(p, &spec)
+                .map(|u| nginx::routes(proxy, u))
+                .unwrap_or_default(),
             _ => Vec::new(),
         };
-        ServiceView {
+        Some(ServiceView {
             name: name.to_owned(),
             revision: record.active,
-            spec: spec.unwrap_or_else(|| placeholder_spec(name)),
+            spec,
             state,
             detail,
             containers,
@@ -404,7 +402,7 @@ impl Supervisor {
             oom_kills: srt.oom_kills,
             updated_at_ms: active.map(|r| r.created_at_ms).unwrap_or(0),
             routes,
-        }
+        })
     }
 
     // -------------------------------------------------------------- containers
@@ -1022,15 +1020,6 @@ fn container_name(service: &str, revision: u64) -> String {
         .unwrap_or(0);
     let tag = (nanos ^ std::process::id().rotate_left(16) ^ SEQ.fetch_add(0x9E37, Ordering::Relaxed)) & 0xffff;
     format!("{service}-r{revision}-{tag:04x}")
-}
-
-fn placeholder_spec(name: &str) -> ServiceSpec {
-    // Only reached for a record with no revisions, which the store never
-    // keeps; a minimal valid spec keeps views total anyway.
-    crate::spec::parse(&format!("name = \"{name}\"\nimage = \"unknown\"\n")).unwrap_or_else(|_| {
-        crate::spec::parse("name = \"unknown\"\nimage = \"unknown\"\n")
-            .unwrap_or_else(|e| panic!("built-in spec is valid: {e}"))
-    })
 }
 
 /// Rebuilds desired state from the labels berth puts on its containers:
