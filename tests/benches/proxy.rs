@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_tests::nginx::{Nginx, get};
-use berth_tests::{Agent, Pki, agent_config, berthctl, docker, image};
+use berth_tests::{Agent, Pki, agent_config, berthctl, docker, free_port, image, ok};
 
 const DEPLOYS: usize = 6;
 const THREADS: usize = 4;
@@ -54,13 +54,6 @@ fn load(
         .collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
 fn main() {
     let pki = Pki::new();
     let nginx = Nginx::start(pki.dir.path());
@@ -90,13 +83,13 @@ listen = [{berth_port}]
     );
     let path = pki.path("bench-proxy.toml");
     std::fs::write(&path, spec).expect("spec");
-    must(&berthctl(
+    ok(&berthctl(
         &pki,
         &agent.addr,
         &["apply", "-f", path.to_str().expect("utf8")],
     ));
     let berth = measure(berth_port, "berth.bench", |tag| {
-        must(&berthctl(
+        ok(&berthctl(
             &pki,
             &agent.addr,
             &["deploy", "bench-proxy", "--image", &image(tag)],
@@ -199,14 +192,5 @@ fn report(label: &str, s: &Samples) {
         ms(pick(0.5)),
         ms(pick(0.99)),
         ms(l.last().copied().unwrap_or_default())
-    );
-}
-
-fn must(out: &std::process::Output) {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -12,7 +12,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_tests::{Agent, Pki, agent_config, berthctl, containers, docker, image, inspect};
+use berth_tests::{Agent, Pki, agent_config, berthctl, containers, docker, free_port, image, inspect, ok};
 
 const KILLS: usize = 8;
 const DEPLOYS: usize = 10;
@@ -38,7 +38,7 @@ retries = 3
     );
     let path = pki.path("bench.toml");
     std::fs::write(&path, spec).expect("write spec");
-    must(&berthctl(
+    ok(&berthctl(
         &pki,
         &agent.addr,
         &["apply", "-f", path.to_str().expect("utf8")],
@@ -80,7 +80,7 @@ retries = 3
     for i in 0..DEPLOYS {
         let tag = if i % 2 == 0 { "v2" } else { "v1" };
         let t = Instant::now();
-        must(&berthctl(
+        ok(&berthctl(
             &pki,
             &agent.addr,
             &["deploy", "bench", "--image", &image(tag)],
@@ -133,15 +133,6 @@ until curl -fsS -o /dev/null http://127.0.0.1:{port}/health; do sleep 0.05; done
         Some(b),
     );
     println!("\nratio = peer median / berth median (above 1: berth is faster)");
-}
-
-fn must(out: &std::process::Output) {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn running_of_opt(instance: &str, service: &str) -> Option<String> {
@@ -206,13 +197,6 @@ fn wait_healthy(id: &str, within: Duration) {
         assert!(t.elapsed() < within, "{id} not healthy");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
 }
 
 fn row(label: &str, samples: &[Duration], base: Option<Duration>) -> Duration {

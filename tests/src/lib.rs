@@ -134,6 +134,21 @@ prometheus_listen = ""
     )
 }
 
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Writes `text` as `NAME.toml` in the test dir and runs `berthctl apply -f` on it.
+pub fn apply_spec(pki: &Pki, addr: &str, name: &str, text: &str) -> Output {
+    let path = pki.path(&format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write spec");
+    berthctl(pki, addr, &["apply", "-f", &path.to_string_lossy()])
+}
+
 /// The test registry (`BERTH_TEST_REGISTRY`, default 127.0.0.1:5000).
 pub fn registry() -> String {
     std::env::var("BERTH_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".to_owned())

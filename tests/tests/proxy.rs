@@ -8,16 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use berth_tests::nginx::{Nginx, get};
-use berth_tests::{Agent, Pki, agent_config, berthctl, fails, image, ok, wait_until};
+use berth_tests::{Agent, Pki, agent_config, apply_spec, berthctl, fails, free_port, image, ok, wait_until};
 
 const HOST: &str = "app.berth.test";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
 
 fn spec(name: &str, tag: &str, listen: u16, extra_proxy: &str) -> String {
     format!(
@@ -65,9 +58,7 @@ fn setup(name: &str, tag: &str) -> Setup {
 }
 
 fn apply(s: &Setup, name: &str, text: &str) -> std::process::Output {
-    let path = s.pki.path(&format!("{name}.toml"));
-    std::fs::write(&path, text).expect("write spec");
-    berthctl(&s.pki, &s.agent.addr, &["apply", "-f", path.to_str().expect("utf8")])
+    apply_spec(&s.pki, &s.agent.addr, name, text)
 }
 
 /// Continuous GET / through nginx on 4 threads until stopped.

@@ -34,9 +34,7 @@ health_deadline = "20s"
 }
 
 fn apply(pki: &Pki, agent: &Agent, name: &str, text: &str) -> std::process::Output {
-    let path = pki.path(&format!("{name}.toml"));
-    std::fs::write(&path, text).expect("write spec");
-    berthctl(pki, &agent.addr, &["apply", "-f", path.to_str().expect("utf8 path")])
+    berth_tests::apply_spec(pki, &agent.addr, name, text)
 }
 
 fn ps(pki: &Pki, agent: &Agent) -> Value {
