@@ -20,7 +20,7 @@ if [ -d /run/systemd/system ]; then
 		if [ "$1" -eq 1 ]; then action=start; else action=restart; fi
 		systemctl "$action" "$UNIT" >/dev/null 2>&1 || :
 	else
-		echo "berth-agent: enabled, but not started: $problem"
+		echo "berth-agent: enabled, but not started: ${problem#berth-agent: }"
 		echo "berth-agent: put ca.pem, agent.pem and agent-key.pem in /etc/berth/tls"
 		echo "berth-agent: (see /usr/share/doc/berth-agent/README.packaging.md), then:"
 		echo "berth-agent:   systemctl start berth-agent"
