@@ -4,7 +4,9 @@
 # import`ed) with the host's Docker socket mounted, then checks
 #   1. install: dirs made, unit enabled, NOT started (no TLS yet) and says so
 #   2. configure TLS + start: active (Type=notify), a deployed service runs
-#      with its env file and limits
+#      with its env file and limits; the unit's sandbox lets `nginx -t`,
+#      `nginx -s reload` and writes to conf.d, env and state dirs work, and
+#      nothing else in /etc or /usr is writable
 #   3. upgrade (reinstall): agent restarted, edited agent.toml kept
 #   4. reboot: container stopped, the service's container stopped too (as a
 #      host reboot would), container started: the agent comes back by itself
@@ -32,8 +34,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 MIRROR="${BERTH_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 SUITE=bookworm
 # What the systemd "host" has: systemd as init, and what the postinst uses.
-# rpm: to run the .rpm's scriptlets on the same systemd (step 6).
-BASE_PACKAGES=systemd,systemd-sysv,dbus,init-system-helpers,ca-certificates,rpm
+# nginx: to check the unit's sandbox lets `nginx -t` and `nginx -s reload`
+# work (step 2); rpm: to run the .rpm's scriptlets on the same systemd (6).
+BASE_PACKAGES=systemd,systemd-sysv,dbus,init-system-helpers,ca-certificates,nginx,rpm
 WORK="${BERTH_PKGTEST_DIR:-/var/tmp/berth-pkgtest}"
 RUN="$$-$(date +%s)"
 NAME="berth-pkgtest-$RUN"
@@ -134,8 +137,12 @@ if ! docker image inspect "$BASE" >/dev/null 2>&1; then
 	log "debootstrap $SUITE ($BASE_PACKAGES) from $MIRROR into $rootfs (a few minutes, once)"
 	debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$rootfs" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 ||
 		{ tail -n 20 "$WORK/debootstrap.log" >&2; die "debootstrap failed (log $WORK/debootstrap.log)"; }
-	# No consoles in a container: gettys would only fail.
-	rm -f "$rootfs"/etc/systemd/system/getty.target.wants/*
+	# No consoles in a container: gettys would only fail. nginx starts only
+	# when the test says, on a port it picks (the container shares the
+	# host's network).
+	rm -f "$rootfs"/etc/systemd/system/getty.target.wants/* \
+		"$rootfs"/etc/systemd/system/multi-user.target.wants/nginx.service \
+		"$rootfs"/etc/nginx/sites-enabled/default
 	echo berth-pkgtest >"$rootfs/etc/hostname"
 	tar -C "$rootfs" -c . | docker import --change 'CMD ["/sbin/init"]' --change 'LABEL berth.pkgtest=base' - "$BASE" >/dev/null
 	rm -rf "$rootfs"
@@ -246,6 +253,48 @@ if in_box journalctl -u berth-agent --no-pager -o cat | grep -qE '^(->|<-|--) ';
 fi
 expect_eq "status text (sd_notify)" "$(in_box systemctl show -p StatusText --value berth-agent)" \
 	"Listening; supervising services."
+
+log "the unit's sandbox: nginx -t, nginx -s reload, writable and read-only paths"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+NGINX_PORT="$(free_port)"
+SITE_PORT="$(free_port)"
+in_box_i sh -euc "cat >/etc/nginx/conf.d/berth-pkgtest-base.conf" <<EOF
+server { listen 127.0.0.1:$NGINX_PORT; return 200 "base"; }
+EOF
+in_box systemctl start nginx || die "nginx does not start in the container"
+# The same [Service] hardening as the installed unit, running what the
+# agent runs when it publishes a site (no nginx module is needed for this).
+# shellcheck disable=SC2016 # expanded by the inner shell
+in_box sh -euc '
+	{
+		echo "[Service]"
+		echo "Type=oneshot"
+		echo "ExecStart=/bin/sh /usr/local/sbin/berth-sandbox-probe.sh"
+		sed -n "/^\[Service\]/,/^\[Install\]/p" /lib/systemd/system/berth-agent.service |
+			grep -E "^[A-Za-z]+=" |
+			grep -vE "^(Type|ExecStart|ExecStartPre|Restart|RestartSec|RestartPreventExitStatus|KillMode|TimeoutStopSec)="
+	} >/etc/systemd/system/berth-sandbox-probe.service
+	systemctl daemon-reload
+'
+in_box_i sh -euc "cat >/usr/local/sbin/berth-sandbox-probe.sh" <<EOF
+set -eu
+printf 'server { listen 127.0.0.1:$SITE_PORT; return 200 "site"; }\n' >/etc/nginx/conf.d/berth-probe.conf
+nginx -t
+nginx -s reload
+echo PROBE=1 >/etc/berth/env/probe.env
+echo probe >/var/lib/berth/probe
+for denied in /etc/berth/agent.toml /etc/probe /usr/probe /root/probe; do
+	if touch "\$denied" 2>/dev/null; then echo "sandbox let the unit write \$denied"; exit 1; fi
+done
+echo "sandbox probe: ok"
+EOF
+in_box systemctl start berth-sandbox-probe.service ||
+	die "the unit's sandbox blocks nginx or its own dirs: $(in_box journalctl -u berth-sandbox-probe --no-pager -o cat | tail -n 15)"
+in_box journalctl -u berth-sandbox-probe --no-pager -o cat | grep -q "sandbox probe: ok" || die "sandbox probe did not finish"
+wait_for "nginx did not serve the site written and reloaded from inside the sandbox" \
+	curl --noproxy '*' -fsS --max-time 2 "http://127.0.0.1:$SITE_PORT/"
+log "ok: from inside the unit's sandbox, nginx -t + reload work and only the allowed dirs are writable"
+in_box sh -c 'systemctl stop nginx; rm -f /usr/local/sbin/berth-sandbox-probe.sh /etc/systemd/system/berth-sandbox-probe.service /etc/nginx/conf.d/berth-probe.conf /etc/nginx/conf.d/berth-pkgtest-base.conf /etc/berth/env/probe.env /var/lib/berth/probe'
 
 log "deploy a service with an env file and limits"
 in_box sh -euc 'umask 077; printf "GREETING=hello from the env file\n" >/etc/berth/env/web.env'
