@@ -2,11 +2,13 @@
 # End-to-end test of the .deb on a real systemd: installs it into a Debian
 # container that runs systemd as PID 1 (rootfs from debootstrap, `docker
 # import`ed) with the host's Docker socket mounted, then checks
-#   1. install: dirs made, unit enabled, NOT started (no TLS yet) and says so
+#   1. install: dirs made, unit enabled, NOT started (no TLS yet) and says
+#      so; started anyway, it gives up after StartLimitBurst tries
 #   2. configure TLS + start: active (Type=notify), a deployed service runs
 #      with its env file and limits; the unit's sandbox lets `nginx -t`,
 #      `nginx -s reload` and writes to conf.d, env and state dirs work, and
 #      nothing else in /etc or /usr is writable
+#      SIGKILL: systemd restarts the agent, which adopts the container
 #   3. upgrade (reinstall): agent restarted, edited agent.toml kept
 #   4. reboot: container stopped, the service's container stopped too (as a
 #      host reboot would), container started: the agent comes back by itself
@@ -85,6 +87,14 @@ wait_for() {
 		sleep 0.25
 	done
 	die "$what (waited ${T}s for: $*)"
+}
+# has [grep options] PATTERN: grep -q over stdin that reads all of stdin
+# first: a bare `cmd | grep -q` fails under pipefail when grep exits early
+# and cmd dies of SIGPIPE.
+has() {
+	local text
+	text="$(cat)"
+	grep -q "$@" <<<"$text"
 }
 expect_eq() {
 	[[ $2 == "$3" ]] || die "$1: expected '$3', got '$2'"
@@ -200,11 +210,22 @@ expect_eq "dirs and modes" \
 	"$(in_box stat -c '%n %a' /etc/berth /etc/berth/env /etc/berth/tls /var/lib/berth | tr '\n' ' ')" \
 	"/etc/berth 755 /etc/berth/env 700 /etc/berth/tls 700 /var/lib/berth 750 "
 # shellcheck disable=SC2016 # ${Conffiles} is for dpkg-query
-in_box dpkg-query -W -f='${Conffiles}\n' berth-agent | grep -q '/etc/berth/agent.toml' ||
+in_box dpkg-query -W -f='${Conffiles}\n' berth-agent | has '/etc/berth/agent.toml' ||
 	die "/etc/berth/agent.toml is not a conffile"
 # The shipped default is all comments: check-config names the missing cert.
 check_out="$(in_box berth-agent check-config 2>&1 || true)"
 grep -q "tls.ca" <<<"$check_out" || die "check-config without TLS should name tls.ca: $check_out"
+# Started anyway (as on a boot without certificates): check-config fails
+# each try, and after StartLimitBurst tries the unit stays failed.
+in_box systemctl start berth-agent >/dev/null 2>&1 && die "the agent started without TLS material"
+unit_failed() { [[ $(in_box systemctl show -p ActiveState --value berth-agent) == failed ]]; }
+wait_for "a unit without TLS did not settle in failed (StartLimitBurst)" unit_failed
+tries="$(in_box systemctl show -p NRestarts --value berth-agent)"
+[[ $tries -ge 1 ]] || die "Restart=always did not retry a failed start (NRestarts=$tries)"
+log "ok: a start without TLS was retried $tries times, then the unit stayed failed"
+in_box journalctl -u berth-agent --no-pager -o cat | has "tls.ca: cannot open /etc/berth/tls/ca.pem" ||
+	die "the journal does not say which file is missing"
+in_box systemctl reset-failed berth-agent
 in_box systemd-analyze verify /lib/systemd/system/berth-agent.service ||
 	die "systemd-analyze verify failed on the installed unit"
 log "ok: systemd-analyze verify (in the container's systemd)"
@@ -245,10 +266,10 @@ configure_agent
 # Type=notify: start returns once the agent says READY=1.
 in_box systemctl start berth-agent || die "systemctl start berth-agent failed"
 expect_eq "is-active after start" "$(in_box systemctl is-active berth-agent)" active
-in_box journalctl -u berth-agent --no-pager | grep -q "Listening for berthctl" ||
+in_box journalctl -u berth-agent --no-pager | has "Listening for berthctl" ||
 	die "no 'Listening' line from the agent in the journal"
 # Journald gets events, not one line per span entered (-> reconcile;).
-if in_box journalctl -u berth-agent --no-pager -o cat | grep -qE '^(->|<-|--) '; then
+if in_box journalctl -u berth-agent --no-pager -o cat | has -E '^(->|<-|--) '; then
 	die "span enter/exit lines reach the journal"
 fi
 expect_eq "status text (sd_notify)" "$(in_box systemctl show -p StatusText --value berth-agent)" \
@@ -290,7 +311,7 @@ echo "sandbox probe: ok"
 EOF
 in_box systemctl start berth-sandbox-probe.service ||
 	die "the unit's sandbox blocks nginx or its own dirs: $(in_box journalctl -u berth-sandbox-probe --no-pager -o cat | tail -n 15)"
-in_box journalctl -u berth-sandbox-probe --no-pager -o cat | grep -q "sandbox probe: ok" || die "sandbox probe did not finish"
+in_box journalctl -u berth-sandbox-probe --no-pager -o cat | has "sandbox probe: ok" || die "sandbox probe did not finish"
 wait_for "nginx did not serve the site written and reloaded from inside the sandbox" \
 	curl --noproxy '*' -fsS --max-time 2 "http://127.0.0.1:$SITE_PORT/"
 log "ok: from inside the unit's sandbox, nginx -t + reload work and only the allowed dirs are writable"
@@ -326,16 +347,30 @@ check_web() {
 	expect_eq "web image" "$(docker inspect -f '{{.Config.Image}}' "$id")" "$IMAGE_V1"
 	expect_eq "web memory limit" "$(docker inspect -f '{{.HostConfig.Memory}}' "$id")" 67108864
 	expect_eq "web cpu limit" "$(docker inspect -f '{{.HostConfig.NanoCpus}}' "$id")" 500000000
-	docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$id" | grep -qx 'GREETING=hello from the env file' ||
+	docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$id" | has -x 'GREETING=hello from the env file' ||
 		die "web's container lacks GREETING from /etc/berth/env/web.env"
 	port="$(docker port "$id" 8000/tcp | head -n1 | sed 's/.*://')"
 	body="$(curl --noproxy '*' -fsS --max-time 5 "http://127.0.0.1:$port/")" || die "web does not answer on host port $port"
 	expect_eq "web answers" "$body" v1
-	berthctl ps | grep -E '^web ' | grep -q running || die "berthctl ps does not show web running: $(berthctl ps)"
+	berthctl ps | grep -E '^web ' | has running || die "berthctl ps does not show web running: $(berthctl ps)"
 }
 wait_for "web never ran" test -n "$(web_container)"
 check_web
 revision_before="$(berthctl -o json ps | python3 -c 'import json,sys; print(next(s["revision"] for s in json.load(sys.stdin)["services"] if s["name"] == "web"))')"
+
+log "crash: SIGKILL the agent; Restart=always brings it back, web is adopted"
+pid_before="$(in_box systemctl show -p MainPID --value berth-agent)"
+web_id_before="$(web_container)"
+in_box systemctl kill -s KILL berth-agent
+agent_restarted() {
+	local pid
+	pid="$(in_box systemctl show -p MainPID --value berth-agent)"
+	[[ $(in_box systemctl is-active berth-agent) == active && $pid != 0 && $pid != "$pid_before" ]]
+}
+wait_for "agent not restarted after SIGKILL" agent_restarted
+log "ok: restarted after SIGKILL (MainPID $pid_before -> $(in_box systemctl show -p MainPID --value berth-agent))"
+check_web
+expect_eq "web container after the agent's crash (adopted, not replaced)" "$(web_container)" "$web_id_before"
 
 # ---------------------------------------------------------------- 3. upgrade
 
