@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod health;
 pub mod hostinfo;
 pub mod nginx;
+pub mod notify;
 pub mod reconcile;
 pub mod spec;
 pub mod state;
@@ -134,10 +135,14 @@ async fn start_supervisor(
             Ok(sup) => {
                 info!(state_dir = %config.state_dir.display(), "Supervising services.");
                 slot.set(sup);
+                // The listener was bound before this task was spawned, so the
+                // agent now both accepts connections and supervises.
+                notify::ready();
                 return;
             }
             Err(e) => {
                 warn!(error = %e, retry_in = ?delay, "Cannot start supervising yet.");
+                notify::status(&format!("Waiting for Docker: {e}"));
                 slot.waiting(e);
             }
         }

@@ -96,6 +96,7 @@ async fn serve(config: Config, path: PathBuf) -> ExitCode {
     let result = match finished {
         Some(result) => result,
         None => {
+            berth_agent::notify::stopping();
             cancel.cancel();
             match tokio::time::timeout(SHUTDOWN_GRACE, agent).await {
                 Ok(result) => result,

@@ -26,7 +26,7 @@ pub fn init(config: &LogConfig) -> Sink {
         && let Ok(journal) = systemd_journal_logger::JournalLog::new()
     {
         let journal = journal.with_syslog_identifier("berth-agent".to_owned());
-        if log::set_boxed_logger(Box::new(journal)).is_ok() {
+        if log::set_boxed_logger(Box::new(NoSpanLifecycle(journal))).is_ok() {
             log::set_max_level(max_level(&filter));
             return Sink::Journald;
         }
@@ -61,5 +61,44 @@ fn max_level(filter: &str) -> log::LevelFilter {
         log::LevelFilter::Error
     } else {
         log::LevelFilter::Info
+    }
+}
+
+/// Drops the records tracing's `log` feature emits when a span is entered,
+/// exited or closed (targets `tracing::span` and `tracing::span::active`,
+/// bodies like `-> reconcile;`): sent to journald they would be most of the
+/// journal, several lines a second. Events are forwarded as they are.
+struct NoSpanLifecycle<L>(L);
+
+impl<L: log::Log> log::Log for NoSpanLifecycle<L> {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        !is_span_lifecycle(metadata.target()) && self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !is_span_lifecycle(record.target()) {
+            self.0.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
+fn is_span_lifecycle(target: &str) -> bool {
+    target == "tracing::span" || target.starts_with("tracing::span::")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_lifecycle_records_are_recognised_and_events_are_not() {
+        assert!(is_span_lifecycle("tracing::span"));
+        assert!(is_span_lifecycle("tracing::span::active"));
+        assert!(!is_span_lifecycle("berth_agent::supervisor"));
+        assert!(!is_span_lifecycle("tracing::spanner"));
     }
 }
