@@ -37,6 +37,16 @@ pub enum ConfigError {
         /// The parser's message, with line and key.
         message: String,
     },
+    /// A file the config names cannot be opened.
+    #[error("{key}: cannot open {path}: {source}")]
+    MissingFile {
+        /// Dotted key path, e.g. `tls.cert`.
+        key: &'static str,
+        /// The file named.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A value that parsed but makes no sense.
     #[error("config {path}: {key}: {message}")]
     Invalid {
@@ -414,11 +424,11 @@ impl Config {
         .into_iter()
         .chain(registry_files)
         {
-            if let Err(e) = std::fs::File::open(p) {
-                return Err(ConfigError::Invalid {
-                    path: p.clone(),
+            if let Err(source) = std::fs::File::open(p) {
+                return Err(ConfigError::MissingFile {
                     key,
-                    message: format!("cannot open {}: {e}", p.display()),
+                    path: p.clone(),
+                    source,
                 });
             }
         }
