@@ -10,6 +10,7 @@ pub mod audit;
 pub mod config;
 pub mod docker;
 pub mod envfiles;
+pub mod envwatch;
 pub mod events;
 pub mod grpc;
 pub mod health;
