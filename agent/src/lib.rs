@@ -26,6 +26,7 @@ pub mod units;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use berth_proto::v1::env_server::EnvServer;
 use berth_proto::v1::host_server::HostServer;
 use berth_proto::v1::services_server::ServicesServer;
 use tokio::net::TcpListener;
@@ -43,7 +44,7 @@ use crate::supervisor::{Capacity, Supervisor};
 
 /// What this agent build serves, reported by `GetInfo` so clients can tell
 /// an agent that lacks a feature from one that failed.
-pub const CAPABILITIES: &[&str] = &["host", "grpc-health", "services", "events", "logs"];
+pub const CAPABILITIES: &[&str] = &["host", "grpc-health", "services", "events", "logs", "env"];
 
 /// Runs the agent until `cancel` fires. Binds `config.listen` (port 0 picks
 /// a free port; `listen_address_file` then says which).
@@ -77,17 +78,20 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         )
         .instrument(info_span!("supervisor")),
     );
-    let services = ServicesApi::new(slot);
+    let services = ServicesApi::new(slot.clone());
+    let env = grpc::env::EnvApi::new(slot);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<HostServer<grpc::host::HostApi>>().await;
     health.set_serving::<ServicesServer<ServicesApi>>().await;
+    health.set_serving::<EnvServer<grpc::env::EnvApi>>().await;
 
     let incoming = grpc::listener::incoming(listener, tls, &tracker, cancel.child_token());
     let server = Server::builder()
         .add_service(health_service)
         .add_service(HostServer::new(host))
         .add_service(ServicesServer::new(services))
+        .add_service(EnvServer::new(env))
         .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
 
     info!(addr = %local, "Listening for berthctl (mutual TLS).");
