@@ -552,7 +552,7 @@ impl Supervisor {
             return;
         };
         let path = self.env_path(&active.spec);
-        let bytes = match envfiles::read_bytes(&path) {
+        let bytes = match read_settled(&path).await {
             Ok(b) => b,
             Err(e) => {
                 warn!(error = %e, "Cannot read the env file; will look again at the next resync.");
@@ -614,6 +614,26 @@ impl Supervisor {
             ),
         }
     }
+}
+
+/// Reads an env file once it has not been modified for [`envwatch::QUIET`].
+/// A writer that truncates and then writes (an editor, `cat > file`) can be
+/// caught in between when an earlier burst's check lands there, and an
+/// empty or half file is valid syntax: applying it would deploy a partial
+/// env. The writer's own events bring a fresh check if it pauses longer.
+async fn read_settled(path: &Path) -> Result<Option<Vec<u8>>, envfiles::EnvError> {
+    for _ in 0..20 {
+        let age = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        match age {
+            Some(age) if age < envwatch::QUIET => tokio::time::sleep(envwatch::QUIET - age).await,
+            // Old enough, missing, or dated in the future (clock change).
+            _ => break,
+        }
+    }
+    envfiles::read_bytes(path)
 }
 
 /// Puts a hand-written env file back to mode 0600 (an editor or tool that
