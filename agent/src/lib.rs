@@ -67,12 +67,14 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     let host = grpc::host::HostApi::new(facts, probe, capabilities);
 
     let slot = SupervisorSlot::default();
+    let (first_attempt, first_attempt_done) = tokio::sync::oneshot::channel();
     tracker.spawn(
         start_supervisor(
             config.clone(),
             registries,
             capacity,
             slot.clone(),
+            first_attempt,
             tracker.clone(),
             cancel.child_token(),
         )
@@ -94,6 +96,12 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         .add_service(EnvServer::new(env))
         .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
 
+    // Say we listen (and write the address file) once the first attempt to
+    // reach Docker has settled, so a client that starts right after us is
+    // not told "not supervising services yet" for the few milliseconds that
+    // takes. Connections made meanwhile wait in the listen backlog; a
+    // dockerd that hangs delays this by at most FIRST_ATTEMPT.
+    let _ = tokio::time::timeout(FIRST_ATTEMPT, first_attempt_done).await;
     info!(addr = %local, "Listening for berthctl (mutual TLS).");
     if let Some(path) = &config.listen_address_file {
         write_address_file(path, local)
@@ -108,16 +116,23 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     result.context("gRPC server failed")
 }
 
+/// How long start-up waits for the first attempt to reach Docker before
+/// announcing the listener anyway.
+const FIRST_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Connects to Docker (retrying until it answers, since the agent may start
 /// before dockerd) and starts the supervisor, then installs it in `slot`.
+/// `first_attempt` fires once the first try has succeeded or failed.
 async fn start_supervisor(
     config: Config,
     registries: Vec<RegistryAuth>,
     capacity: Capacity,
     slot: SupervisorSlot,
+    first_attempt: tokio::sync::oneshot::Sender<()>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
+    let mut first_attempt = Some(first_attempt);
     let mut delay = std::time::Duration::from_millis(500);
     loop {
         let attempt = async {
@@ -140,11 +155,17 @@ async fn start_supervisor(
             Ok(sup) => {
                 info!(state_dir = %config.state_dir.display(), "Supervising services.");
                 slot.set(sup);
+                if let Some(done) = first_attempt.take() {
+                    let _ = done.send(());
+                }
                 return;
             }
             Err(e) => {
                 warn!(error = %e, retry_in = ?delay, "Cannot start supervising yet.");
                 slot.waiting(e);
+                if let Some(done) = first_attempt.take() {
+                    let _ = done.send(());
+                }
             }
         }
         tokio::select! {
