@@ -10,6 +10,7 @@ pub mod audit;
 pub mod config;
 pub mod docker;
 pub mod envfiles;
+pub mod envwatch;
 pub mod events;
 pub mod grpc;
 pub mod health;
@@ -25,8 +26,11 @@ pub mod tls;
 pub mod units;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
+use berth_proto::v1::env_server::EnvServer;
 use berth_proto::v1::host_server::HostServer;
 use berth_proto::v1::services_server::ServicesServer;
 use tokio::net::TcpListener;
@@ -44,7 +48,7 @@ use crate::supervisor::{Capacity, Setup, Supervisor};
 
 /// What this agent build serves, reported by `GetInfo` so clients can tell
 /// an agent that lacks a feature from one that failed.
-pub const CAPABILITIES: &[&str] = &["host", "grpc-health", "services", "events", "logs", "nginx"];
+pub const CAPABILITIES: &[&str] = &["host", "grpc-health", "services", "events", "logs", "nginx", "env"];
 
 /// Runs the agent until `cancel` fires. Binds `config.listen` (port 0 picks
 /// a free port; `listen_address_file` then says which).
@@ -67,34 +71,53 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     let host = grpc::host::HostApi::new(facts, probe, capabilities);
 
     let slot = SupervisorSlot::default();
+    // READY=1 needs both halves: the address announced and the supervisor
+    // running. Whichever finishes second says so (twice is harmless).
+    let announced = Arc::new(AtomicBool::new(false));
+    let (first_attempt, first_attempt_done) = tokio::sync::oneshot::channel();
     tracker.spawn(
         start_supervisor(
             config.clone(),
             registries,
             capacity,
             slot.clone(),
+            first_attempt,
+            announced.clone(),
             tracker.clone(),
             cancel.child_token(),
         )
         .instrument(info_span!("supervisor")),
     );
-    let services = ServicesApi::new(slot);
+    let services = ServicesApi::new(slot.clone());
+    let env = grpc::env::EnvApi::new(slot.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<HostServer<grpc::host::HostApi>>().await;
     health.set_serving::<ServicesServer<ServicesApi>>().await;
+    health.set_serving::<EnvServer<grpc::env::EnvApi>>().await;
 
     let incoming = grpc::listener::incoming(listener, tls, &tracker, cancel.child_token());
     let server = Server::builder()
         .add_service(health_service)
         .add_service(HostServer::new(host))
         .add_service(ServicesServer::new(services))
+        .add_service(EnvServer::new(env))
         .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
 
+    // Say we listen (and write the address file) once the first attempt to
+    // reach Docker has settled, so a client that starts right after us is
+    // not told "not supervising services yet" for the few milliseconds that
+    // takes. Connections made meanwhile wait in the listen backlog; a
+    // dockerd that hangs delays this by at most FIRST_ATTEMPT.
+    let _ = tokio::time::timeout(FIRST_ATTEMPT, first_attempt_done).await;
     info!(addr = %local, "Listening for berthctl (mutual TLS).");
     if let Some(path) = &config.listen_address_file {
         write_address_file(path, local)
             .with_context(|| format!("cannot write listen_address_file {}", path.display()))?;
+    }
+    announced.store(true, Ordering::SeqCst);
+    if slot.get().is_ok() {
+        notify::ready();
     }
 
     let result = server.instrument(info_span!("grpc")).await;
@@ -105,16 +128,24 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     result.context("gRPC server failed")
 }
 
+/// How long start-up waits for the first attempt to reach Docker before
+/// announcing the listener anyway.
+const FIRST_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Connects to Docker (retrying until it answers, since the agent may start
 /// before dockerd) and starts the supervisor, then installs it in `slot`.
+/// `first_attempt` fires once the first try has succeeded or failed.
 async fn start_supervisor(
     config: Config,
     registries: Vec<RegistryAuth>,
     capacity: Capacity,
     slot: SupervisorSlot,
+    first_attempt: tokio::sync::oneshot::Sender<()>,
+    announced: Arc<AtomicBool>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
+    let mut first_attempt = Some(first_attempt);
     let mut delay = std::time::Duration::from_millis(500);
     loop {
         let attempt = async {
@@ -135,15 +166,21 @@ async fn start_supervisor(
             Ok(sup) => {
                 info!(state_dir = %config.state_dir.display(), "Supervising services.");
                 slot.set(sup);
-                // The listener was bound before this task was spawned, so the
-                // agent now both accepts connections and supervises.
-                notify::ready();
+                if announced.load(Ordering::SeqCst) {
+                    notify::ready();
+                }
+                if let Some(done) = first_attempt.take() {
+                    let _ = done.send(());
+                }
                 return;
             }
             Err(e) => {
                 warn!(error = %e, retry_in = ?delay, "Cannot start supervising yet.");
                 notify::status(&format!("Waiting for Docker: {e}"));
                 slot.waiting(e);
+                if let Some(done) = first_attempt.take() {
+                    let _ = done.send(());
+                }
             }
         }
         tokio::select! {

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::envfiles::Vars;
 use crate::spec::ServiceSpec;
 
 /// Revisions kept per service; older ones are dropped from the state file
@@ -60,6 +61,9 @@ pub enum RevisionStatus {
     Failed,
     /// Its deploy was cut short by an agent restart and never took over.
     Interrupted,
+    /// An env change kept without restarting (`env_change = "none"`); the
+    /// next deploy or restart runs it.
+    Recorded,
 }
 
 impl RevisionStatus {
@@ -71,6 +75,7 @@ impl RevisionStatus {
             RevisionStatus::Superseded => "superseded",
             RevisionStatus::Failed => "failed",
             RevisionStatus::Interrupted => "interrupted",
+            RevisionStatus::Recorded => "recorded",
         }
     }
 }
@@ -96,6 +101,11 @@ pub struct Revision {
     /// Why its deploy failed, if it did.
     #[serde(default)]
     pub error: Option<String>,
+    /// The env its containers run with, so a rollback restores it. `None`
+    /// for revisions made before the agent kept envs (or rebuilt from
+    /// labels): their containers read the live env file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vars>,
 }
 
 /// A service's desired state and history.
@@ -125,6 +135,16 @@ impl ServiceRecord {
         self.revisions.iter_mut().find(|r| r.number == n)
     }
 
+    /// The revision whose env is the service's current env: the newest
+    /// active or recorded one. Recorded revisions older than the active one
+    /// were folded into it by the deploy that made it.
+    pub fn env_revision(&self) -> Option<&Revision> {
+        self.revisions
+            .iter()
+            .rev()
+            .find(|r| r.status == RevisionStatus::Active || r.status == RevisionStatus::Recorded)
+    }
+
     /// The revision a plain `rollback` goes to: the newest one before the
     /// active one that once ran (superseded), skipping failed attempts.
     pub fn previous(&self) -> Option<&Revision> {
@@ -145,6 +165,23 @@ pub struct StateFile {
     /// By service name.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceRecord>,
+}
+
+/// What [`Store::add`] needs to make a revision.
+#[derive(Debug, Clone)]
+pub struct NewRevision {
+    /// The whole spec.
+    pub spec: ServiceSpec,
+    /// The env its containers get.
+    pub env: Option<Vars>,
+    /// Names of env keys changed from the revision it follows.
+    pub env_keys_changed: Vec<String>,
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub author: String,
+    /// When, ms since the epoch.
+    pub now_ms: u64,
 }
 
 /// How the state was found at start.
@@ -220,6 +257,30 @@ impl Store {
         author: &str,
         now_ms: u64,
     ) -> Result<u64, StateError> {
+        self.add(
+            NewRevision {
+                spec,
+                env: None,
+                env_keys_changed: Vec::new(),
+                reason: reason.to_owned(),
+                author: author.to_owned(),
+                now_ms,
+            },
+            RevisionStatus::Pending,
+        )
+    }
+
+    /// Adds a revision with `status` (pending, or recorded for an env change
+    /// that does not restart) and writes the state. Returns its number.
+    pub fn add(&mut self, new: NewRevision, status: RevisionStatus) -> Result<u64, StateError> {
+        let NewRevision {
+            spec,
+            env,
+            env_keys_changed,
+            reason,
+            author,
+            now_ms,
+        } = new;
         let old = self.state.clone();
         let record = self
             .state
@@ -236,11 +297,12 @@ impl Store {
             number,
             created_at_ms: now_ms,
             spec,
-            reason: reason.to_owned(),
-            author: author.to_owned(),
-            status: RevisionStatus::Pending,
-            env_keys_changed: Vec::new(),
+            reason,
+            author,
+            status,
+            env_keys_changed,
             error: None,
+            env,
         });
         trim(record);
         self.commit_or(old)?;
@@ -282,6 +344,22 @@ impl Store {
         };
         if forget {
             self.state.services.remove(service);
+        }
+        self.commit_or(old)
+    }
+
+    /// Fills in the env of a revision that has none (made before envs were
+    /// kept), from the file its containers read.
+    pub fn adopt_env(&mut self, service: &str, number: u64, env: Vars) -> Result<(), StateError> {
+        let old = self.state.clone();
+        match self
+            .state
+            .services
+            .get_mut(service)
+            .and_then(|r| r.revision_mut(number))
+        {
+            Some(rev) if rev.env.is_none() => rev.env = Some(env),
+            _ => return Ok(()),
         }
         self.commit_or(old)
     }
@@ -440,6 +518,72 @@ mod tests {
         assert_eq!(settled.len(), 2);
         assert_eq!(store.service("web").map(|r| r.active), Some(1));
         assert!(store.service("new").is_none());
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vars {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn with_env(store: &mut Store, vars: Vars, status: RevisionStatus) -> u64 {
+        store
+            .add(
+                NewRevision {
+                    spec: spec("web", "app:v1"),
+                    env: Some(vars),
+                    env_keys_changed: vec!["A".into()],
+                    reason: "env set".into(),
+                    author: "a".into(),
+                    now_ms: 1,
+                },
+                status,
+            )
+            .expect("add")
+    }
+
+    #[test]
+    fn the_current_env_is_the_newest_active_or_recorded_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = Store::open(dir.path()).expect("open");
+        let r1 = with_env(&mut store, env(&[("A", "1")]), RevisionStatus::Pending);
+        store.activate("web", r1).expect("activate");
+        let r2 = with_env(&mut store, env(&[("A", "2")]), RevisionStatus::Recorded);
+        let r3 = with_env(&mut store, env(&[("A", "3")]), RevisionStatus::Pending);
+        store.fail("web", r3, "unhealthy").expect("fail");
+        let web = store.service("web").expect("web");
+        assert_eq!(web.active, r1, "recording does not change what runs");
+        assert_eq!(web.env_revision().map(|r| r.number), Some(r2));
+        assert_eq!(web.revision(r2).map(|r| r.status.as_str()), Some("recorded"));
+        assert_eq!(web.previous(), None, "a recorded revision never ran");
+        // A later deploy folds the recorded change in.
+        let r4 = with_env(&mut store, env(&[("A", "2")]), RevisionStatus::Pending);
+        store.activate("web", r4).expect("activate");
+        let (store, _) = Store::open(dir.path()).expect("reopen");
+        let web = store.service("web").expect("web");
+        assert_eq!(web.env_revision().map(|r| r.number), Some(r4));
+        assert_eq!(web.revision(r4).and_then(|r| r.env.clone()), Some(env(&[("A", "2")])));
+        assert_eq!(web.previous().map(|r| r.number), Some(r1));
+    }
+
+    #[test]
+    fn revisions_without_an_env_adopt_the_file_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = Store::open(dir.path()).expect("open");
+        let r1 = store.add_pending(spec("web", "app:v1"), "apply", "a", 1).expect("add");
+        store.activate("web", r1).expect("activate");
+        assert_eq!(
+            store
+                .service("web")
+                .and_then(|w| w.revision(r1))
+                .map(|r| r.env.is_none()),
+            Some(true)
+        );
+        store.adopt_env("web", r1, env(&[("A", "1")])).expect("adopt");
+        store.adopt_env("web", r1, env(&[("A", "other")])).expect("no-op");
+        let kept = store
+            .service("web")
+            .and_then(|w| w.revision(r1))
+            .and_then(|r| r.env.clone());
+        assert_eq!(kept, Some(env(&[("A", "1")])));
     }
 
     #[test]

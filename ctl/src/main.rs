@@ -46,6 +46,21 @@ enum Command {
     Logs(cmd::logs::Args),
     /// Follow the agent's events.
     Events(cmd::events::Args),
+    /// Set, unset, show or import a service's env (values masked unless revealed).
+    ///
+    /// The env lives in the agent's env_dir/NAME.env (mode 0600, Docker
+    /// env-file syntax). Every change is a new revision, applied by the
+    /// spec's env_change policy: "restart" (default) replaces the container
+    /// health-gated and, on failure, runs the old one again and writes the
+    /// old env back; "none" only records it for the next deploy or restart.
+    /// `berthctl history` shows which keys changed, never values; `berthctl
+    /// rollback` brings back the env that went with a revision.
+    ///
+    /// The agent also watches the files: a hand edit is validated and
+    /// applied the same way (author "file"); an invalid one is refused, the
+    /// service keeps its env, and an "env-rejected" event names the file and
+    /// line (`berthctl events`).
+    Env(cmd::env::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +77,7 @@ fn main() -> ExitCode {
         Command::Rm(args) => block_on(cmd::rm::run(&cli.global, args)),
         Command::Logs(args) => block_on(cmd::logs::run(&cli.global, args)),
         Command::Events(args) => block_on(cmd::events::run(&cli.global, args)),
+        Command::Env(args) => block_on(cmd::env::run(&cli.global, args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@
 //! errors become `tonic::Status` here and only here. The server stops
 //! accepting when the cancellation token fires and finishes in-flight calls.
 
+pub mod env;
 pub mod host;
 pub mod listener;
 pub mod services;

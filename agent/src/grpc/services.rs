@@ -77,7 +77,8 @@ impl ServicesApi {
     }
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+/// A boxed response stream.
+pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Runs a deploy-like call on its own task and streams its progress and
 /// result. Errors raised before anything changed end the stream with that

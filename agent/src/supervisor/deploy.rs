@@ -1,6 +1,12 @@
 //! Health-gated deploys: apply a spec, deploy an image, roll back, restart,
 //! remove.
 //!
+//! Every revision carries the env its containers run with. A change that
+//! makes a new revision writes that env to the service's env file before
+//! its container starts, and a failed gate writes the previous revision's
+//! env back (unless someone edited the file meanwhile), so the file always
+//! says what runs.
+//!
 //! Every change holds the service's lock for its whole length, so the
 //! reconciler and other calls leave the service alone meanwhile. Checks that
 //! can refuse a change (ports, capacity, env file, pull) run before anything
@@ -10,6 +16,7 @@
 //! container. A failed health gate stops the new container, restarts the
 //! old one and reports why (probe output, exit code, last log lines).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,12 +25,13 @@ use tracing::info;
 
 use super::{Supervisor, SupervisorError};
 use crate::docker::{ContainerInfo, PullProgress};
-use crate::envfiles;
+use crate::envfiles::{self, Vars};
 use crate::events::Severity;
 use crate::health;
 use crate::hostinfo::now_ms;
 use crate::nginx;
 use crate::spec::{self, ImageRef, ServiceSpec, Strategy};
+use crate::state::{NewRevision, RevisionStatus};
 
 /// Log lines of a failed container included in the report.
 const LOG_TAIL: usize = 20;
@@ -68,9 +76,18 @@ pub struct Outcome {
 }
 
 /// Makes a new revision, or replaces containers of the active one.
-enum Mode {
+pub(super) enum Mode {
     New { reason: String, author: String },
     Restart { author: String },
+}
+
+/// Where a rollout's env comes from. Resolved once the service's lock is
+/// held, so a concurrent env change is never silently undone.
+pub(super) enum EnvFrom {
+    /// The service's current env (see [`Supervisor::current_env`]).
+    Current,
+    /// Revision N's env (a rollback); the current env if N kept none.
+    Revision(u64),
 }
 
 /// Sends progress without ever stalling the deploy on a slow caller.
@@ -83,7 +100,7 @@ impl ProgressTx {
         ProgressTx(tx)
     }
 
-    fn step(&self, phase: &'static str, message: impl Into<String>) {
+    pub(super) fn step(&self, phase: &'static str, message: impl Into<String>) {
         let message = message.into();
         info!(phase, "{message}");
         if let Some(tx) = &self.0 {
@@ -99,7 +116,7 @@ impl ProgressTx {
 }
 
 /// Marks a service busy while held; wakes the reconciler when dropped.
-struct Busy<'a> {
+pub(super) struct Busy<'a> {
     sup: &'a Supervisor,
     service: String,
     _lock: tokio::sync::OwnedMutexGuard<()>,
@@ -113,7 +130,7 @@ impl Drop for Busy<'_> {
 }
 
 impl Supervisor {
-    async fn busy(&self, service: &str, progress: &ProgressTx) -> Busy<'_> {
+    pub(super) async fn busy(&self, service: &str, progress: &ProgressTx) -> Busy<'_> {
         let lock = self.lock_for(service);
         let guard = match lock.clone().try_lock_owned() {
             Ok(g) => g,
@@ -146,7 +163,7 @@ impl Supervisor {
             reason: reason.into(),
             author: author.into(),
         };
-        self.rollout(spec, mode, progress).await
+        self.rollout(spec, EnvFrom::Current, mode, progress).await
     }
 
     /// Deploys `image` for an existing service: its active spec with the new image.
@@ -166,7 +183,7 @@ impl Supervisor {
             reason: "deploy".into(),
             author: author.into(),
         };
-        self.rollout(spec, mode, progress).await
+        self.rollout(spec, EnvFrom::Current, mode, progress).await
     }
 
     /// Re-applies revision `to` (default: the previous one that ran).
@@ -199,10 +216,14 @@ impl Supervisor {
             reason: format!("rollback to {}", target.number),
             author: author.into(),
         };
-        self.rollout(target.spec.clone(), mode, progress).await
+        // The env that went with that revision comes back with it.
+        self.rollout(target.spec.clone(), EnvFrom::Revision(target.number), mode, progress)
+            .await
     }
 
-    /// Replaces the service's containers with fresh ones of the same revision.
+    /// Replaces the service's containers with fresh ones of the same
+    /// revision; or, when an env change was recorded without restarting
+    /// (`env_change = "none"`), deploys it as a new revision.
     pub async fn restart(
         self: &Arc<Self>,
         service: &str,
@@ -210,8 +231,13 @@ impl Supervisor {
         progress: ProgressTx,
     ) -> Result<Outcome, SupervisorError> {
         let spec = self.active_spec(service)?;
-        self.rollout(spec, Mode::Restart { author: author.into() }, progress)
-            .await
+        self.rollout(
+            spec,
+            EnvFrom::Current,
+            Mode::Restart { author: author.into() },
+            progress,
+        )
+        .await
     }
 
     /// Stops and removes a service's containers and forgets it.
@@ -281,25 +307,59 @@ impl Supervisor {
         spec::check_host_ports(spec, &others).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
         spec::check_capacity(spec, self.capacity.cpus, self.capacity.memory_bytes)
             .map_err(|e| SupervisorError::Invalid(e.to_string()))?;
-        envfiles::read(&self.env_path(spec)).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
         Ok(())
     }
 
     async fn rollout(
         self: &Arc<Self>,
         spec: ServiceSpec,
+        env: EnvFrom,
         mode: Mode,
         progress: ProgressTx,
     ) -> Result<Outcome, SupervisorError> {
         let name = spec.name.as_str().to_owned();
         let _busy = self.busy(&name, &progress).await;
+        let env = match env {
+            EnvFrom::Revision(n) => match self
+                .record(&name)
+                .and_then(|r| r.revision(n).and_then(|r| r.env.clone()))
+            {
+                Some(env) => env,
+                None => self.current_env(&spec)?,
+            },
+            EnvFrom::Current => self.current_env(&spec)?,
+        };
+        self.rollout_locked(spec, env, mode, progress).await
+    }
+
+    /// The rollout itself; the caller holds the service's lock. `env` is
+    /// what the new containers get.
+    pub(super) async fn rollout_locked(
+        self: &Arc<Self>,
+        spec: ServiceSpec,
+        env: Vars,
+        mode: Mode,
+        progress: ProgressTx,
+    ) -> Result<Outcome, SupervisorError> {
+        let name = spec.name.as_str().to_owned();
         self.preflight(&spec)?;
+        envfiles::check_vars(&env).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
         let current = self.record(&name).and_then(|r| r.active_revision().cloned());
+        // None: a revision from before envs were kept; its containers read the file.
+        let current_env = current.as_ref().and_then(|c| c.env.clone());
+        let mode = match mode {
+            Mode::Restart { author } if current_env.as_ref().is_some_and(|e| *e != env) => Mode::New {
+                reason: "restart with the recorded env".into(),
+                author,
+            },
+            m => m,
+        };
         let author = match &mode {
             Mode::New { author, .. } | Mode::Restart { author } => author.clone(),
         };
         if let (Mode::New { .. }, Some(cur)) = (&mode, &current)
             && cur.spec == spec
+            && current_env.as_ref().is_none_or(|e| *e == env)
         {
             return Ok(Outcome {
                 success: true,
@@ -313,12 +373,32 @@ impl Supervisor {
 
         self.pull(spec.image.as_str(), &progress).await?;
 
+        let env_keys = current_env
+            .as_ref()
+            .map(|old| envfiles::changed_keys(old, &env))
+            .unwrap_or_default();
         let revision = match &mode {
             Mode::New { reason, author } => self
                 .store()
-                .add_pending(spec.clone(), reason, author, now_ms())
+                .add(
+                    NewRevision {
+                        spec: spec.clone(),
+                        env: Some(env.clone()),
+                        env_keys_changed: env_keys.clone(),
+                        reason: reason.clone(),
+                        author: author.clone(),
+                        now_ms: now_ms(),
+                    },
+                    RevisionStatus::Pending,
+                )
                 .map_err(internal)?,
             Mode::Restart { .. } => current.as_ref().map_or(0, |c| c.number),
+        };
+        let env_path = self.env_path(&spec);
+        // What fail() restores the file from, if this rollout changes it.
+        let attempted = match &mode {
+            Mode::New { .. } => Some((env_path.as_path(), &env)),
+            Mode::Restart { .. } => None,
         };
         let action = match &mode {
             Mode::New { reason, .. } => reason.clone(),
@@ -331,6 +411,14 @@ impl Supervisor {
         // What a failure has to bring back: recreate stops the old container
         // first; blue-green never touches it until traffic has moved.
         let restore: &[ContainerInfo] = if blue_green { &[] } else { &was_running };
+        if let Some((path, env)) = attempted
+            && let Err(e) = self.sync_env_file(&name, path, env)
+        {
+            let why = e.to_string();
+            return Ok(self
+                .fail(&name, revision, &mode, None, why, None, None, &[], attempted, &progress)
+                .await);
+        }
         if !blue_green && !was_running.is_empty() {
             progress.step("stop", format!("stopping {} old container(s)", was_running.len()));
             for c in &was_running {
@@ -339,7 +427,9 @@ impl Supervisor {
                 if let Err(e) = self.engine.stop(&c.id, spec.stop_timeout.as_std()).await {
                     let why = format!("cannot stop the old container: {e}");
                     return Ok(self
-                        .fail(&name, revision, &mode, None, why, None, None, restore, &progress)
+                        .fail(
+                            &name, revision, &mode, None, why, None, None, restore, attempted, &progress,
+                        )
                         .await);
                 }
             }
@@ -359,7 +449,9 @@ impl Supervisor {
             Err(e) => {
                 let why = format!("cannot start the new container: {e}");
                 return Ok(self
-                    .fail(&name, revision, &mode, None, why, None, None, restore, &progress)
+                    .fail(
+                        &name, revision, &mode, None, why, None, None, restore, attempted, &progress,
+                    )
                     .await);
             }
         };
@@ -389,6 +481,7 @@ impl Supervisor {
                         output,
                         g.exit_code,
                         restore,
+                        attempted,
                         &progress,
                     )
                     .await);
@@ -406,6 +499,7 @@ impl Supervisor {
                     None,
                     None,
                     restore,
+                    attempted,
                     &progress,
                 )
                 .await);
@@ -449,11 +543,23 @@ impl Supervisor {
             Severity::Info,
             format!("Revision {revision} ({}) is running and healthy.", spec.image),
         );
+        if !env_keys.is_empty() {
+            self.bus.publish(
+                "env-changed",
+                &name,
+                revision,
+                Severity::Info,
+                format!(
+                    "Revision {revision} runs with env keys changed: {}.",
+                    env_keys.join(", ")
+                ),
+            );
+        }
         self.audit.record(
             &author,
             &action,
             &name,
-            &format!("revision {revision} image {}", spec.image),
+            &format!("revision {revision} image {}{}", spec.image, keys_detail(&env_keys)),
             "ok",
         );
         Ok(Outcome {
@@ -541,6 +647,7 @@ impl Supervisor {
         health_output: Option<String>,
         exit_code: Option<i64>,
         was_running: &[ContainerInfo],
+        attempted_env: Option<(&Path, &Vars)>,
         progress: &ProgressTx,
     ) -> Outcome {
         let mut log_tail = Vec::new();
@@ -571,9 +678,19 @@ impl Supervisor {
                 );
             }
         }
+        if let Some((path, env)) = attempted_env {
+            self.restore_env_file(name, path, env, progress);
+        }
         let (author, action) = match mode {
             Mode::New { reason, author } => (author.clone(), reason.clone()),
             Mode::Restart { author } => (author.clone(), "restart".to_owned()),
+        };
+        let env_keys = match mode {
+            Mode::New { .. } => self
+                .record(name)
+                .and_then(|r| r.revision(revision).map(|r| r.env_keys_changed.clone()))
+                .unwrap_or_default(),
+            Mode::Restart { .. } => Vec::new(),
         };
         if let Mode::New { .. } = mode
             && let Err(e) = self.store().fail(name, revision, &reason)
@@ -596,7 +713,7 @@ impl Supervisor {
             &author,
             &action,
             name,
-            &format!("revision {revision}"),
+            &format!("revision {revision}{}", keys_detail(&env_keys)),
             &format!("failed: {reason}"),
         );
         Outcome {
@@ -611,6 +728,15 @@ impl Supervisor {
             log_tail,
             changed: true,
         }
+    }
+}
+
+/// ", env keys A, B" for audit details; empty when none changed.
+pub(super) fn keys_detail(keys: &[String]) -> String {
+    if keys.is_empty() {
+        String::new()
+    } else {
+        format!(", env keys {}", keys.join(","))
     }
 }
 

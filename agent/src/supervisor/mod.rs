@@ -12,10 +12,14 @@
 //! - the health monitor: probes each running service at its interval and
 //!   marks a container unhealthy after `retries` failures in a row.
 //!
+//! A fourth task, the env loop ([`env`]), turns env-dir watcher messages and
+//! a slower resync into checks of each service's env file.
+//!
 //! Deploys ([`deploy`]) take the service's lock; the reconciler only acts on
 //! a service whose lock it can take, so the two never fight over containers.
 
 pub mod deploy;
+pub mod env;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -103,6 +107,12 @@ struct Runtime {
     health: HashMap<String, HealthState>,
     /// The running container of each desired service, as last observed.
     primaries: HashMap<String, ContainerInfo>,
+    /// Fingerprint of each service's env file as last handled (applied,
+    /// refused, or written by the agent itself), so neither the agent's own
+    /// writes nor a refused edit are handled twice.
+    env_seen: HashMap<String, u64>,
+    /// Services with an env file check waiting for their lock.
+    env_checks: HashSet<String>,
 }
 
 /// Host capacity, for refusing specs that cannot fit.
@@ -207,10 +217,10 @@ impl Supervisor {
                 .replace(rebuilt)
                 .map_err(|e| SupervisorError::Internal(e.to_string()))?;
         }
-        for (service, revision) in store
+        let settled = store
             .settle_interrupted()
-            .map_err(|e| SupervisorError::Internal(e.to_string()))?
-        {
+            .map_err(|e| SupervisorError::Internal(e.to_string()))?;
+        for (service, revision) in settled.iter().cloned() {
             bus.publish(
                 "deploy-interrupted",
                 &service,
@@ -247,6 +257,13 @@ impl Supervisor {
             sup.clone()
                 .health_loop(cancel.child_token())
                 .instrument(info_span!("health")),
+        );
+        sup.restore_interrupted_env(&settled);
+        let watch = sup.watch_env_dir(tracker, cancel.child_token());
+        tracker.spawn(
+            sup.clone()
+                .env_loop(watch, tracker.clone(), cancel.child_token())
+                .instrument(info_span!("env")),
         );
         Ok(sup)
     }
@@ -408,9 +425,10 @@ impl Supervisor {
     // -------------------------------------------------------------- containers
 
     /// Creates and starts a container of `spec` at `revision`, with the
-    /// service's env file. Returns its id.
+    /// env that revision keeps (see [`Supervisor::revision_env`]). Returns
+    /// its id.
     pub(crate) async fn create_container(&self, spec: &ServiceSpec, revision: u64) -> Result<String, SupervisorError> {
-        let env = envfiles::read(&self.env_path(spec)).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
+        let env = self.revision_env(spec, revision)?;
         let mut labels: HashMap<String, String> = spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         labels.insert(LABEL_MANAGED.into(), "true".into());
         labels.insert(LABEL_INSTANCE.into(), self.engine.instance().to_owned());
@@ -1061,6 +1079,7 @@ pub fn rebuild_from_labels(observed: &[ContainerInfo]) -> StateFile {
                     status: RevisionStatus::Active,
                     env_keys_changed: Vec::new(),
                     error: None,
+                    env: None,
                 }],
                 next_revision: revision + 1,
             },

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod certs;
 pub mod deploy;
+pub mod env;
 pub mod events;
 pub mod history;
 pub mod info;

@@ -96,6 +96,15 @@ fn report(r: &DeployResult, format: Format) {
     }
     if r.success && !r.changed {
         println!("{} is unchanged at revision {}", r.service, r.revision);
+    } else if r.success && r.attempted_revision == 0 {
+        // An env change for a service not applied yet: only its file changed.
+        println!("{}: env saved; the service's first apply uses it", r.service);
+    } else if r.success && r.attempted_revision != r.revision {
+        // env_change = "none": the change is kept, the container left alone.
+        println!(
+            "{} recorded revision {}; revision {} keeps running until the next deploy or restart (env_change = \"none\")",
+            r.service, r.attempted_revision, r.revision
+        );
     } else if r.success {
         println!("{} revision {} is running and healthy", r.service, r.revision);
     } else {

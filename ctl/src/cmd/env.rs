@@ -1,0 +1,164 @@
+//! `berthctl env set|unset|get|import`: a service's env file.
+
+use std::path::PathBuf;
+
+use berth_proto::v1::env_client::EnvClient;
+use berth_proto::v1::{GetEnvRequest, SetEnvRequest, UnsetEnvRequest};
+use serde_json::json;
+
+use super::{Global, progress};
+use crate::envfile;
+use crate::output::{self, Format};
+
+/// `berthctl env`: its subcommands. (The command's long help is on its
+/// variant in `main.rs`, which clap shows.)
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Set variables, keeping the others: `env set web DB_URL=postgres://... QUEUE=jobs`.
+    ///
+    /// Values given here show in the shell's history and the process list;
+    /// for secrets prefer `env import` from a file only you can read.
+    /// For a service not applied yet, writes env_dir/SERVICE.env for its
+    /// first apply.
+    Set {
+        /// The service.
+        service: String,
+        /// KEY=VALUE pairs; the value is everything after the first '=',
+        /// taken literally (quotes are part of it, as in Docker env files).
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        vars: Vec<String>,
+    },
+    /// Remove variables: `env unset web QUEUE`. Each must be set.
+    Unset {
+        /// The service.
+        service: String,
+        /// Names to remove.
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+    },
+    /// Show a service's variables, values masked unless --reveal.
+    Get {
+        /// The service.
+        service: String,
+        /// Show the values. Only operator certificates may; it is written to
+        /// the agent's audit log.
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Replace the whole env with the variables of FILE (Docker env-file
+    /// syntax: KEY=VALUE lines, # comments). Keys not in FILE are removed.
+    ///
+    /// FILE is checked here first (errors name the line, never a value),
+    /// then again by the agent.
+    Import {
+        /// The service.
+        service: String,
+        /// The env file to read.
+        file: PathBuf,
+    },
+}
+
+/// Runs `berthctl env`.
+pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Set { service, vars } => {
+            let set = vars
+                .iter()
+                .map(|a| envfile::parse_assignment(a))
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!("env set {service}: {e}"))?;
+            change(
+                global,
+                SetEnvRequest {
+                    service,
+                    set,
+                    replace: false,
+                },
+            )
+            .await
+        }
+        Command::Import { service, file } => {
+            let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let set = envfile::parse(&bytes, &file).map_err(|e| anyhow::anyhow!("{e}"))?;
+            change(
+                global,
+                SetEnvRequest {
+                    service,
+                    set,
+                    replace: true,
+                },
+            )
+            .await
+        }
+        Command::Unset { service, keys } => {
+            for k in &keys {
+                envfile::check_key(k).map_err(|m| anyhow::anyhow!("env unset {service}: {k:?} {m}"))?;
+            }
+            let agent = global.connect().await?;
+            let stream = EnvClient::new(agent.channel.clone())
+                .unset_env(UnsetEnvRequest { service, keys })
+                .await
+                .map_err(|s| agent.explain(&s))?
+                .into_inner();
+            progress::follow(&agent, stream, global.output).await.map(|_| ())
+        }
+        Command::Get { service, reveal } => get(global, service, reveal).await,
+    }
+}
+
+async fn change(global: &Global, req: SetEnvRequest) -> anyhow::Result<()> {
+    let agent = global.connect().await?;
+    let stream = EnvClient::new(agent.channel.clone())
+        .set_env(req)
+        .await
+        .map_err(|s| agent.explain(&s))?
+        .into_inner();
+    progress::follow(&agent, stream, global.output).await.map(|_| ())
+}
+
+async fn get(global: &Global, service: String, reveal: bool) -> anyhow::Result<()> {
+    let agent = global.connect().await?;
+    let env = EnvClient::new(agent.channel.clone())
+        .get_env(GetEnvRequest {
+            service: service.clone(),
+            reveal,
+        })
+        .await
+        .map_err(|s| agent.explain(&s))?
+        .into_inner();
+    match global.output {
+        Format::Json => {
+            let vars: serde_json::Map<String, serde_json::Value> =
+                env.vars.iter().map(|v| (v.key.clone(), json!(v.value))).collect();
+            let doc = json!({
+                "service": service,
+                "revision": env.revision,
+                "path": env.path,
+                "masked": env.vars.iter().any(|v| v.masked),
+                "vars": vars,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        Format::Table => {
+            let at = if env.revision == 0 {
+                "not applied yet".to_owned()
+            } else {
+                format!("revision {}", env.revision)
+            };
+            eprintln!("# {service}: {} ({at})", env.path);
+            let mut rows = vec![vec!["KEY".to_owned(), "VALUE".to_owned()]];
+            rows.extend(env.vars.iter().map(|v| vec![v.key.clone(), v.value.clone()]));
+            print!("{}", output::table(&rows));
+            if env.vars.iter().any(|v| v.masked) {
+                eprintln!("# values masked; --reveal shows them (operators only)");
+            }
+        }
+    }
+    Ok(())
+}
