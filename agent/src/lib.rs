@@ -81,8 +81,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             registries,
             capacity,
             slot.clone(),
-            first_attempt,
-            announced.clone(),
+            Readiness {
+                first_attempt,
+                announced: announced.clone(),
+            },
             tracker.clone(),
             cancel.child_token(),
         )
@@ -132,6 +134,14 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
 /// announcing the listener anyway.
 const FIRST_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How the supervisor's start-up reports back to `run`.
+struct Readiness {
+    /// Fires once the first try to reach Docker has succeeded or failed.
+    first_attempt: tokio::sync::oneshot::Sender<()>,
+    /// Set by `run` once the listen address is announced.
+    announced: Arc<AtomicBool>,
+}
+
 /// Connects to Docker (retrying until it answers, since the agent may start
 /// before dockerd) and starts the supervisor, then installs it in `slot`.
 /// `first_attempt` fires once the first try has succeeded or failed.
@@ -140,11 +150,14 @@ async fn start_supervisor(
     registries: Vec<RegistryAuth>,
     capacity: Capacity,
     slot: SupervisorSlot,
-    first_attempt: tokio::sync::oneshot::Sender<()>,
-    announced: Arc<AtomicBool>,
+    readiness: Readiness,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
+    let Readiness {
+        first_attempt,
+        announced,
+    } = readiness;
     let mut first_attempt = Some(first_attempt);
     let mut delay = std::time::Duration::from_millis(500);
     loop {
