@@ -14,6 +14,8 @@ pub mod events;
 pub mod grpc;
 pub mod health;
 pub mod hostinfo;
+pub mod limits;
+pub mod metrics;
 pub mod reconcile;
 pub mod spec;
 pub mod state;
@@ -26,6 +28,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use berth_proto::v1::host_server::HostServer;
+use berth_proto::v1::metrics_server::MetricsServer;
 use berth_proto::v1::services_server::ServicesServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -61,8 +64,13 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         memory_bytes: facts.memory_bytes,
     };
     let probe = DockerProbe::new(config.docker.clone());
-    let capabilities = CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
+    let mut capabilities: Vec<String> = CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
+    capabilities.extend(metrics::capabilities(&config));
     let host = grpc::host::HostApi::new(facts, probe, capabilities);
+    // Bound before anything is spawned, so a taken port fails the start.
+    let prometheus = metrics::prometheus::bind(&config.metrics.prometheus_listen)
+        .await
+        .map_err(anyhow::Error::msg)?;
 
     let slot = SupervisorSlot::default();
     tracker.spawn(
@@ -76,17 +84,46 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         )
         .instrument(info_span!("supervisor")),
     );
+    let hub = metrics::spawn(&config, slot.clone(), &tracker, cancel.child_token());
+    if let Some(listener) = prometheus {
+        if let Ok(addr) = listener.local_addr() {
+            info!(addr = %addr, "Serving Prometheus metrics at http://{addr}/metrics.");
+        }
+        tracker.spawn(
+            metrics::prometheus::serve(listener, hub.clone(), tracker.clone(), cancel.child_token())
+                .instrument(info_span!("prometheus")),
+        );
+    }
+    if let Ok(target) = config.metrics.statsd.parse::<SocketAddr>() {
+        tracker.spawn(
+            metrics::statsd::push_loop(
+                target,
+                config.metrics.statsd_prefix.clone(),
+                config.metrics.statsd_flavor,
+                hub.clone(),
+                cancel.child_token(),
+            )
+            .instrument(info_span!("statsd")),
+        );
+    }
+    tracker.spawn(
+        limits::run(config.limits.clone(), hub.clone(), slot.clone(), cancel.child_token())
+            .instrument(info_span!("limits")),
+    );
+    let metrics_api = grpc::metrics::MetricsApi::new(hub, cancel.child_token());
     let services = ServicesApi::new(slot);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<HostServer<grpc::host::HostApi>>().await;
     health.set_serving::<ServicesServer<ServicesApi>>().await;
+    health.set_serving::<MetricsServer<grpc::metrics::MetricsApi>>().await;
 
     let incoming = grpc::listener::incoming(listener, tls, &tracker, cancel.child_token());
     let server = Server::builder()
         .add_service(health_service)
         .add_service(HostServer::new(host))
         .add_service(ServicesServer::new(services))
+        .add_service(MetricsServer::new(metrics_api))
         .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
 
     info!(addr = %local, "Listening for berthctl (mutual TLS).");

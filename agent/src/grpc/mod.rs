@@ -8,6 +8,7 @@
 
 pub mod host;
 pub mod listener;
+pub mod metrics;
 pub mod services;
 
 use tonic::{Request, Status};

@@ -16,6 +16,9 @@
 //! a service whose lock it can take, so the two never fight over containers.
 
 pub mod deploy;
+mod observe;
+
+pub use observe::MetricsTarget;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -82,6 +85,8 @@ struct ServiceRuntime {
     oom_kills: u32,
     /// The last exit code seen.
     last_exit: Option<i64>,
+    /// Why the memory-pressure policy keeps it stopped (see `observe`).
+    held: Option<String>,
 }
 
 /// The health monitor's view of one container.
@@ -339,6 +344,8 @@ impl Supervisor {
             let detail = health_state.map(|h| h.last_output.clone()).unwrap_or_default();
             let _ = p;
             (s.to_owned(), detail)
+        } else if let Some(why) = &srt.held {
+            ("stopped".to_owned(), why.clone())
         } else if containers.iter().any(|c| c.revision == Some(record.active)) {
             let exit = srt.last_exit.map(|c| format!(" after exit {c}")).unwrap_or_default();
             let wait = srt
