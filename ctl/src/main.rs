@@ -46,6 +46,10 @@ enum Command {
     Logs(cmd::logs::Args),
     /// Follow the agent's events.
     Events(cmd::events::Args),
+    /// Live host and per-service metrics, refreshed in place.
+    Top(cmd::top::Args),
+    /// One snapshot of host and per-service metrics.
+    Metrics(cmd::metrics::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +66,8 @@ fn main() -> ExitCode {
         Command::Rm(args) => block_on(cmd::rm::run(&cli.global, args)),
         Command::Logs(args) => block_on(cmd::logs::run(&cli.global, args)),
         Command::Events(args) => block_on(cmd::events::run(&cli.global, args)),
+        Command::Top(args) => block_on(cmd::top::run(&cli.global, args)),
+        Command::Metrics(args) => block_on(cmd::metrics::run(&cli.global, args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
