@@ -161,7 +161,9 @@ fn check_config_names_unknown_keys_and_bad_values() {
     let good = agent_config(&pki, "");
     assert!(ok(&check(&good)).contains("OK"));
 
-    let err = fails(&check(&good.replace("[docker]\n", "[docker]\nsokcet = \"/run/docker.sock\"\n")));
+    let err = fails(&check(
+        &good.replace("[docker]\n", "[docker]\nsokcet = \"/run/docker.sock\"\n"),
+    ));
     assert!(err.contains("sokcet"), "{err}");
     assert!(err.contains("line"), "{err}");
 
