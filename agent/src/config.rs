@@ -216,6 +216,11 @@ pub struct LimitsConfig {
     /// before the next service is touched.
     #[serde(default = "defaults::pressure_cooldown")]
     pub pressure_cooldown: Duration,
+    /// The kernel log, read for OOM kills that Docker misses (on cgroup v1
+    /// it does not report the kill of a container's PID 1). Needs root;
+    /// `""` turns it off.
+    #[serde(default = "defaults::kernel_log")]
+    pub kernel_log: PathBuf,
 }
 
 /// What the memory-pressure policy does to a service.
@@ -327,6 +332,9 @@ mod defaults {
     pub fn pressure_cooldown() -> Duration {
         Duration::from_secs(60)
     }
+    pub fn kernel_log() -> PathBuf {
+        "/dev/kmsg".into()
+    }
     pub fn log_format() -> LogFormat {
         LogFormat::Text
     }
@@ -386,6 +394,7 @@ impl Default for LimitsConfig {
             pressure_action: PressureAction::default(),
             pressure_sustained: defaults::pressure_sustained(),
             pressure_cooldown: defaults::pressure_cooldown(),
+            kernel_log: defaults::kernel_log(),
         }
     }
 }

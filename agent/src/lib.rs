@@ -16,6 +16,7 @@ pub mod health;
 pub mod hostinfo;
 pub mod limits;
 pub mod metrics;
+pub mod oomwatch;
 pub mod reconcile;
 pub mod spec;
 pub mod state;
@@ -66,6 +67,9 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     let probe = DockerProbe::new(config.docker.clone());
     let mut capabilities: Vec<String> = CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
     capabilities.extend(metrics::capabilities(&config));
+    if oomwatch::readable(&config.limits.kernel_log) {
+        capabilities.push("limits.oom-kernel-log".to_owned());
+    }
     let host = grpc::host::HostApi::new(facts, probe, capabilities);
     // Bound before anything is spawned, so a taken port fails the start.
     let prometheus = metrics::prometheus::bind(&config.metrics.prometheus_listen)
@@ -109,6 +113,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     tracker.spawn(
         limits::run(config.limits.clone(), hub.clone(), slot.clone(), cancel.child_token())
             .instrument(info_span!("limits")),
+    );
+    tracker.spawn(
+        oomwatch::run(config.limits.kernel_log.clone(), slot.clone(), cancel.child_token())
+            .instrument(info_span!("oomwatch")),
     );
     let metrics_api = grpc::metrics::MetricsApi::new(hub, cancel.child_token());
     let services = ServicesApi::new(slot);

@@ -20,12 +20,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::config::{LimitsConfig, PressureAction};
 use crate::events::Severity;
 use crate::grpc::services::SupervisorSlot;
 use crate::metrics::{ContainerSample, MetricsHub, Snapshot};
+use crate::supervisor::SupervisorError;
 use crate::units::ByteSize;
 
 /// The available-memory level under which the host is under pressure.
@@ -115,6 +116,10 @@ pub struct PressurePolicy {
     cooldown: Duration,
     under_since: Option<Instant>,
     last_action: Option<Instant>,
+    /// When "nothing to act on" was last reported, so it is said once per
+    /// cooldown; it does not start a cooldown, so the first service to
+    /// come up under pressure is acted on at once.
+    last_idle_report: Option<Instant>,
 }
 
 impl PressurePolicy {
@@ -126,6 +131,7 @@ impl PressurePolicy {
             cooldown,
             under_since: None,
             last_action: None,
+            last_idle_report: None,
         }
     }
 
@@ -144,23 +150,33 @@ impl PressurePolicy {
             now
         });
         let lasted = now.saturating_duration_since(since) >= self.sustained;
-        let cooled = self
-            .last_action
-            .is_none_or(|t| now.saturating_duration_since(t) >= self.cooldown);
-        if lasted && cooled {
-            self.last_action = Some(now);
+        let cooled = |t: Option<Instant>| t.is_none_or(|t| now.saturating_duration_since(t) >= self.cooldown);
+        if lasted && cooled(self.last_action) {
             match pick(services) {
-                Some(c) => out.push(Decision::Act {
-                    service: c.service.clone(),
-                    priority: c.priority,
-                    memory_bytes: c.memory_bytes,
-                    available,
-                    threshold,
-                }),
-                None => out.push(Decision::NothingToActOn { available, threshold }),
+                Some(c) => {
+                    self.last_action = Some(now);
+                    out.push(Decision::Act {
+                        service: c.service.clone(),
+                        priority: c.priority,
+                        memory_bytes: c.memory_bytes,
+                        available,
+                        threshold,
+                    });
+                }
+                None if cooled(self.last_idle_report) => {
+                    self.last_idle_report = Some(now);
+                    out.push(Decision::NothingToActOn { available, threshold });
+                }
+                None => {}
             }
         }
         out
+    }
+
+    /// The last action did not happen (the service was busy with a deploy):
+    /// try again at the next observation instead of after the cooldown.
+    pub fn action_failed(&mut self) {
+        self.last_action = None;
     }
 }
 
@@ -319,30 +335,34 @@ pub async fn run(config: LimitsConfig, hub: MetricsHub, slot: SupervisorSlot, ca
                             });
                         }
                         PressureAction::Stop => {
-                            let sup = sup.clone();
-                            tokio::spawn(async move {
-                                let held = format!("held stopped by the memory-pressure policy: {why}");
-                                match sup.hold_stopped(&service, held).await {
-                                    Ok(container) => sup.bus().publish(
-                                        "memory-pressure",
-                                        &service,
-                                        revision,
-                                        Severity::Error,
-                                        format!(
-                                            "Stopped {service} (container {}): {why}. It starts again when \
-                                             available memory is back over the threshold.",
-                                            &container[..container.len().min(12)]
-                                        ),
+                            // Awaited here (a stop takes at most the spec's
+                            // stop_timeout): this task is not the collector,
+                            // it only skips snapshots meanwhile.
+                            let held = format!("held stopped by the memory-pressure policy: {why}");
+                            match sup.hold_stopped(&service, held).await {
+                                Ok(container) => bus.publish(
+                                    "memory-pressure",
+                                    &service,
+                                    revision,
+                                    Severity::Error,
+                                    format!(
+                                        "Stopped {service} (container {}): {why}. It starts again when \
+                                         available memory is back over the threshold.",
+                                        &container[..container.len().min(12)]
                                     ),
-                                    Err(e) => sup.bus().publish(
-                                        "memory-pressure",
-                                        &service,
-                                        revision,
-                                        Severity::Error,
-                                        format!("Could not stop {service} under memory pressure: {e}."),
-                                    ),
+                                ),
+                                Err(SupervisorError::Refused(reason)) => {
+                                    debug!(service = %service, reason = %reason, "Cannot stop it now; trying again.");
+                                    policy.action_failed();
                                 }
-                            });
+                                Err(e) => bus.publish(
+                                    "memory-pressure",
+                                    &service,
+                                    revision,
+                                    Severity::Error,
+                                    format!("Could not stop {service} under memory pressure: {e}."),
+                                ),
+                            }
                         }
                     }
                 }
@@ -455,13 +475,31 @@ mod tests {
     }
 
     #[test]
-    fn nothing_to_act_on_is_reported() {
+    fn nothing_to_act_on_is_reported_once_and_does_not_delay_the_first_action() {
         let t0 = Instant::now();
+        let s = |secs: u64| t0 + Duration::from_secs(secs);
         let mut p = PressurePolicy::new(MemoryThreshold::Bytes(100), Duration::ZERO, Duration::from_secs(60));
-        let d = p.observe(1, 1000, &[svc("down", 0, 0, false)], t0);
+        let d = p.observe(1, 1000, &[svc("down", 0, 0, false)], s(0));
         assert!(
             matches!(&d[..], [Decision::Entered { .. }, Decision::NothingToActOn { .. }]),
             "{d:?}"
         );
+        assert!(p.observe(1, 1000, &[svc("down", 0, 0, false)], s(1)).is_empty());
+        let d = p.observe(1, 1000, &[svc("up", 0, 0, true)], s(2));
+        assert!(
+            matches!(&d[..], [Decision::Act { service, .. }] if service == "up"),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_action_is_retried_without_waiting_for_the_cooldown() {
+        let t0 = Instant::now();
+        let mut p = PressurePolicy::new(MemoryThreshold::Bytes(100), Duration::ZERO, Duration::from_secs(600));
+        let services = [svc("a", 0, 0, true)];
+        assert_eq!(p.observe(1, 1000, &services, t0).len(), 2, "entered + act");
+        p.action_failed();
+        let d = p.observe(1, 1000, &services, t0 + Duration::from_secs(1));
+        assert!(matches!(&d[..], [Decision::Act { .. }]), "{d:?}");
     }
 }

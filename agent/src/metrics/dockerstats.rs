@@ -31,10 +31,28 @@ pub async fn read(docker: &Docker, id: &str) -> Result<Raw, String> {
         .await
         .map_err(|_| format!("docker stats {id}: no answer within {}s", STATS_TIMEOUT.as_secs()))?;
     match next {
+        Some(Ok(stats)) if is_empty(&stats) => Err(format!(
+            "docker stats {id}: the engine has no stats for this container (`docker stats` shows 0B / 0B too)"
+        )),
         Some(Ok(stats)) => Ok(raw_of(&stats)),
         Some(Err(e)) => Err(format!("docker stats {id}: {e}")),
         None => Err(format!("docker stats {id}: empty answer")),
     }
+}
+
+/// An engine that cannot read the container's cgroups answers with an
+/// empty sample (zero read time, no memory stats, zero CPU) rather than an
+/// error; that is "no data", not "zero use".
+pub fn is_empty(s: &ContainerStatsResponse) -> bool {
+    let no_memory = s.memory_stats.as_ref().is_none_or(|m| m.usage.is_none());
+    let no_cpu = s
+        .cpu_stats
+        .as_ref()
+        .and_then(|c| c.cpu_usage.as_ref())
+        .and_then(|u| u.total_usage)
+        .unwrap_or(0)
+        == 0;
+    no_memory && no_cpu
 }
 
 /// Docker's stats → counters.
@@ -112,6 +130,7 @@ mod tests {
           "networks": {"eth0": {"rx_bytes": 100, "tx_bytes": 50}, "eth1": {"rx_bytes": 1, "tx_bytes": 2}}
         }"#;
         let stats: ContainerStatsResponse = serde_json::from_str(json).expect("stats json");
+        assert!(!is_empty(&stats));
         let raw = raw_of(&stats);
         assert_eq!(raw.cpu_usage_ns, 123_456_789);
         assert_eq!(raw.throttled_periods, 4);
@@ -120,5 +139,14 @@ mod tests {
         assert_eq!(raw.memory_limit, Some(67_108_864));
         assert_eq!((raw.blkio_read, raw.blkio_write), (4096, 512));
         assert_eq!((raw.net_rx, raw.net_tx), (101, 52));
+    }
+
+    #[test]
+    fn an_engine_without_stats_is_no_data() {
+        // What Docker 20.10 answers on an engine that cannot read cgroups.
+        let json = r#"{"read":"0001-01-01T00:00:00Z","pids_stats":{},"memory_stats":{},
+          "cpu_stats":{"cpu_usage":{"total_usage":0},"throttling_data":{"periods":0}}}"#;
+        let stats: ContainerStatsResponse = serde_json::from_str(json).expect("stats json");
+        assert!(is_empty(&stats));
     }
 }

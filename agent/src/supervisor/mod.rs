@@ -18,7 +18,7 @@
 pub mod deploy;
 mod observe;
 
-pub use observe::MetricsTarget;
+pub use observe::{MetricsTarget, OomSource};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -106,6 +106,9 @@ struct Runtime {
     health: HashMap<String, HealthState>,
     /// The running container of each desired service, as last observed.
     primaries: HashMap<String, ContainerInfo>,
+    /// The last OOM kill counted per container and who reported it, so one
+    /// kill seen by both Docker and the kernel log counts once (`observe`).
+    oom_recent: HashMap<String, (Instant, observe::OomSource)>,
 }
 
 /// Host capacity, for refusing specs that cannot fit.
@@ -764,19 +767,7 @@ impl Supervisor {
         };
         let revision = ev.revision.unwrap_or(0);
         match ev.action.as_str() {
-            "oom" => {
-                self.runtime().services.entry(service.clone()).or_default().oom_kills += 1;
-                self.bus.publish(
-                    "oom-killed",
-                    &service,
-                    revision,
-                    Severity::Error,
-                    format!(
-                        "Container {} was OOM-killed (raise resources.memory?).",
-                        short(&ev.container_id)
-                    ),
-                );
-            }
+            "oom" => self.record_oom(&service, revision, &ev.container_id, observe::OomSource::Docker),
             "die" => {
                 let busy = {
                     let mut rt = self.runtime();

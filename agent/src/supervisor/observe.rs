@@ -5,13 +5,34 @@
 //!
 //! The view is built from the supervisor's memory only (no Docker call), as
 //! of the reconciler's last pass, so the collector can ask every second.
+//!
+//! It also owns counting OOM kills ([`Supervisor::record_oom`]), which two
+//! sources report: Docker's `oom` event and the kernel log
+//! ([`crate::oomwatch`]). On cgroup v1 Docker misses the kill of a
+//! container's PID 1 (the cgroup is gone before its notification is read),
+//! so the kernel log is the one that always speaks; when both report the
+//! same kill, it counts once.
 
 use std::time::{Duration, Instant};
 
-use super::{Supervisor, SupervisorError};
+use super::{Supervisor, SupervisorError, short};
+use crate::events::Severity;
 
 /// How far away a hold puts the reconciler's next start: "until released".
 const HOLD: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Reports of one OOM kill by Docker and by the kernel log arrive within
+/// this of each other.
+const OOM_SAME_KILL: Duration = Duration::from_secs(5);
+
+/// Who reported an OOM kill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OomSource {
+    /// Docker's `oom` event.
+    Docker,
+    /// The kernel log (`oom-kill:` record naming the container's cgroup).
+    Kernel,
+}
 
 /// One desired service as the collector sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +121,39 @@ impl Supervisor {
             .await
             .map_err(|e| SupervisorError::Internal(e.to_string()))?;
         Ok(container)
+    }
+
+    /// Counts an OOM kill of `container` (of `service`) and publishes the
+    /// `oom-killed` event, unless the other source already reported the
+    /// same kill.
+    pub fn record_oom(&self, service: &str, revision: u64, container: &str, source: OomSource) {
+        let now = Instant::now();
+        {
+            let mut rt = self.runtime();
+            rt.oom_recent
+                .retain(|_, (at, _)| now.saturating_duration_since(*at) < OOM_SAME_KILL);
+            match rt.oom_recent.get(container) {
+                Some((_, seen_by)) if *seen_by != source => {
+                    // The same kill, seen by the other source: counted already.
+                    rt.oom_recent.remove(container);
+                    return;
+                }
+                _ => {
+                    rt.oom_recent.insert(container.to_owned(), (now, source));
+                }
+            }
+            rt.services.entry(service.to_owned()).or_default().oom_kills += 1;
+        }
+        self.bus.publish(
+            "oom-killed",
+            service,
+            revision,
+            Severity::Error,
+            format!(
+                "Container {} was OOM-killed (raise resources.memory?).",
+                short(container)
+            ),
+        );
     }
 
     /// Lets the reconciler start `service` again; true if it was held.
