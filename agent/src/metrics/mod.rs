@@ -222,7 +222,7 @@ impl FileState {
             version: container_source(config),
             cgroup_root: config.cgroup_root.clone(),
             proc_root: config.proc_root.clone(),
-            host: host::HostCollector::new(),
+            host: host::HostCollector::new(&config.proc_root),
             dirs: HashMap::new(),
         }
     }
