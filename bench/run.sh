@@ -5,6 +5,8 @@
 #   bench/run.sh getinfo      # GetInfo latency over mTLS, agent RSS, binary sizes
 #   bench/run.sh supervise    # death→healthy and deploy time vs docker / the shell runbook
 #   bench/run.sh proxy        # failed requests and latency behind nginx: berth deploy vs docker stop/run
+#   bench/run.sh metrics      # agent CPU%/RSS with 0 and 20 containers at 1s and 10s vs
+#                             # prometheus-node-exporter; collection cost per container
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 which="${1:-all}"
@@ -13,7 +15,7 @@ run() { [[ "$which" == all || "$which" == "$1" ]]; }
 if run getinfo; then
 	cargo bench -q -p berth-tests --bench getinfo
 fi
-if run supervise || run proxy; then
+if run supervise || run proxy || run metrics; then
 	# shellcheck source=scripts/test-env.sh
 	source scripts/test-env.sh
 fi
@@ -22,4 +24,7 @@ if run supervise; then
 fi
 if run proxy; then
 	cargo bench -q -p berth-tests --bench proxy
+fi
+if run metrics; then
+	cargo bench -q -p berth-tests --bench metrics
 fi

@@ -89,6 +89,9 @@ pub struct Config {
     /// Metrics collection and delivery.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// What the agent does when the host runs short of memory.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
@@ -171,6 +174,88 @@ pub struct MetricsConfig {
     /// StatsD/DogStatsD address to push to, e.g. "127.0.0.1:8125"; "" is off.
     #[serde(default)]
     pub statsd: String,
+    /// How pushed metrics name the service: `"statsd"` puts it in the name
+    /// (`berth.container.web.cpu_percent`), `"dogstatsd"` in a tag
+    /// (`berth.container.cpu_percent` with `#service:web`).
+    #[serde(default)]
+    pub statsd_flavor: StatsdFlavor,
+    /// First component of every pushed metric name.
+    #[serde(default = "defaults::statsd_prefix")]
+    pub statsd_prefix: String,
+    /// Where the cgroup filesystem is mounted; container metrics are read
+    /// from the files under it (v1 or v2, cgroupfs or systemd layout).
+    #[serde(default = "defaults::cgroup_root")]
+    pub cgroup_root: PathBuf,
+    /// Where procfs is mounted; container network counters come from
+    /// `PROC/PID/net/dev` of a process in the container.
+    #[serde(default = "defaults::proc_root")]
+    pub proc_root: PathBuf,
+}
+
+/// The wire dialect of the StatsD push.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatsdFlavor {
+    /// Plain StatsD: every service gets its own metric names.
+    #[default]
+    Statsd,
+    /// DogStatsD (Datadog agent): one name per metric, `service` as a tag.
+    Dogstatsd,
+}
+
+/// `[limits]`: the host memory-pressure policy. Per-service limits live in
+/// each spec's `[resources]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Available memory under which the host counts as under pressure: a
+    /// size like `"500m"` or `"2g"`, or a share of total memory like `"5%"`.
+    /// `""` (the default) turns the policy off.
+    #[serde(default)]
+    pub memory_pressure_threshold: String,
+    /// What to do to the lowest-priority running service (spec `priority`,
+    /// lower first) once pressure has lasted `pressure_sustained`: `"log"`
+    /// (only an event), `"restart"` it, or `"stop"` it until memory recovers.
+    #[serde(default)]
+    pub pressure_action: PressureAction,
+    /// How long available memory must stay under the threshold before the
+    /// agent acts.
+    #[serde(default = "defaults::pressure_sustained")]
+    pub pressure_sustained: Duration,
+    /// The least time between two actions, so one action can take effect
+    /// before the next service is touched.
+    #[serde(default = "defaults::pressure_cooldown")]
+    pub pressure_cooldown: Duration,
+    /// The kernel log, read for OOM kills that Docker misses (on cgroup v1
+    /// it does not report the kill of a container's PID 1). Needs root;
+    /// `""` turns it off.
+    #[serde(default = "defaults::kernel_log")]
+    pub kernel_log: PathBuf,
+}
+
+/// What the memory-pressure policy does to a service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PressureAction {
+    /// Publish an event naming the service it would act on; change nothing.
+    #[default]
+    Log,
+    /// Replace the service's container with a fresh one (health-gated).
+    Restart,
+    /// Stop the service's container and keep it stopped until available
+    /// memory is back over the threshold.
+    Stop,
+}
+
+impl PressureAction {
+    /// As written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PressureAction::Log => "log",
+            PressureAction::Restart => "restart",
+            PressureAction::Stop => "stop",
+        }
+    }
 }
 
 /// Log output. Under systemd (`JOURNAL_STREAM` set) logs go to journald.
@@ -242,6 +327,24 @@ mod defaults {
     pub fn prometheus_listen() -> String {
         "127.0.0.1:9464".into()
     }
+    pub fn statsd_prefix() -> String {
+        "berth".into()
+    }
+    pub fn cgroup_root() -> PathBuf {
+        "/sys/fs/cgroup".into()
+    }
+    pub fn proc_root() -> PathBuf {
+        "/proc".into()
+    }
+    pub fn pressure_sustained() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn pressure_cooldown() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn kernel_log() -> PathBuf {
+        "/dev/kmsg".into()
+    }
     pub fn log_format() -> LogFormat {
         LogFormat::Text
     }
@@ -286,6 +389,22 @@ impl Default for MetricsConfig {
             interval: defaults::metrics_interval(),
             prometheus_listen: defaults::prometheus_listen(),
             statsd: String::new(),
+            statsd_flavor: StatsdFlavor::default(),
+            statsd_prefix: defaults::statsd_prefix(),
+            cgroup_root: defaults::cgroup_root(),
+            proc_root: defaults::proc_root(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            memory_pressure_threshold: String::new(),
+            pressure_action: PressureAction::default(),
+            pressure_sustained: defaults::pressure_sustained(),
+            pressure_cooldown: defaults::pressure_cooldown(),
+            kernel_log: defaults::kernel_log(),
         }
     }
 }
@@ -343,6 +462,24 @@ impl Config {
                 ));
             }
         }
+        let prefix_ok = !self.metrics.statsd_prefix.is_empty()
+            && self
+                .metrics
+                .statsd_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !prefix_ok {
+            return Err(invalid(
+                "metrics.statsd_prefix",
+                format!(
+                    "{:?}: use letters, digits, '_', '.' or '-', like \"berth\"",
+                    self.metrics.statsd_prefix
+                ),
+            ));
+        }
+        if let Err(e) = crate::limits::MemoryThreshold::parse(&self.limits.memory_pressure_threshold) {
+            return Err(invalid("limits.memory_pressure_threshold", e));
+        }
         for (key, cmd) in [
             ("nginx.test_command", &self.nginx.test_command),
             ("nginx.reload_command", &self.nginx.reload_command),
@@ -359,6 +496,8 @@ impl Config {
             ("tls.key", &self.tls.key),
             ("docker.socket", &self.docker.socket),
             ("nginx.sites_dir", &self.nginx.sites_dir),
+            ("metrics.cgroup_root", &self.metrics.cgroup_root),
+            ("metrics.proc_root", &self.metrics.proc_root),
         ] {
             if p.as_os_str().is_empty() {
                 return Err(invalid(key, "must not be empty".into()));
@@ -511,5 +650,35 @@ statsd            = ""
             .expect_err("bad statsd")
             .to_string();
         assert!(err.contains("metrics.statsd"), "{err}");
+
+        let err = parse("[limits]\nmemory_pressure_threshold = \"lots\"\n")
+            .expect_err("bad threshold")
+            .to_string();
+        assert!(err.contains("limits.memory_pressure_threshold"), "{err}");
+        assert!(err.contains("500m"), "{err}");
+
+        let err = parse("[limits]\npressure_action = \"panic\"\n")
+            .expect_err("bad action")
+            .to_string();
+        assert!(err.contains("pressure_action"), "{err}");
+    }
+
+    #[test]
+    fn metrics_and_limits_keys_parse() {
+        let c = parse(
+            "[metrics]\ncgroup_root = \"/tmp/cg\"\nstatsd = \"127.0.0.1:8125\"\nstatsd_flavor = \"dogstatsd\"\n\
+             [limits]\nmemory_pressure_threshold = \"10%\"\npressure_action = \"stop\"\npressure_sustained = \"5s\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.metrics.cgroup_root, PathBuf::from("/tmp/cg"));
+        assert_eq!(c.metrics.proc_root, PathBuf::from("/proc"));
+        assert_eq!(c.metrics.statsd_flavor, StatsdFlavor::Dogstatsd);
+        assert_eq!(c.limits.pressure_action, PressureAction::Stop);
+        assert_eq!(c.limits.pressure_sustained.as_std().as_secs(), 5);
+        assert_eq!(c.limits.pressure_cooldown.as_std().as_secs(), 60);
+        let defaults = parse("").expect("valid");
+        assert_eq!(defaults.metrics.cgroup_root, PathBuf::from("/sys/fs/cgroup"));
+        assert!(defaults.limits.memory_pressure_threshold.is_empty());
+        assert_eq!(defaults.limits.pressure_action, PressureAction::Log);
     }
 }

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 /// A burst ends after this long without another event.
-pub const QUIET: Duration = Duration::from_millis(300);
+pub const QUIET: Duration = Duration::from_secs(1);
 /// A burst is reported after at most this long, even if events keep coming.
 pub const MAX_WAIT: Duration = Duration::from_secs(2);
 /// How often the thread looks at the cancellation token when idle.
@@ -169,8 +169,9 @@ mod tests {
         d.file("a.env".into(), t0);
         d.file("a.env".into(), t0 + Duration::from_millis(100));
         d.file("b.env".into(), t0 + Duration::from_millis(200));
-        assert_eq!(d.take_due(t0 + Duration::from_millis(400)), None, "still busy");
-        let msg = d.take_due(t0 + Duration::from_millis(500)).expect("due");
+        let last = t0 + Duration::from_millis(200);
+        assert_eq!(d.take_due(last + QUIET - Duration::from_millis(1)), None, "still busy");
+        let msg = d.take_due(last + QUIET).expect("due");
         assert_eq!(
             msg,
             EnvWatch::Changed(["a.env".to_owned(), "b.env".to_owned()].into_iter().collect())

@@ -15,8 +15,11 @@ pub mod events;
 pub mod grpc;
 pub mod health;
 pub mod hostinfo;
+pub mod limits;
+pub mod metrics;
 pub mod nginx;
 pub mod notify;
+pub mod oomwatch;
 pub mod reconcile;
 pub mod spec;
 pub mod state;
@@ -32,6 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use berth_proto::v1::env_server::EnvServer;
 use berth_proto::v1::host_server::HostServer;
+use berth_proto::v1::metrics_server::MetricsServer;
 use berth_proto::v1::services_server::ServicesServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -67,8 +71,16 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         memory_bytes: facts.memory_bytes,
     };
     let probe = DockerProbe::new(config.docker.clone());
-    let capabilities = CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
+    let mut capabilities: Vec<String> = CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
+    capabilities.extend(metrics::capabilities(&config));
+    if oomwatch::readable(&config.limits.kernel_log) {
+        capabilities.push("limits.oom-kernel-log".to_owned());
+    }
     let host = grpc::host::HostApi::new(facts, probe, capabilities);
+    // Bound before anything is spawned, so a taken port fails the start.
+    let prometheus = metrics::prometheus::bind(&config.metrics.prometheus_listen)
+        .await
+        .map_err(anyhow::Error::msg)?;
 
     let slot = SupervisorSlot::default();
     // READY=1 needs both halves: the address announced and the supervisor
@@ -90,6 +102,37 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         )
         .instrument(info_span!("supervisor")),
     );
+    let hub = metrics::spawn(&config, slot.clone(), &tracker, cancel.child_token());
+    if let Some(listener) = prometheus {
+        if let Ok(addr) = listener.local_addr() {
+            info!(addr = %addr, "Serving Prometheus metrics at http://{addr}/metrics.");
+        }
+        tracker.spawn(
+            metrics::prometheus::serve(listener, hub.clone(), tracker.clone(), cancel.child_token())
+                .instrument(info_span!("prometheus")),
+        );
+    }
+    if let Ok(target) = config.metrics.statsd.parse::<SocketAddr>() {
+        tracker.spawn(
+            metrics::statsd::push_loop(
+                target,
+                config.metrics.statsd_prefix.clone(),
+                config.metrics.statsd_flavor,
+                hub.clone(),
+                cancel.child_token(),
+            )
+            .instrument(info_span!("statsd")),
+        );
+    }
+    tracker.spawn(
+        limits::run(config.limits.clone(), hub.clone(), slot.clone(), cancel.child_token())
+            .instrument(info_span!("limits")),
+    );
+    tracker.spawn(
+        oomwatch::run(config.limits.kernel_log.clone(), slot.clone(), cancel.child_token())
+            .instrument(info_span!("oomwatch")),
+    );
+    let metrics_api = grpc::metrics::MetricsApi::new(hub, cancel.child_token());
     let services = ServicesApi::new(slot.clone());
     let env = grpc::env::EnvApi::new(slot.clone());
 
@@ -97,6 +140,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     health.set_serving::<HostServer<grpc::host::HostApi>>().await;
     health.set_serving::<ServicesServer<ServicesApi>>().await;
     health.set_serving::<EnvServer<grpc::env::EnvApi>>().await;
+    health.set_serving::<MetricsServer<grpc::metrics::MetricsApi>>().await;
 
     let incoming = grpc::listener::incoming(listener, tls, &tracker, cancel.child_token());
     let server = Server::builder()
@@ -104,6 +148,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         .add_service(HostServer::new(host))
         .add_service(ServicesServer::new(services))
         .add_service(EnvServer::new(env))
+        .add_service(MetricsServer::new(metrics_api))
         .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
 
     // Say we listen (and write the address file) once the first attempt to

@@ -205,12 +205,24 @@ pub enum ConnectError {
 
 /// Dials `target` with mutual TLS and returns a channel for gRPC clients.
 pub async fn connect(target: &Target, files: &TlsFiles) -> Result<Channel, ConnectError> {
-    let endpoint = Endpoint::from_shared(format!("http://{target}"))
-        .map_err(|e| ConnectError::Setup(format!("{target}: not a valid address: {e}")))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
+    connect_with(target, files, |e| e).await
+}
+
+/// [`connect`], with the endpoint adjusted by `tune` first (for example a
+/// small HTTP/2 receive window to play a slow client in tests).
+pub async fn connect_with(
+    target: &Target,
+    files: &TlsFiles,
+    tune: impl FnOnce(Endpoint) -> Endpoint,
+) -> Result<Channel, ConnectError> {
+    let endpoint = tune(
+        Endpoint::from_shared(format!("http://{target}"))
+            .map_err(|e| ConnectError::Setup(format!("{target}: not a valid address: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true),
+    );
     let connect = if target.plaintext {
         endpoint.connect().await
     } else {

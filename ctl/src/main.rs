@@ -61,6 +61,10 @@ enum Command {
     /// service keeps its env, and an "env-rejected" event names the file and
     /// line (`berthctl events`).
     Env(cmd::env::Args),
+    /// Live host and per-service metrics, refreshed in place.
+    Top(cmd::top::Args),
+    /// One snapshot of host and per-service metrics.
+    Metrics(cmd::metrics::Args),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +82,8 @@ fn main() -> ExitCode {
         Command::Logs(args) => block_on(cmd::logs::run(&cli.global, args)),
         Command::Events(args) => block_on(cmd::events::run(&cli.global, args)),
         Command::Env(args) => block_on(cmd::env::run(&cli.global, args)),
+        Command::Top(args) => block_on(cmd::top::run(&cli.global, args)),
+        Command::Metrics(args) => block_on(cmd::metrics::run(&cli.global, args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use berth_tests::{Agent, Pki, agent_config, berthctl, bin, fails, ok};
+use berth_tests::{Agent, Pki, agent_config, berthctl, bin, fails, ok, wait_until};
 use berthctl::certs::{self, Role, Validity};
 
 #[test]
@@ -73,11 +73,9 @@ fn client_certificate_from_another_ca_is_refused() {
     let err = fails(&out);
     assert!(err.contains("the agent refused your client certificate"), "{err}");
     assert!(err.contains("not signed by the CA the agent trusts"), "{err}");
-    assert!(
-        agent.logs().contains("not signed by this agent's CA"),
-        "agent log should say why:\n{}",
-        agent.logs()
-    );
+    wait_until(Duration::from_secs(10), "the agent to log why it refused", || {
+        agent.logs().contains("not signed by this agent's CA")
+    });
 }
 
 #[test]
@@ -93,10 +91,10 @@ fn expired_client_certificate_is_refused() {
     let err = fails(&berthctl(&pki, &agent.addr, &["--cert", "old", "info"]));
     assert!(err.contains("the agent refused your client certificate"), "{err}");
     assert!(err.contains("expired"), "{err}");
-    assert!(
-        agent.logs().contains("client certificate has expired"),
-        "{}",
-        agent.logs()
+    wait_until(
+        Duration::from_secs(10),
+        "the agent to log the expired certificate",
+        || agent.logs().contains("client certificate has expired"),
     );
 }
 
@@ -107,7 +105,9 @@ fn plaintext_client_is_refused() {
     let err = fails(&berthctl(&pki, &format!("http://{}", agent.addr), &["info"]));
     assert!(err.contains("refused a plaintext connection"), "{err}");
     assert!(err.contains("mutual TLS only"), "{err}");
-    assert!(agent.logs().contains("did not speak TLS"), "{}", agent.logs());
+    wait_until(Duration::from_secs(10), "the agent to log the plaintext client", || {
+        agent.logs().contains("did not speak TLS")
+    });
 }
 
 #[test]

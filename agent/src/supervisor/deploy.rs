@@ -468,7 +468,14 @@ impl Supervisor {
             },
         );
         match health::gate(&self.engine, &new_id, &spec, deadline).await {
-            Ok(output) => self.mark_healthy(&new_id, &spec, output),
+            Ok(output) => {
+                self.mark_healthy(&new_id, &spec, output);
+                // Metrics and the health monitor follow the new container at
+                // once, not only after the next reconcile pass.
+                if let Ok(Some(info)) = self.engine.inspect(&new_id).await {
+                    self.runtime().primaries.insert(name.clone(), info);
+                }
+            }
             Err(g) => {
                 let (reason, output) = (g.reason, Some(g.health_output));
                 return Ok(self

@@ -20,6 +20,9 @@
 
 pub mod deploy;
 pub mod env;
+mod observe;
+
+pub use observe::{MetricsTarget, OomSource};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -88,6 +91,8 @@ struct ServiceRuntime {
     oom_kills: u32,
     /// The last exit code seen.
     last_exit: Option<i64>,
+    /// Why the memory-pressure policy keeps it stopped (see `observe`).
+    held: Option<String>,
 }
 
 /// The health monitor's view of one container.
@@ -113,6 +118,9 @@ struct Runtime {
     env_seen: HashMap<String, u64>,
     /// Services with an env file check waiting for their lock.
     env_checks: HashSet<String>,
+    /// The last OOM kill counted per container and who reported it, so one
+    /// kill seen by both Docker and the kernel log counts once (`observe`).
+    oom_recent: HashMap<String, (Instant, observe::OomSource)>,
 }
 
 /// Host capacity, for refusing specs that cannot fit.
@@ -377,6 +385,8 @@ impl Supervisor {
             };
             let detail = health_state.map(|h| h.last_output.clone()).unwrap_or_default();
             (s.to_owned(), detail)
+        } else if let Some(why) = &srt.held {
+            ("stopped".to_owned(), why.clone())
         } else if containers.iter().any(|c| c.revision == Some(record.active)) {
             let exit = srt.last_exit.map(|c| format!(" after exit {c}")).unwrap_or_default();
             let wait = srt
@@ -881,19 +891,7 @@ impl Supervisor {
         };
         let revision = ev.revision.unwrap_or(0);
         match ev.action.as_str() {
-            "oom" => {
-                self.runtime().services.entry(service.clone()).or_default().oom_kills += 1;
-                self.bus.publish(
-                    "oom-killed",
-                    &service,
-                    revision,
-                    Severity::Error,
-                    format!(
-                        "Container {} was OOM-killed (raise resources.memory?).",
-                        short(&ev.container_id)
-                    ),
-                );
-            }
+            "oom" => self.record_oom(&service, revision, &ev.container_id, observe::OomSource::Docker),
             "die" => {
                 let busy = {
                     let mut rt = self.runtime();

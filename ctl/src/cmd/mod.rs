@@ -9,11 +9,13 @@ pub mod events;
 pub mod history;
 pub mod info;
 pub mod logs;
+pub mod metrics;
 pub mod progress;
 pub mod ps;
 pub mod restart;
 pub mod rm;
 pub mod rollback;
+pub mod top;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,512 @@
+//! Metrics: one collector task samples the host and every service's running
+//! container at `[metrics] interval` and publishes a [`Snapshot`].
+//!
+//! Inputs: `sysinfo` for the host ([`host`]), the cgroup filesystem for
+//! containers ([`cgroup`]; v1 or v2, found at start), and the supervisor's
+//! read-only view of services ([`crate::supervisor::MetricsTarget`]:
+//! which container is whose, restarts, OOM kills, health). Containers whose
+//! cgroup files cannot be read fall back to Docker's one-shot stats
+//! ([`dockerstats`]). No blocking Docker stats call is made otherwise.
+//!
+//! Output: the newest snapshot in a `tokio::sync::watch` channel. Readers
+//! (the `WatchMetrics` streams, the Prometheus endpoint in [`prometheus`],
+//! the StatsD pusher in [`statsd`], the memory-pressure policy in
+//! [`crate::limits`]) each look at the newest snapshot when they are ready;
+//! publishing never waits for any of them, so a slow reader only misses
+//! snapshots, and knows how many from the sequence numbers.
+//!
+//! Shutdown: the collector stops on cancel and drops the sender, which
+//! ends every reader.
+
+pub mod cgroup;
+pub mod dockerstats;
+pub mod host;
+pub mod prometheus;
+pub mod statsd;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::config::{Config, MetricsConfig};
+use crate::grpc::services::SupervisorSlot;
+use crate::supervisor::MetricsTarget;
+
+/// Docker stats calls in flight at once during a fallback pass: enough to
+/// hide a round trip, few enough not to load dockerd.
+const STATS_CONCURRENCY: usize = 4;
+
+/// The host at one instant.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostSample {
+    /// Busy share of all CPUs since the previous pass, 0-100.
+    pub cpu_percent: f64,
+    /// Logical CPUs.
+    pub cpus: u32,
+    /// Physical memory.
+    pub memory_total_bytes: u64,
+    /// Memory available to new work without swapping (`MemAvailable`).
+    pub memory_available_bytes: u64,
+    /// 1, 5 and 15 minute load averages.
+    pub load: [f64; 3],
+    /// Space per mounted file system.
+    pub disks: Vec<DiskSample>,
+    /// Traffic per interface.
+    pub networks: Vec<NetSample>,
+}
+
+/// Space on one mounted file system.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DiskSample {
+    /// Mount point.
+    pub mount: String,
+    /// Size.
+    pub total_bytes: u64,
+    /// Free space usable by unprivileged users.
+    pub available_bytes: u64,
+}
+
+/// Traffic counters of one interface.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NetSample {
+    /// Interface name.
+    pub interface: String,
+    /// Bytes received since boot.
+    pub rx_bytes: u64,
+    /// Bytes sent since boot.
+    pub tx_bytes: u64,
+}
+
+/// One service and its running container at one instant.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerSample {
+    /// Service name.
+    pub service: String,
+    /// Full container id; empty when the service has no running container.
+    pub container_id: String,
+    /// Active revision.
+    pub revision: u64,
+    /// Spec priority (memory-pressure order).
+    pub priority: i32,
+    /// CPU use since the previous pass, in percent of one CPU.
+    pub cpu_percent: f64,
+    /// CPU time used by the container, in seconds (a counter).
+    pub cpu_seconds: f64,
+    /// CPU limit in CPUs; 0 = none.
+    pub cpu_limit: f64,
+    /// CFS periods in which it was throttled (a counter).
+    pub cpu_throttled_periods: u64,
+    /// Time spent throttled, in nanoseconds (a counter).
+    pub cpu_throttled_ns: u64,
+    /// Memory in use, without inactive file cache.
+    pub memory_bytes: u64,
+    /// Memory limit; 0 = none.
+    pub memory_limit_bytes: u64,
+    /// OOM kills of the service since the agent started (Docker's events).
+    pub oom_kills: u64,
+    /// OOM kills inside the current container's cgroup (kills of a process
+    /// other than PID 1 leave the container running and show here).
+    pub cgroup_oom_kills: u64,
+    /// Bytes received (a counter, loopback excluded).
+    pub net_rx_bytes: u64,
+    /// Bytes sent (a counter, loopback excluded).
+    pub net_tx_bytes: u64,
+    /// Bytes read from block devices (a counter).
+    pub blkio_read_bytes: u64,
+    /// Bytes written to block devices (a counter).
+    pub blkio_write_bytes: u64,
+    /// Restarts by the agent since it started.
+    pub restarts: u32,
+    /// "healthy", "unhealthy", "starting" or "" (no check or not running).
+    pub health: String,
+    /// Why the memory-pressure policy holds it stopped, if it does.
+    pub held: Option<String>,
+    /// Where the counters came from: "cgroup-v1", "cgroup-v2",
+    /// "docker-stats", or "" when not running.
+    pub source: &'static str,
+}
+
+/// Everything one collection pass saw.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// 1 for the first pass, then +1 per pass; 0 = nothing collected yet.
+    pub seq: u64,
+    /// When the pass ran, ms since the epoch.
+    pub timestamp_ms: u64,
+    /// The host.
+    pub host: HostSample,
+    /// One entry per desired service, by name.
+    pub containers: Vec<ContainerSample>,
+    /// "cgroup-v1", "cgroup-v2" or "docker-stats"; "+docker-stats" is
+    /// appended when some containers needed the fallback.
+    pub source: String,
+    /// Time the host part of the pass took.
+    pub host_elapsed: Duration,
+    /// Time the container part of the pass took.
+    pub containers_elapsed: Duration,
+    /// Containers read in this pass.
+    pub containers_read: u32,
+}
+
+/// A handle readers subscribe with.
+#[derive(Clone)]
+pub struct MetricsHub {
+    rx: watch::Receiver<Arc<Snapshot>>,
+}
+
+impl MetricsHub {
+    /// A receiver of the newest snapshot (seq 0 until the first pass).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.rx.clone()
+    }
+
+    /// The newest snapshot.
+    pub fn latest(&self) -> Arc<Snapshot> {
+        self.rx.borrow().clone()
+    }
+}
+
+/// Where container counters come from on this host, decided at start.
+pub fn container_source(config: &MetricsConfig) -> Option<cgroup::Version> {
+    cgroup::detect(&config.cgroup_root)
+}
+
+/// The metrics part of `GetInfo`'s capabilities.
+pub fn capabilities(config: &Config) -> Vec<String> {
+    let mut caps = vec!["metrics".to_owned()];
+    match container_source(&config.metrics) {
+        Some(v) => caps.push(format!("metrics.{}", v.as_str())),
+        None => caps.push("metrics.docker-stats-fallback".to_owned()),
+    }
+    if !config.metrics.prometheus_listen.is_empty() {
+        caps.push("metrics.prometheus".to_owned());
+    }
+    if !config.metrics.statsd.is_empty() {
+        caps.push("metrics.statsd".to_owned());
+    }
+    if !config.limits.memory_pressure_threshold.is_empty() {
+        caps.push("limits.memory-pressure".to_owned());
+    }
+    caps
+}
+
+/// What reading one container's files gave.
+enum FileRead {
+    /// Counters from the cgroup files.
+    Cgroup(cgroup::Raw),
+    /// No readable cgroup: ask Docker.
+    NeedsFallback,
+    /// The service has no running container.
+    NotRunning,
+}
+
+/// The blocking half of the collector: `sysinfo` handles and the cgroup
+/// directories found so far. Moved onto a blocking thread for each pass.
+struct FileState {
+    version: Option<cgroup::Version>,
+    cgroup_root: PathBuf,
+    proc_root: PathBuf,
+    host: host::HostCollector,
+    dirs: HashMap<String, cgroup::Dirs>,
+}
+
+impl FileState {
+    fn new(config: &MetricsConfig) -> Self {
+        FileState {
+            version: container_source(config),
+            cgroup_root: config.cgroup_root.clone(),
+            proc_root: config.proc_root.clone(),
+            host: host::HostCollector::new(&config.proc_root),
+            dirs: HashMap::new(),
+        }
+    }
+
+    fn read(&mut self, targets: &[MetricsTarget]) -> (HostSample, Duration, Vec<FileRead>, Duration) {
+        let t = Instant::now();
+        let host = self.host.sample();
+        let host_elapsed = t.elapsed();
+        let t = Instant::now();
+        // Forget directories of containers no longer anybody's primary.
+        self.dirs
+            .retain(|id, _| targets.iter().any(|t| t.container_id.as_deref() == Some(id)));
+        let reads = targets
+            .iter()
+            .map(|target| {
+                let Some(id) = target.container_id.as_deref() else {
+                    return FileRead::NotRunning;
+                };
+                let Some(version) = self.version else {
+                    return FileRead::NeedsFallback;
+                };
+                let dirs = match self.dirs.get(id) {
+                    Some(d) => d.clone(),
+                    None => match cgroup::locate(&self.cgroup_root, version, id) {
+                        Some(d) => {
+                            self.dirs.insert(id.to_owned(), d.clone());
+                            d
+                        }
+                        None => return FileRead::NeedsFallback,
+                    },
+                };
+                match cgroup::read_container(&dirs, &self.proc_root) {
+                    Ok(raw) => FileRead::Cgroup(raw),
+                    Err(e) => {
+                        // Gone since the supervisor last looked, most likely;
+                        // find it afresh next time.
+                        debug!(container = id, error = %e, "Cannot read container cgroup.");
+                        self.dirs.remove(id);
+                        FileRead::NeedsFallback
+                    }
+                }
+            })
+            .collect();
+        (host, host_elapsed, reads, t.elapsed())
+    }
+}
+
+/// The previous CPU reading of a container, for rates.
+#[derive(Debug, Clone, Copy)]
+struct CpuMark {
+    usage_ns: u64,
+    at: Instant,
+}
+
+/// CPU use between two readings, in percent of one CPU; 0 without a usable
+/// earlier reading (first sight, or a counter that went back because the
+/// container restarted).
+pub fn cpu_percent(prev_usage_ns: Option<u64>, prev_at: Option<Instant>, usage_ns: u64, now: Instant) -> f64 {
+    match (prev_usage_ns, prev_at) {
+        (Some(before), Some(at)) if usage_ns >= before => {
+            let wall = now.saturating_duration_since(at).as_nanos() as f64;
+            if wall <= 0.0 {
+                0.0
+            } else {
+                (usage_ns - before) as f64 / wall * 100.0
+            }
+        }
+        _ => 0.0,
+    }
+}
+
+/// Starts the collector on `tracker`; returns the hub readers subscribe to.
+pub fn spawn(
+    config: &Config,
+    slot: SupervisorSlot,
+    tracker: &tokio_util::task::TaskTracker,
+    cancel: CancellationToken,
+) -> MetricsHub {
+    use tracing::Instrument as _;
+    let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    let interval = config.metrics.interval.as_std();
+    let metrics_config = config.metrics.clone();
+    tracker.spawn(collect_loop(metrics_config, interval, slot, tx, cancel).instrument(tracing::info_span!("metrics")));
+    MetricsHub { rx }
+}
+
+async fn collect_loop(
+    config: MetricsConfig,
+    interval: Duration,
+    slot: SupervisorSlot,
+    tx: watch::Sender<Arc<Snapshot>>,
+    cancel: CancellationToken,
+) {
+    let mut files = Some(FileState::new(&config));
+    let mut marks: HashMap<String, CpuMark> = HashMap::new();
+    let mut seq = 0u64;
+    let mut tick = tokio::time::interval(interval);
+    // A pass that overran is not followed by a burst of catch-up passes.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let sup = slot.get().ok();
+        let targets = sup.as_ref().map(|s| s.metrics_targets()).unwrap_or_default();
+        let state = files.take().unwrap_or_else(|| FileState::new(&config));
+        let version = state.version;
+        let shared_targets = targets.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut state = state;
+            let out = state.read(&shared_targets);
+            (state, out)
+        })
+        .await;
+        let (state, (host, host_elapsed, reads, mut containers_elapsed)) = match joined {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(error = %e, "A metrics pass failed; starting over with fresh state.");
+                continue;
+            }
+        };
+        files = Some(state);
+
+        // Containers without readable cgroup files: Docker's one-shot stats.
+        let fallback_ids: Vec<String> = targets
+            .iter()
+            .zip(&reads)
+            .filter(|(_, r)| matches!(r, FileRead::NeedsFallback))
+            .filter_map(|(t, _)| t.container_id.clone())
+            .collect();
+        let mut fallback: HashMap<String, cgroup::Raw> = HashMap::new();
+        if let (false, Some(sup)) = (fallback_ids.is_empty(), sup.as_ref()) {
+            let t = Instant::now();
+            let docker = sup.engine().docker().clone();
+            let results: Vec<(String, Result<cgroup::Raw, String>)> = futures::stream::iter(fallback_ids)
+                .map(|id| {
+                    let docker = docker.clone();
+                    async move {
+                        let r = dockerstats::read(&docker, &id).await;
+                        (id, r)
+                    }
+                })
+                .buffer_unordered(STATS_CONCURRENCY)
+                .collect()
+                .await;
+            for (id, r) in results {
+                match r {
+                    Ok(raw) => {
+                        fallback.insert(id, raw);
+                    }
+                    Err(e) => debug!(container = %id, error = %e, "No stats for this container this pass."),
+                }
+            }
+            containers_elapsed += t.elapsed();
+        }
+
+        let now = Instant::now();
+        let mut used_fallback = false;
+        let mut containers_read = 0u32;
+        let mut containers = Vec::with_capacity(targets.len());
+        for (target, read) in targets.iter().zip(reads) {
+            let id = target.container_id.clone().unwrap_or_default();
+            let (raw, source) = match read {
+                FileRead::Cgroup(raw) => (Some(raw), version.map_or("", cgroup::Version::as_str)),
+                FileRead::NeedsFallback => match fallback.remove(&id) {
+                    Some(raw) => {
+                        used_fallback = true;
+                        (Some(raw), "docker-stats")
+                    }
+                    None => (None, ""),
+                },
+                FileRead::NotRunning => (None, ""),
+            };
+            let mut sample = ContainerSample {
+                service: target.service.clone(),
+                container_id: id.clone(),
+                revision: target.revision,
+                priority: target.priority,
+                oom_kills: u64::from(target.oom_kills),
+                restarts: target.restarts,
+                health: target.health.clone(),
+                held: target.held.clone(),
+                source,
+                ..Default::default()
+            };
+            if let Some(raw) = raw {
+                containers_read += 1;
+                let prev = marks.get(&id);
+                sample.cpu_percent = cpu_percent(prev.map(|m| m.usage_ns), prev.map(|m| m.at), raw.cpu_usage_ns, now);
+                marks.insert(
+                    id.clone(),
+                    CpuMark {
+                        usage_ns: raw.cpu_usage_ns,
+                        at: now,
+                    },
+                );
+                sample.cpu_seconds = raw.cpu_usage_ns as f64 / 1e9;
+                sample.cpu_limit = raw.cpu_limit.or(target.cpus).unwrap_or(0.0);
+                sample.cpu_throttled_periods = raw.throttled_periods;
+                sample.cpu_throttled_ns = raw.throttled_ns;
+                sample.memory_bytes = raw.memory_bytes;
+                sample.memory_limit_bytes = raw.memory_limit.unwrap_or(0);
+                sample.cgroup_oom_kills = raw.oom_kills;
+                sample.net_rx_bytes = raw.net_rx;
+                sample.net_tx_bytes = raw.net_tx;
+                sample.blkio_read_bytes = raw.blkio_read;
+                sample.blkio_write_bytes = raw.blkio_write;
+            }
+            containers.push(sample);
+        }
+        marks.retain(|id, _| targets.iter().any(|t| t.container_id.as_deref() == Some(id.as_str())));
+
+        let source = match (version, used_fallback) {
+            (Some(v), false) => v.as_str().to_owned(),
+            (Some(v), true) => format!("{}+docker-stats", v.as_str()),
+            (None, _) => "docker-stats".to_owned(),
+        };
+        seq += 1;
+        let snapshot = Snapshot {
+            seq,
+            timestamp_ms: crate::hostinfo::now_ms(),
+            host,
+            containers,
+            source,
+            host_elapsed,
+            containers_elapsed,
+            containers_read,
+        };
+        debug!(
+            seq,
+            containers = containers_read,
+            host_us = host_elapsed.as_micros() as u64,
+            containers_us = containers_elapsed.as_micros() as u64,
+            "Metrics pass done."
+        );
+        // Never waits: readers look at the newest value when they are ready.
+        tx.send_replace(Arc::new(snapshot));
+    }
+    debug!("Metrics collector stopped.");
+}
+
+/// The services a watcher asked for; empty = all.
+pub fn wanted(filter: &[String], service: &str) -> bool {
+    filter.is_empty() || filter.iter().any(|f| f == service)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_percent_is_a_rate_of_one_cpu() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(2);
+        // 1 CPU-second over 2 wall seconds = 50% of one CPU.
+        let p = cpu_percent(Some(1_000_000_000), Some(t0), 2_000_000_000, t1);
+        assert!((p - 50.0).abs() < 1e-9, "{p}");
+        // Two full CPUs = 200%.
+        let p = cpu_percent(Some(0), Some(t0), 4_000_000_000, t1);
+        assert!((p - 200.0).abs() < 1e-9, "{p}");
+        assert_eq!(cpu_percent(None, None, 5, t1), 0.0, "first sight");
+        assert_eq!(cpu_percent(Some(10), Some(t0), 5, t1), 0.0, "counter reset");
+        assert_eq!(cpu_percent(Some(1), Some(t1), 5, t1), 0.0, "no time passed");
+    }
+
+    #[test]
+    fn filter_matches_names() {
+        assert!(wanted(&[], "web"));
+        assert!(wanted(&["web".into()], "web"));
+        assert!(!wanted(&["web".into()], "worker"));
+    }
+
+    #[test]
+    fn capabilities_name_the_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = crate::config::Config::parse("", std::path::Path::new("t.toml")).expect("config");
+        config.metrics.cgroup_root = dir.path().to_owned();
+        config.metrics.prometheus_listen = String::new();
+        let caps = capabilities(&config);
+        assert!(caps.contains(&"metrics.docker-stats-fallback".to_owned()), "{caps:?}");
+        assert!(!caps.iter().any(|c| c == "metrics.prometheus"), "{caps:?}");
+        std::fs::write(dir.path().join("cgroup.controllers"), "cpu memory\n").expect("write");
+        let caps = capabilities(&config);
+        assert!(caps.contains(&"metrics.cgroup-v2".to_owned()), "{caps:?}");
+    }
+}

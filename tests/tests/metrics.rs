@@ -1,0 +1,665 @@
+//! Metrics and limits against the real Docker Engine and real collectors:
+//! CPU use near a CPU limit, an OOM kill becoming an event and a counter,
+//! the memory-pressure policy stopping the lowest-priority service, a slow
+//! WatchMetrics client not slowing another, Debian's `prometheus` scraping
+//! the endpoint, a StatsD push reaching Debian's `collectd` (statsd plugin,
+//! read back through its write_prometheus /metrics), the DogStatsD dialect,
+//! and the Docker-stats fallback when cgroup files are unreadable.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use berth_proto::v1::WatchMetricsRequest;
+use berth_proto::v1::metrics_client::MetricsClient;
+use berth_tests::{Agent, Pki, agent_config, berthctl, containers, fails, http_get, image, inspect, ok, wait_until};
+use berthctl::client::{self, TlsFiles};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(90);
+
+/// A spec for test image `tag`, health-checked on /health. `extra` goes
+/// before the tables.
+fn spec(name: &str, tag: &str, extra: &str) -> String {
+    format!(
+        r#"name = "{name}"
+image = "{image}"
+ports = ["8000"]
+stop_timeout = "2s"
+{extra}
+[health]
+http = "/health"
+interval = "500ms"
+timeout = "500ms"
+retries = 3
+[deploy]
+health_deadline = "30s"
+"#,
+        image = image(tag)
+    )
+}
+
+/// Starts an agent and waits until it supervises (has reached Docker), so
+/// the first `apply` is not refused with UNAVAILABLE.
+fn start(pki: &Pki, config: &str) -> Agent {
+    let agent = Agent::start(pki, config);
+    wait_until(T, "the agent to supervise services", || {
+        berthctl(pki, &agent.addr, &["ps"]).status.success()
+    });
+    agent
+}
+
+fn apply(pki: &Pki, agent: &Agent, name: &str, text: &str) -> std::process::Output {
+    let path = pki.path(&format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write spec");
+    berthctl(pki, &agent.addr, &["apply", "-f", path.to_str().expect("utf8 path")])
+}
+
+fn json(out: &std::process::Output) -> Value {
+    let text = ok(out);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn service<'a>(v: &'a Value, name: &str) -> &'a Value {
+    find(v, name).unwrap_or_else(|| panic!("{name} not in {v}"))
+}
+
+/// A service in `ps` or `metrics` JSON, if it is there yet.
+fn find<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    v["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["service"] == name || s["name"] == name))
+}
+
+/// A port nobody listens on right now (TCP and UDP on 127.0.0.1).
+fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = tcp.local_addr().expect("addr").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A process this test started; killed and reaped on drop.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn start(program: &str, args: &[String], log: PathBuf) -> Proc {
+        assert!(
+            Path::new(program).exists(),
+            "{program} is missing: scripts/test-env.sh installs it (Debian package; see the script's PACKAGES)"
+        );
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        Proc { child, log }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `berthctl events -o json` running in the background, its output in a file.
+fn follow_events(pki: &Pki, agent: &Agent) -> Proc {
+    let log = pki.path("events.jsonl");
+    let out = std::fs::File::create(&log).expect("events file");
+    let child = Command::new(berth_tests::bin("berthctl"))
+        .args(["--host", &agent.addr, "--tls-dir"])
+        .arg(pki.tls_dir())
+        .args(["events", "-o", "json"])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn berthctl events");
+    Proc { child, log }
+}
+
+fn events(p: &Proc) -> Vec<Value> {
+    p.logs().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[test]
+fn cpu_burner_shows_usage_near_its_cpu_limit() {
+    let pki = Pki::new();
+    let agent = start(&pki, &agent_config(&pki, "interval = \"1s\"\n"));
+    ok(&apply(
+        &pki,
+        &agent,
+        "burn",
+        &spec("burn", "cpu", "[resources]\ncpus = 0.5\nmemory = \"64m\"\n"),
+    ));
+
+    // Each line is one snapshot; the first pass after the container appears
+    // has no earlier reading, so its CPU is 0 and is left out.
+    // The first snapshot a watcher gets is the latest one, which may predate
+    // the deploy; the service's snapshots start at its first pass.
+    let out = ok(&berthctl(&pki, &agent.addr, &["top", "burn", "-n", "9", "-o", "json"]));
+    let snaps: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .skip_while(|s| find(s, "burn").is_none())
+        .take(7)
+        .collect();
+    assert_eq!(snaps.len(), 7, "{out}");
+    let burn: Vec<&Value> = snaps.iter().map(|s| service(s, "burn")).collect();
+    let cpu: Vec<f64> = burn[2..]
+        .iter()
+        .map(|b| b["cpu_percent"].as_f64().expect("cpu"))
+        .collect();
+    let m = median(cpu.clone());
+    assert!(
+        (35.0..=60.0).contains(&m),
+        "a one-core burner limited to 0.5 CPUs should use ~50% of a CPU; median {m:.1}% of {cpu:?}"
+    );
+    let last = burn[6];
+    assert_eq!(last["cpu_limit"].as_f64(), Some(0.5), "{last}");
+    assert!(
+        last["cpu_throttled_periods"].as_u64().unwrap_or(0) > 0,
+        "the limit throttles it: {last}"
+    );
+    assert_eq!(last["memory_limit_bytes"].as_u64(), Some(64 * 1024 * 1024), "{last}");
+    assert!(last["memory_bytes"].as_u64().unwrap_or(0) > 0, "{last}");
+    assert!(
+        last["net_rx_bytes"].as_u64().unwrap_or(0) > 0,
+        "health probes reach it over its network: {last}"
+    );
+    assert_eq!(last["health"], "healthy", "{last}");
+    let source = snaps[6]["source"].as_str().unwrap_or("");
+    assert!(
+        source.starts_with("cgroup-v"),
+        "read from cgroup files, not Docker: {source}"
+    );
+
+    let info = json(&berthctl(&pki, &agent.addr, &["info", "-o", "json"]));
+    let caps: Vec<&str> = info["capabilities"]
+        .as_array()
+        .expect("capabilities")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(caps.contains(&format!("metrics.{source}").as_str()), "{caps:?}");
+    assert!(!caps.contains(&"metrics.docker-stats-fallback"), "{caps:?}");
+
+    // The human table has the host line and the service row.
+    let table = ok(&berthctl(&pki, &agent.addr, &["metrics"]));
+    assert!(table.starts_with("host "), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("burn ")), "{table}");
+}
+
+#[test]
+fn oom_kill_becomes_an_event_and_a_counter() {
+    let pki = Pki::new();
+    let prom = free_port();
+    let agent = start(
+        &pki,
+        &agent_config(
+            &pki,
+            &format!("interval = \"1s\"\nprometheus_listen = \"127.0.0.1:{prom}\"\n"),
+        )
+        .replace("[metrics]\nprometheus_listen = \"\"\n", "[metrics]\n"),
+    );
+    let watcher = follow_events(&pki, &agent);
+    // No health check (a busy shell doubling strings answers probes late
+    // and would be replaced as unhealthy before it reaches the limit), and
+    // growth slow enough that the 2s no-check deploy gate passes first.
+    std::fs::create_dir_all(pki.path("env")).expect("env dir");
+    std::fs::write(pki.path("env/hog.env"), "MEM_STEP_DELAY=1\n").expect("env file");
+    set_mode_0600(&pki.path("env/hog.env"));
+    let hog = format!(
+        "name = \"hog\"\nimage = \"{}\"\nstop_timeout = \"2s\"\n[resources]\nmemory = \"64m\"\n",
+        image("mem")
+    );
+    ok(&apply(&pki, &agent, "hog", &hog));
+
+    wait_until(T, "an oom-killed event for hog", || {
+        events(&watcher)
+            .iter()
+            .any(|e| e["kind"] == "oom-killed" && e["service"] == "hog")
+    });
+    let oom_event = events(&watcher)
+        .into_iter()
+        .find(|e| e["kind"] == "oom-killed")
+        .expect("event");
+    assert_eq!(oom_event["severity"], "error", "{oom_event}");
+    assert!(
+        oom_event["message"].as_str().unwrap_or("").contains("OOM-killed"),
+        "{oom_event}"
+    );
+    let ps = json(&berthctl(&pki, &agent.addr, &["ps", "-o", "json"]));
+    assert!(
+        service(&ps, "hog")["oom_kills"].as_u64().unwrap_or(0) >= 1,
+        "ps counts it: {ps}"
+    );
+    wait_until(T, "the OOM counter in berthctl metrics", || {
+        let m = json(&berthctl(&pki, &agent.addr, &["metrics", "-o", "json"]));
+        find(&m, "hog").is_some_and(|h| h["oom_kills"].as_u64().unwrap_or(0) >= 1)
+    });
+    wait_until(T, "the OOM counter on the Prometheus endpoint", || {
+        http_get(prom, "/metrics").is_some_and(|body| {
+            body.lines().any(|l| {
+                l.strip_prefix("berth_service_oom_kills_total{service=\"hog\"} ")
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v >= 1.0)
+            })
+        })
+    });
+}
+
+fn set_mode_0600(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+#[test]
+fn memory_pressure_policy_stops_the_lowest_priority_service() {
+    let pki = Pki::new();
+    // 100% of memory is always more than is available: permanent pressure.
+    let agent = start(
+        &pki,
+        &agent_config(
+            &pki,
+            "interval = \"1s\"\n[limits]\nmemory_pressure_threshold = \"100%\"\npressure_action = \"stop\"\n\
+             pressure_sustained = \"2s\"\npressure_cooldown = \"10m\"\n",
+        ),
+    );
+    let watcher = follow_events(&pki, &agent);
+    ok(&apply(&pki, &agent, "low", &spec("low", "v1", "priority = -5")));
+    ok(&apply(&pki, &agent, "high", &spec("high", "v1", "priority = 10")));
+
+    wait_until(T, "the policy to stop low", || {
+        events(&watcher).iter().any(|e| {
+            e["kind"] == "memory-pressure"
+                && e["service"] == "low"
+                && e["message"].as_str().unwrap_or("").starts_with("Stopped low")
+        })
+    });
+    // Entering pressure is an event too; it came before `berthctl events`
+    // connected, so look for it in the agent's log, where every event goes.
+    let log = agent.logs();
+    assert!(
+        log.contains("memory-pressure") && log.contains("is under the threshold"),
+        "{log}"
+    );
+    // The cooldown (10m) keeps the policy from touching the next service.
+    std::thread::sleep(Duration::from_secs(3));
+    let low = containers(&pki.instance, Some("low"));
+    assert_eq!(low.len(), 1, "{low:?}");
+    assert_eq!(inspect(&low[0], "{{.State.Running}}"), "false", "low stays stopped");
+    let high = containers(&pki.instance, Some("high"));
+    assert_eq!(high.len(), 1);
+    assert_eq!(inspect(&high[0], "{{.State.Running}}"), "true", "high keeps running");
+    assert!(
+        !events(&watcher)
+            .iter()
+            .any(|e| e["kind"] == "memory-pressure" && e["service"] == "high"),
+        "high was never acted on"
+    );
+
+    let ps = json(&berthctl(&pki, &agent.addr, &["ps", "-o", "json"]));
+    let low = service(&ps, "low");
+    assert_eq!(low["state"], "stopped", "{low}");
+    assert!(
+        low["detail"].as_str().unwrap_or("").contains("memory-pressure"),
+        "{low}"
+    );
+    assert_eq!(service(&ps, "high")["state"], "running");
+    let m = json(&berthctl(&pki, &agent.addr, &["metrics", "-o", "json"]));
+    assert_eq!(service(&m, "low")["health"], "held", "{m}");
+}
+
+#[test]
+fn a_watcher_that_never_reads_does_not_slow_another() {
+    let pki = Pki::new();
+    let agent = start(&pki, &agent_config(&pki, "interval = \"1s\"\n"));
+    let target: client::Target = agent.addr.parse().expect("target");
+    let files = TlsFiles::resolve(&pki.tls_dir(), None).expect("tls files");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        // The stalled client: a 64-byte HTTP/2 window fills with part of the
+        // first snapshot, after which the agent cannot send it anything more.
+        let stalled_channel = client::connect_with(&target, &files, |e| {
+            e.initial_stream_window_size(Some(64))
+        })
+        .await
+        .expect("connect stalled client");
+        let mut stalled = MetricsClient::new(stalled_channel)
+            .watch_metrics(WatchMetricsRequest::default())
+            .await
+            .expect("stalled watch")
+            .into_inner();
+
+        let reader_channel = client::connect(&target, &files).await.expect("connect reader");
+        let mut reader = MetricsClient::new(reader_channel)
+            .watch_metrics(WatchMetricsRequest::default())
+            .await
+            .expect("reader watch")
+            .into_inner();
+        let mut stamps = Vec::new();
+        for _ in 0..8 {
+            let s = tokio::time::timeout(Duration::from_secs(30), reader.message())
+                .await
+                .expect("the reader keeps getting snapshots while the other watcher is stuck")
+                .expect("stream ok")
+                .expect("a snapshot");
+            assert_eq!(s.dropped, 0, "a reading watcher misses nothing");
+            stamps.push(s.timestamp_ms);
+        }
+        assert!(stamps.windows(2).all(|w| w[1] > w[0]), "{stamps:?}");
+
+        // Now the stalled watcher reads: first what was already in flight
+        // (the message h2 was sending, one tonic had encoded, one in the
+        // watcher's queue, the one the forwarder was waiting to queue), then
+        // the newest snapshot, told how many it missed.
+        let mut dropped = 0;
+        let mut got = Vec::new();
+        for _ in 0..8 {
+            let s = tokio::time::timeout(Duration::from_secs(30), stalled.message())
+                .await
+                .expect("the stalled watcher gets snapshots once it reads")
+                .expect("stream ok")
+                .expect("a snapshot");
+            dropped += s.dropped;
+            got.push((s.timestamp_ms, s.dropped));
+            if dropped > 0 {
+                break;
+            }
+        }
+        assert!(
+            dropped >= 3,
+            "the stalled watcher is told it missed snapshots: {dropped} (timestamp, dropped): {got:?}; reader saw {stamps:?}"
+        );
+    });
+}
+
+#[test]
+fn prometheus_scrapes_the_endpoint() {
+    let pki = Pki::new();
+    let berth_port = free_port();
+    let agent = start(
+        &pki,
+        &agent_config(
+            &pki,
+            &format!("interval = \"1s\"\nprometheus_listen = \"127.0.0.1:{berth_port}\"\n"),
+        )
+        .replace("[metrics]\nprometheus_listen = \"\"\n", "[metrics]\n"),
+    );
+    ok(&apply(&pki, &agent, "scraped", &spec("scraped", "v1", "")));
+
+    let prom_port = free_port();
+    let config = pki.path("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: berth\n    static_configs:\n      - targets: ['127.0.0.1:{berth_port}']\n"
+        ),
+    )
+    .expect("prometheus config");
+    let prometheus = Proc::start(
+        "/usr/bin/prometheus",
+        &[
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", pki.path("prometheus-data").display()),
+            format!("--web.listen-address=127.0.0.1:{prom_port}"),
+        ],
+        pki.path("prometheus.log"),
+    );
+    let query = |q: &str| -> Option<Value> {
+        let body = http_get(prom_port, &format!("/api/v1/query?query={q}"))?;
+        serde_json::from_str::<Value>(&body).ok()
+    };
+    // berth_service_up{service="scraped"}, URL-encoded.
+    wait_until(T, "prometheus to have berth_service_up for the service", || {
+        query("berth_service_up%7Bservice%3D%22scraped%22%7D").is_some_and(|v| {
+            v["data"]["result"]
+                .as_array()
+                .and_then(|r| r.first())
+                .is_some_and(|r| r["value"][1] == "1")
+        })
+    });
+    let mem = query("berth_container_memory_usage_bytes%7Bservice%3D%22scraped%22%7D")
+        .unwrap_or_else(|| panic!("query failed; prometheus log:\n{}", prometheus.logs()));
+    let value: f64 = mem["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(value > 0.0, "{mem}");
+    let up = query("up%7Bjob%3D%22berth%22%7D").expect("up query");
+    assert_eq!(
+        up["data"]["result"][0]["value"][1], "1",
+        "the scrape target is healthy: {up}"
+    );
+    let host = query("berth_host_memory_total_bytes").expect("host query");
+    assert!(!host["data"]["result"].as_array().is_none_or(Vec::is_empty), "{host}");
+}
+
+#[test]
+fn statsd_push_reaches_collectd() {
+    let pki = Pki::new();
+    let statsd_port = free_port();
+    let http_port = free_port();
+    let config = pki.path("collectd.conf");
+    std::fs::write(
+        &config,
+        format!(
+            r#"Interval 1
+BaseDir "{dir}"
+PIDFile "{dir}/collectd.pid"
+PluginDir "/usr/lib/collectd"
+TypesDB "/usr/share/collectd/types.db"
+AutoLoadPlugin false
+LoadPlugin logfile
+<Plugin logfile>
+  LogLevel info
+  File STDERR
+</Plugin>
+LoadPlugin statsd
+<Plugin statsd>
+  Host "127.0.0.1"
+  Port "{statsd_port}"
+  DeleteGauges false
+</Plugin>
+LoadPlugin write_prometheus
+<Plugin write_prometheus>
+  Port "{http_port}"
+</Plugin>
+"#,
+            dir = pki.dir.path().display()
+        ),
+    )
+    .expect("collectd config");
+    let collectd = Proc::start(
+        "/usr/sbin/collectd",
+        &["-f".into(), "-C".into(), config.display().to_string()],
+        pki.path("collectd.log"),
+    );
+    wait_until(T, "collectd to listen", || {
+        collectd.logs().contains("statsd plugin: Listening") && http_get(http_port, "/metrics").is_some()
+    });
+
+    let agent = start(
+        &pki,
+        &agent_config(
+            &pki,
+            &format!("interval = \"1s\"\nstatsd = \"127.0.0.1:{statsd_port}\"\n"),
+        ),
+    );
+    ok(&apply(&pki, &agent, "pushed", &spec("pushed", "v1", "")));
+    let gauge = |name: &str| -> Option<f64> {
+        let body = http_get(http_port, "/metrics")?;
+        let prefix = format!("collectd_statsd_gauge{{statsd=\"{name}\"");
+        body.lines()
+            .find(|l| l.starts_with(&prefix))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    wait_until(T, "collectd to have berth's container gauges", || {
+        gauge("berth.container.pushed.memory_bytes").is_some_and(|v| v > 0.0)
+            && gauge("berth.container.pushed.up") == Some(1.0)
+    });
+    assert!(
+        gauge("berth.host.memory_total_bytes").is_some_and(|v| v > 0.0),
+        "{}",
+        http_get(http_port, "/metrics").unwrap_or_default()
+    );
+    assert!(
+        !collectd.logs().contains("Unable to parse line"),
+        "every line is valid StatsD:\n{}",
+        collectd.logs()
+    );
+}
+
+#[test]
+fn dogstatsd_flavor_tags_the_service() {
+    let pki = Pki::new();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    socket.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let port = socket.local_addr().expect("addr").port();
+    let agent = start(
+        &pki,
+        &agent_config(
+            &pki,
+            &format!("interval = \"1s\"\nstatsd = \"127.0.0.1:{port}\"\nstatsd_flavor = \"dogstatsd\"\n"),
+        ),
+    );
+    ok(&apply(&pki, &agent, "tagged", &spec("tagged", "v1", "")));
+    let mut seen = String::new();
+    wait_until(T, "a DogStatsD line tagged with the service", || {
+        let mut buf = [0u8; 65536];
+        if let Ok(n) = socket.recv(&mut buf) {
+            seen = String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+        seen.lines()
+            .any(|l| l.starts_with("berth.container.memory_bytes:") && l.ends_with("|g|#service:tagged"))
+    });
+    for line in seen.lines() {
+        let (name, rest) = line.split_once(':').expect("name:value");
+        assert!(name.starts_with("berth."), "{line}");
+        assert!(rest.contains("|g") || rest.contains("|c"), "{line}");
+    }
+}
+
+#[test]
+fn docker_stats_fallback_when_cgroup_files_are_unreadable() {
+    let pki = Pki::new();
+    let empty = pki.path("no-cgroups");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let agent = start(
+        &pki,
+        &agent_config(
+            &pki,
+            &format!("interval = \"1s\"\ncgroup_root = \"{}\"\n", empty.display()),
+        ),
+    );
+    let info = json(&berthctl(&pki, &agent.addr, &["info", "-o", "json"]));
+    let caps = info["capabilities"].to_string();
+    assert!(caps.contains("\"metrics.docker-stats-fallback\""), "{caps}");
+    assert!(!caps.contains("metrics.cgroup-v"), "{caps}");
+
+    ok(&apply(
+        &pki,
+        &agent,
+        "fallback",
+        &spec("fallback", "v1", "[resources]\nmemory = \"64m\"\ncpus = 0.5\n"),
+    ));
+    let id = containers(&pki.instance, Some("fallback")).pop().expect("a container");
+    // Some engines cannot read cgroups themselves: Docker 20.10 on this
+    // test machine answers every stats call with an empty sample and
+    // `docker stats` shows "0B / 0B". Then berth must relay "no data" (zeros),
+    // not invent numbers; elsewhere it must relay Docker's figures.
+    let engine_usage = berth_tests::docker(&["stats", "--no-stream", "--format", "{{.MemUsage}}", &id]);
+    let engine_has_stats = !engine_usage.starts_with("0B /");
+    if !engine_has_stats {
+        eprintln!("note: this Docker Engine reports no container stats (docker stats: {engine_usage:?})");
+    }
+    wait_until(T, "fallback metrics from docker stats", || {
+        let m = json(&berthctl(&pki, &agent.addr, &["metrics", "-o", "json"]));
+        let Some(f) = find(&m, "fallback") else { return false };
+        let relayed = if engine_has_stats {
+            f["memory_bytes"].as_u64().unwrap_or(0) > 0 && f["memory_limit_bytes"].as_u64() == Some(64 * 1024 * 1024)
+        } else {
+            f["memory_bytes"].as_u64() == Some(0)
+        };
+        m["source"] == "docker-stats"
+            && f["container_id"] == id.as_str()
+            && f["cpu_limit"].as_f64() == Some(0.5)
+            && relayed
+    });
+}
+
+#[test]
+fn bad_metrics_and_limits_config_is_refused() {
+    let pki = Pki::new();
+    let check = |extra: &str| {
+        let path = pki.path("check.toml");
+        std::fs::write(&path, agent_config(&pki, extra)).expect("write");
+        Command::new(berth_tests::bin("berth-agent"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run check-config")
+    };
+    let err = fails(&check("interval = \"500ms\"\n"));
+    assert!(
+        err.contains("metrics.interval") && err.contains("minimum is 1s"),
+        "{err}"
+    );
+    let err = fails(&check("[limits]\nmemory_pressure_threshold = \"plenty\"\n"));
+    assert!(err.contains("limits.memory_pressure_threshold"), "{err}");
+    let err = fails(&check("[limits]\npressure_action = \"reboot\"\n"));
+    assert!(err.contains("pressure_action"), "{err}");
+
+    // A taken Prometheus port fails the start with the key to change.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let path = pki.path("taken.toml");
+    std::fs::write(
+        &path,
+        agent_config(&pki, &format!("prometheus_listen = \"127.0.0.1:{port}\"\n"))
+            .replace("[metrics]\nprometheus_listen = \"\"\n", "[metrics]\n"),
+    )
+    .expect("write");
+    let mut child = Command::new(berth_tests::bin("berth-agent"))
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn agent");
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let status = child.wait().expect("wait");
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("metrics.prometheus_listen"), "{stderr}");
+}
