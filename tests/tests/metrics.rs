@@ -155,6 +155,12 @@ fn cpu_burner_shows_usage_near_its_cpu_limit() {
         &spec("burn", "cpu", "[resources]\ncpus = 0.5\nmemory = \"64m\"\n"),
     ));
 
+    // The collector learns of the container from the supervisor's next
+    // reconcile pass; start watching once it has.
+    wait_until(T, "the collector to read burn's container", || {
+        let m = json(&berthctl(&pki, &agent.addr, &["metrics", "-o", "json"]));
+        find(&m, "burn").is_some_and(|b| b["container_id"].as_str().is_some_and(|id| !id.is_empty()))
+    });
     // Each line is one snapshot; the first pass after the container appears
     // has no earlier reading, so its CPU is 0 and is left out.
     // The first snapshot a watcher gets is the latest one, which may predate

@@ -275,9 +275,14 @@ fn corrupt_state_is_rebuilt_from_labels() {
 
     let agent = Agent::start_ready(&pki, &config);
     wait_until(T, "the rebuilt service in ps", || {
-        ps(&pki, &agent)["services"]
-            .as_array()
-            .is_some_and(|s| s.iter().any(|s| s["name"] == "phoenix"))
+        // UNAVAILABLE until the supervisor has rebuilt the state: retry.
+        let out = berthctl(&pki, &agent.addr, &["ps", "-o", "json"]);
+        out.status.success()
+            && serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|v| {
+                v["services"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| s["name"] == "phoenix"))
+            })
     });
     let s = ps(&pki, &agent);
     assert_eq!(service(&s, "phoenix")["revision"], 1);
