@@ -340,6 +340,11 @@ berthctl apply -f /root/web.toml || die "berthctl apply (inside the container) f
 web_container() {
 	docker ps -q --filter "label=berth.instance=$INSTANCE" --filter "label=berth.service=web" --filter status=running
 }
+# A command wait_for can retry: "test -n $(web_container)" would be
+# expanded once, before the first try.
+web_running() {
+	[[ -n $(web_container) ]]
+}
 check_web() {
 	local id port body
 	id="$(web_container)"
@@ -354,7 +359,7 @@ check_web() {
 	expect_eq "web answers" "$body" v1
 	berthctl ps | grep -E '^web ' | has running || die "berthctl ps does not show web running: $(berthctl ps)"
 }
-wait_for "web never ran" test -n "$(web_container)"
+wait_for "web never ran" web_running
 check_web
 revision_before="$(berthctl -o json ps | python3 -c 'import json,sys; print(next(s["revision"] for s in json.load(sys.stdin)["services"] if s["name"] == "web"))')"
 
@@ -400,7 +405,7 @@ wait_for "agent not active after reboot (nobody starts it by hand)" \
 invocation_after="$(in_box systemctl show -p InvocationID --value berth-agent)"
 [[ $invocation_after != "$invocation_before" ]] || die "same agent invocation after the reboot"
 log "ok: agent came back on boot (invocation $invocation_after)"
-wait_for "web did not reconverge after the reboot" test -n "$(web_container)"
+wait_for "web did not reconverge after the reboot" web_running
 check_web
 revision_after="$(berthctl -o json ps | python3 -c 'import json,sys; print(next(s["revision"] for s in json.load(sys.stdin)["services"] if s["name"] == "web"))')"
 expect_eq "web revision after reboot" "$revision_after" "$revision_before"
