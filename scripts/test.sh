@@ -22,4 +22,14 @@ export BERTH_TEST_REGISTRY
 cargo build --workspace --bins
 shift_args=()
 if [[ "${1:-}" == "--" ]]; then shift; shift_args=("$@"); fi
-cargo test --workspace --no-fail-fast -- "${shift_args[@]}"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --no-fail-fast -- "${shift_args[@]}" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+# One total for the whole workspace, so the run does not close on the last
+# crate's (empty) doc-test line.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$rc"

@@ -22,29 +22,20 @@ struct Cli {
     command: Command,
 }
 
+// Each subcommand's help is the doc comment on its `Args` (first paragraph
+// for the list, all of it for `berthctl CMD --help`).
 #[derive(Subcommand)]
 enum Command {
-    /// Make the CA, agent and client certificates for mutual TLS.
     Certs(cmd::certs::Args),
-    /// Show an agent's version, host facts, Docker status and capabilities.
     Info(cmd::info::Args),
-    /// Create or update a service from a TOML spec (health-gated).
     Apply(cmd::apply::Args),
-    /// Deploy a new image for a service (health-gated, rolls back on failure).
     Deploy(cmd::deploy::Args),
-    /// Roll a service back to an earlier revision.
     Rollback(cmd::rollback::Args),
-    /// List the host's services and their state.
     Ps(cmd::ps::Args),
-    /// Show a service's revisions.
     History(cmd::history::Args),
-    /// Replace a service's container with a fresh one (health-gated).
     Restart(cmd::restart::Args),
-    /// Stop and remove a service.
     Rm(cmd::rm::Args),
-    /// Print a service's container output.
     Logs(cmd::logs::Args),
-    /// Follow the agent's events.
     Events(cmd::events::Args),
     /// Set, unset, show or import a service's env (values masked unless revealed).
     ///
@@ -61,9 +52,7 @@ enum Command {
     /// service keeps its env, and an "env-rejected" event names the file and
     /// line (`berthctl events`).
     Env(cmd::env::Args),
-    /// Live host and per-service metrics, refreshed in place.
     Top(cmd::top::Args),
-    /// One snapshot of host and per-service metrics.
     Metrics(cmd::metrics::Args),
 }
 
