@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use berth_tests::{Agent, Pki, agent_config, berthctl, containers, docker, fails, image, inspect, ok, wait_until};
+use berth_tests::{Agent, Pki, agent_config, berthctl, containers, docker, fails, image, inspect, ok};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
@@ -37,20 +37,14 @@ health_deadline = "20s"
 }
 
 fn apply(pki: &Pki, agent: &Agent, name: &str, text: &str) -> std::process::Output {
-    let path = pki.path(&format!("{name}.toml"));
-    std::fs::write(&path, text).expect("write spec");
-    berthctl(pki, &agent.addr, &["apply", "-f", path.to_str().expect("utf8 path")])
+    berth_tests::apply_spec(pki, &agent.addr, name, text)
 }
 
 /// Starts an agent and waits until it supervises. The agent announces its
 /// address once its first attempt to reach Docker has settled, but that
 /// attempt may fail and be retried; calls until then get UNAVAILABLE.
 fn start(pki: &Pki, config: &str) -> Agent {
-    let agent = Agent::start(pki, config);
-    wait_until(T, "the agent to supervise services", || {
-        berthctl(pki, &agent.addr, &["ps"]).status.success()
-    });
-    agent
+    Agent::start_ready(pki, config)
 }
 
 /// Like `wait_until`, but a timeout shows the agent's log, so a failure

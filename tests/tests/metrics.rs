@@ -43,17 +43,11 @@ health_deadline = "30s"
 /// Starts an agent and waits until it supervises (has reached Docker), so
 /// the first `apply` is not refused with UNAVAILABLE.
 fn start(pki: &Pki, config: &str) -> Agent {
-    let agent = Agent::start(pki, config);
-    wait_until(T, "the agent to supervise services", || {
-        berthctl(pki, &agent.addr, &["ps"]).status.success()
-    });
-    agent
+    Agent::start_ready(pki, config)
 }
 
 fn apply(pki: &Pki, agent: &Agent, name: &str, text: &str) -> std::process::Output {
-    let path = pki.path(&format!("{name}.toml"));
-    std::fs::write(&path, text).expect("write spec");
-    berthctl(pki, &agent.addr, &["apply", "-f", path.to_str().expect("utf8 path")])
+    berth_tests::apply_spec(pki, &agent.addr, name, text)
 }
 
 fn json(out: &std::process::Output) -> Value {
