@@ -23,6 +23,11 @@ use crate::spec::{HealthCheck, Probe, ServiceSpec};
 /// noticed quickly even when the spec's interval is long.
 const GATE_SPACING: Duration = Duration::from_millis(500);
 
+/// The deploy gate's first retry: a new container is usually a few tens of
+/// milliseconds from listening, so the gate starts by probing often and
+/// backs off to [`GATE_SPACING`].
+const GATE_FIRST_RETRY: Duration = Duration::from_millis(25);
+
 /// Without a health check, how long a new container must stay up to count.
 const NO_CHECK_SETTLE: Duration = Duration::from_secs(2);
 
@@ -137,6 +142,7 @@ pub async fn gate(
     let mut last_output = String::new();
     let mut failures = 0u32;
     let mut next_counted = started;
+    let mut spacing = GATE_FIRST_RETRY;
     loop {
         let info = match engine.inspect(container_id).await {
             Ok(Some(info)) => info,
@@ -203,6 +209,7 @@ pub async fn gate(
                 exit_code: None,
             });
         }
-        tokio::time::sleep(GATE_SPACING.min(check.interval.as_std())).await;
+        tokio::time::sleep(spacing.min(check.interval.as_std())).await;
+        spacing = (spacing * 2).min(GATE_SPACING);
     }
 }
