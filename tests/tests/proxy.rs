@@ -35,10 +35,12 @@ listen = [{listen}]
     )
 }
 
+/// Fields drop in order: the agent stops first, so it cannot recreate a
+/// container after the Pki's drop has removed them.
 struct Setup {
-    pki: Pki,
-    nginx: Nginx,
     agent: Agent,
+    nginx: Nginx,
+    pki: Pki,
     port: u16,
 }
 
