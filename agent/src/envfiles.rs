@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::hash::{Hash as _, Hasher as _};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -265,7 +264,7 @@ pub fn render(vars: &Vars) -> Vec<u8> {
 /// the new one, never half of one. Creates the directory (0700) if needed.
 /// Returns the bytes written, so the caller can recognise its own write.
 pub fn write(path: &Path, vars: &Vars) -> Result<Vec<u8>, EnvError> {
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    use std::os::unix::fs::DirBuilderExt as _;
     let err = |p: &Path| {
         let p = p.to_owned();
         move |source| EnvError::Write { path: p, source }
@@ -285,23 +284,7 @@ pub fn write(path: &Path, vars: &Vars) -> Result<Vec<u8>, EnvError> {
     // Hidden and distinct from every service's file name, so the watcher
     // never mistakes it for an env file.
     let tmp = dir.join(format!(".{name}.berth-tmp"));
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err(&tmp))?;
-        // A temp file left by a crash may have other modes; `mode` above
-        // only applies when the file is created.
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(err(&tmp))?;
-        f.write_all(&bytes).map_err(err(&tmp))?;
-        f.sync_all().map_err(err(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(err(path))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err(dir))?;
+    crate::atomicfile::write(path, &tmp, &bytes, 0o600).map_err(|(p, source)| EnvError::Write { path: p, source })?;
     Ok(bytes)
 }
 

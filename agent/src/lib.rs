@@ -6,6 +6,7 @@
 //! the token is cancelled and the tasks have finished. `main.rs` only parses
 //! arguments, loads the config, installs logging and waits for signals.
 
+pub mod atomicfile;
 pub mod audit;
 pub mod config;
 pub mod docker;

@@ -225,7 +225,6 @@ async fn run(command: &[String]) -> Result<(bool, String), NginxError> {
 }
 
 fn write_atomic(path: &Path, content: &str) -> Result<(), NginxError> {
-    use std::io::Write as _;
     let io = |source| NginxError::Io {
         path: path.to_owned(),
         source,
@@ -236,10 +235,8 @@ fn write_atomic(path: &Path, content: &str) -> Result<(), NginxError> {
     // The temp name does not end in .conf, so nginx's include glob never
     // picks up a half-written file.
     let tmp = path.with_extension("conf.berth-tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(content.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::atomicfile::write(path, &tmp, content.as_bytes(), 0o644)
+        .map_err(|(path, source)| NginxError::Io { path, source })
 }
 
 fn restore(path: &Path, previous: Option<&str>) -> Result<(), NginxError> {

@@ -11,7 +11,6 @@
 //! on the host unsupervised.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -433,31 +432,12 @@ fn create_private_dir(dir: &Path) -> Result<(), StateError> {
 
 /// temp file + fsync + rename + fsync(dir).
 fn write_atomic(path: &Path, state: &StateFile) -> Result<(), StateError> {
-    let err = |p: &Path| {
-        let p = p.to_owned();
-        move |source| StateError::Write { path: p, source }
-    };
     let bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Write {
         path: path.to_owned(),
         source: std::io::Error::other(e),
     })?;
     let tmp = path.with_extension("json.tmp");
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err(&tmp))?;
-        f.write_all(&bytes).map_err(err(&tmp))?;
-        f.sync_all().map_err(err(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(err(path))?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err(dir))?;
-    }
+    crate::atomicfile::write(path, &tmp, &bytes, 0o600).map_err(|(path, source)| StateError::Write { path, source })?;
     Ok(())
 }
 
