@@ -12,7 +12,7 @@
 //! Inputs are the [`DockerConfig`] and the registry credentials; outputs are
 //! plain types ([`ContainerInfo`], [`EngineEvent`], [`LogLine`], ...) so no
 //! other module needs bollard's models. Containers are berth's when they carry
-//! [`LABEL_MANAGED`]`=true`; this module never touches anything else unless
+//! [`labels::MANAGED`]`=true`; this module never touches anything else unless
 //! handed its id. It keeps no state besides the client: every call asks
 //! Docker afresh, and there is nothing to shut down. Streams ([`Engine::logs`],
 //! [`Engine::events`]) end when dropped, or end or fail when dockerd goes away,
@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use berth_core::labels;
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
@@ -41,17 +42,6 @@ use bollard::query_parameters::{
 use futures::{Stream, StreamExt, TryStreamExt};
 
 use crate::config::DockerConfig;
-
-/// Label that marks a container as berth's; its value is `"true"`.
-pub const LABEL_MANAGED: &str = "berth.managed";
-/// Label naming the agent instance that owns a container (config
-/// `docker.instance`), so agents sharing one engine never touch each
-/// other's containers.
-pub const LABEL_INSTANCE: &str = "berth.instance";
-/// Label naming the service a container runs.
-pub const LABEL_SERVICE: &str = "berth.service";
-/// Label holding the service revision (a decimal number) a container runs.
-pub const LABEL_REVISION: &str = "berth.revision";
 
 /// Most bytes of output [`Engine::exec`] keeps; health checks and error
 /// reports need the start of the output, not megabytes of it.
@@ -301,8 +291,8 @@ pub struct CreateRequest {
     /// CPU limit in billionths of a CPU (`0.5` CPU = 500_000_000); `None` =
     /// unlimited.
     pub nano_cpus: Option<i64>,
-    /// All labels, including [`LABEL_MANAGED`], [`LABEL_SERVICE`] and
-    /// [`LABEL_REVISION`]: the caller supplies them.
+    /// All labels, including [`labels::MANAGED`], [`labels::SERVICE`] and
+    /// [`labels::REVISION`]: the caller supplies them.
     pub labels: HashMap<String, String>,
     /// Signal `docker stop` sends first, e.g. "SIGTERM"; empty keeps the
     /// image's (or Docker's SIGTERM).
@@ -350,9 +340,9 @@ pub struct ContainerInfo {
     pub image: String,
     /// All labels.
     pub labels: HashMap<String, String>,
-    /// The [`LABEL_SERVICE`] label.
+    /// The [`labels::SERVICE`] label.
     pub service: Option<String>,
-    /// The [`LABEL_REVISION`] label, when it is a number.
+    /// The [`labels::REVISION`] label, when it is a number.
     pub revision: Option<u64>,
     /// Docker's state: created, running, restarting, exited, paused, dead
     /// (or removing).
@@ -417,9 +407,9 @@ pub struct EngineEvent {
     pub action: String,
     /// Full container id.
     pub container_id: String,
-    /// The container's [`LABEL_SERVICE`] label.
+    /// The container's [`labels::SERVICE`] label.
     pub service: Option<String>,
-    /// The container's [`LABEL_REVISION`] label.
+    /// The container's [`labels::REVISION`] label.
     pub revision: Option<u64>,
     /// The exit code, on "die".
     pub exit_code: Option<i64>,
@@ -473,8 +463,8 @@ impl Engine {
     /// Label filters selecting this instance's containers.
     fn owned_filter(&self) -> Vec<String> {
         vec![
-            format!("{LABEL_MANAGED}=true"),
-            format!("{LABEL_INSTANCE}={}", self.instance),
+            format!("{}=true", labels::MANAGED),
+            format!("{}={}", labels::INSTANCE, self.instance),
         ]
     }
 
@@ -1107,8 +1097,8 @@ fn container_info(r: ContainerInspectResponse) -> ContainerInfo {
         id: r.id.unwrap_or_default(),
         name: r.name.map(|n| n.trim_start_matches('/').to_owned()).unwrap_or_default(),
         image: r.config.and_then(|c| c.image).or(r.image).unwrap_or_default(),
-        service: labels.get(LABEL_SERVICE).cloned(),
-        revision: labels.get(LABEL_REVISION).and_then(|v| v.parse().ok()),
+        service: labels.get(labels::SERVICE).cloned(),
+        revision: labels.get(labels::REVISION).and_then(|v| v.parse().ok()),
         labels,
         state: state.status.map(|s| s.to_string()).unwrap_or_default(),
         running,
@@ -1139,8 +1129,8 @@ fn engine_event(message: EventMessage) -> Option<EngineEvent> {
     Some(EngineEvent {
         action: message.action.unwrap_or_default(),
         container_id,
-        service: attributes.get(LABEL_SERVICE).cloned(),
-        revision: attributes.get(LABEL_REVISION).and_then(|v| v.parse().ok()),
+        service: attributes.get(labels::SERVICE).cloned(),
+        revision: attributes.get(labels::REVISION).and_then(|v| v.parse().ok()),
         exit_code: attributes.get("exitCode").and_then(|v| v.parse().ok()),
         time_ms,
     })
@@ -1640,10 +1630,10 @@ mod tests {
             memory_bytes: None,
             nano_cpus: None,
             labels: HashMap::from([
-                (LABEL_MANAGED.to_owned(), "true".to_owned()),
-                (LABEL_INSTANCE.to_owned(), test_instance()),
-                (LABEL_SERVICE.to_owned(), service.to_owned()),
-                (LABEL_REVISION.to_owned(), "1".to_owned()),
+                (labels::MANAGED.to_owned(), "true".to_owned()),
+                (labels::INSTANCE.to_owned(), test_instance()),
+                (labels::SERVICE.to_owned(), service.to_owned()),
+                (labels::REVISION.to_owned(), "1".to_owned()),
                 ("berth.test".to_owned(), "true".to_owned()),
             ]),
             stop_signal: "SIGTERM".to_owned(),
@@ -1943,7 +1933,7 @@ mod tests {
         }
         let unmanaged_name = cleanup.name();
         let mut unmanaged = request(&unmanaged_name, &image, "dockertest-list");
-        unmanaged.labels.remove(LABEL_MANAGED);
+        unmanaged.labels.remove(labels::MANAGED);
         let unmanaged_id = engine.create(&unmanaged).await.expect("create");
 
         let listed = engine.list_managed().await.expect("list managed");
@@ -1960,7 +1950,7 @@ mod tests {
         assert!(
             listed
                 .iter()
-                .all(|c| c.labels.get(LABEL_MANAGED).map(String::as_str) == Some("true"))
+                .all(|c| c.labels.get(labels::MANAGED).map(String::as_str) == Some("true"))
         );
     }
 }

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::docker::{ContainerInfo, Engine};
-use crate::spec::{HealthCheck, Probe, ServiceSpec};
+use berth_core::spec::{HealthCheck, Probe, ServiceSpec};
 
 /// How often the deploy gate probes at most: a healthy container should be
 /// noticed quickly even when the spec's interval is long.

@@ -21,13 +21,12 @@ pub mod metrics;
 pub mod nginx;
 pub mod notify;
 pub mod oomwatch;
+pub mod preflight;
 pub mod reconcile;
-pub mod spec;
 pub mod state;
 pub mod supervisor;
 pub mod telemetry;
 pub mod tls;
-pub mod units;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -27,7 +27,7 @@ use crate::events::Severity;
 use crate::grpc::services::SupervisorSlot;
 use crate::metrics::{ContainerSample, MetricsHub, Snapshot};
 use crate::supervisor::SupervisorError;
-use crate::units::ByteSize;
+use berth_core::units::ByteSize;
 
 /// The available-memory level under which the host is under pressure.
 #[derive(Debug, Clone, Copy, PartialEq)]

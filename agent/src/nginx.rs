@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::config::NginxConfig;
-use crate::spec::{Proxy, ServiceSpec};
+use berth_core::spec::{Proxy, ServiceSpec};
 
 /// Longest a test or reload command may run.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -268,7 +268,7 @@ mod tests {
     use super::*;
 
     fn spec(extra: &str) -> ServiceSpec {
-        crate::spec::parse(&format!(
+        berth_core::spec::parse(&format!(
             "name = \"api\"\nimage = \"app:v1\"\nports = [\"8000\"]\n[proxy]\nserver_names = [\"api.example.com\"]\nlisten = [8080]\n{extra}"
         ))
         .expect("spec")

@@ -99,7 +99,7 @@ pub async fn run(path: PathBuf, slot: SupervisorSlot, cancel: CancellationToken)
         // Docker's labels say whether it is berth's, and whose.
         match sup.engine().inspect(&id).await {
             Ok(Some(c))
-                if c.labels.get(crate::docker::LABEL_INSTANCE).map(String::as_str) == Some(sup.engine().instance()) =>
+                if c.labels.get(berth_core::labels::INSTANCE).map(String::as_str) == Some(sup.engine().instance()) =>
             {
                 if let Some(service) = c.service.as_deref() {
                     sup.record_oom(service, c.revision.unwrap_or(0), &id, OomSource::Kernel);

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::docker::ContainerInfo;
-use crate::spec::{RestartPolicy, ServiceSpec};
+use berth_core::spec::{RestartPolicy, ServiceSpec};
 
 /// Longest wait between restarts of a crash-looping service.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -275,7 +275,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn spec(text: &str) -> ServiceSpec {
-        crate::spec::parse(&format!("name = \"web\"\nimage = \"app:v1\"\n{text}")).expect("spec")
+        berth_core::spec::parse(&format!("name = \"web\"\nimage = \"app:v1\"\n{text}")).expect("spec")
     }
 
     fn container(id: &str, service: &str, revision: u64, running: bool) -> ContainerInfo {

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::envfiles::Vars;
-use crate::spec::ServiceSpec;
+use berth_core::envfile::Vars;
+use berth_core::spec::ServiceSpec;
 
 /// Revisions kept per service; older ones are dropped from the state file
 /// (the audit log keeps what happened).
@@ -446,7 +446,7 @@ mod tests {
     use super::*;
 
     fn spec(name: &str, image: &str) -> ServiceSpec {
-        crate::spec::parse(&format!("name = \"{name}\"\nimage = \"{image}\"\n")).expect("spec")
+        berth_core::spec::parse(&format!("name = \"{name}\"\nimage = \"{image}\"\n")).expect("spec")
     }
 
     #[test]

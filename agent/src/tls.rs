@@ -1,11 +1,9 @@
 //! Mutual TLS for the agent's gRPC listener.
 //!
 //! Owns loading the agent's certificate, key and client CA into a rustls
-//! `ServerConfig` that *requires* a client certificate signed by that CA, and
-//! reading the caller's identity (name and role) out of a verified client
-//! certificate. The role travels in the certificate subject's
-//! organizationalUnitName (`OU=operator` or `OU=viewer`), the name in its
-//! commonName; `berthctl certs issue client` writes both.
+//! `ServerConfig` that *requires* a client certificate signed by that CA.
+//! Who the caller is, read from its verified certificate, is the contract in
+//! [`berth_core::identity`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,59 +40,6 @@ pub enum TlsError {
     /// rustls refused the material.
     #[error("TLS setup failed: {0}")]
     Rustls(String),
-}
-
-/// What a caller may do, from its client certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// May change things.
-    Operator,
-    /// May read and watch only.
-    Viewer,
-}
-
-impl Role {
-    /// The role's name as written in certificates.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Operator => "operator",
-            Role::Viewer => "viewer",
-        }
-    }
-}
-
-/// Who is calling, taken from a verified client certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// The certificate's commonName.
-    pub name: String,
-    /// From organizationalUnitName; a certificate without a known role is a
-    /// viewer, so a stray certificate from the CA can never change anything.
-    pub role: Role,
-}
-
-impl Identity {
-    /// Reads name and role from a DER client certificate.
-    pub fn from_der(der: &[u8]) -> Option<Identity> {
-        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-        let subject = cert.subject();
-        let name = subject
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let role = subject
-            .iter_organizational_unit()
-            .filter_map(|ou| ou.as_str().ok())
-            .find_map(|ou| match ou {
-                "operator" => Some(Role::Operator),
-                "viewer" => Some(Role::Viewer),
-                _ => None,
-            })
-            .unwrap_or(Role::Viewer);
-        Some(Identity { name, role })
-    }
 }
 
 /// Builds the listener's TLS config: agent identity plus a verifier that

@@ -18,6 +18,10 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
+/// The role a client certificate carries: the contract is the agent's and
+/// berthctl's both, in `berth_core`.
+pub use berth_core::identity::Role;
+
 /// Default lifetime of a CA: long, since replacing it means reissuing all.
 pub const CA_DAYS: i64 = 3650;
 /// Default lifetime of an agent certificate.
@@ -71,25 +75,6 @@ impl Validity {
         Validity {
             not_before: now - Duration::hours(1),
             not_after: now + Duration::days(days),
-        }
-    }
-}
-
-/// The role a client certificate carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Role {
-    /// May deploy, roll back, change env: every call.
-    Operator,
-    /// May read and watch only.
-    Viewer,
-}
-
-impl Role {
-    /// As written into the certificate's OU.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Operator => "operator",
-            Role::Viewer => "viewer",
         }
     }
 }

@@ -8,5 +8,4 @@
 pub mod certs;
 pub mod client;
 pub mod cmd;
-pub mod envfile;
 pub mod output;

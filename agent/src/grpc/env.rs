@@ -12,9 +12,9 @@ use berth_proto::v1::{DeployEvent, EnvVar, GetEnvRequest, GetEnvResponse, SetEnv
 use tonic::{Request, Response, Status};
 
 use super::services::{BoxStream, SupervisorSlot, deploy_stream, status};
-use crate::envfiles::{self, Vars};
 use crate::supervisor::env::EnvEdit;
-use crate::tls::Role;
+use berth_core::envfile::{self, Vars};
+use berth_core::identity::Role;
 
 /// What a masked value looks like: the same for every value, so not even
 /// its length shows.
@@ -35,7 +35,7 @@ impl EnvApi {
 /// `SetEnvRequest` → the domain edit, checking every key and value.
 pub fn edit_of(req: &SetEnvRequest) -> Result<EnvEdit, Status> {
     let vars: Vars = req.set.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    envfiles::check_vars(&vars).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    envfile::check_vars(&vars).map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok(if req.replace {
         EnvEdit::Replace(vars)
     } else {
@@ -74,7 +74,7 @@ impl Env for EnvApi {
         let sup = self.slot.get()?;
         let req = request.into_inner();
         for k in &req.keys {
-            envfiles::check_var(k, "").map_err(|e| Status::invalid_argument(e.to_string()))?;
+            envfile::check_var(k, "").map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
         Ok(Response::new(deploy_stream(move |p| async move {
             sup.change_env(&req.service, EnvEdit::Unset(req.keys), &who.name, p)

@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::server::Connected;
 use tracing::{debug, warn};
 
-use crate::tls::Identity;
+use berth_core::identity::Identity;
 
 /// How long a peer gets to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

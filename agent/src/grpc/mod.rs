@@ -14,7 +14,7 @@ pub mod services;
 
 use tonic::{Request, Status};
 
-use crate::tls::{Identity, Role};
+use berth_core::identity::{Identity, Role};
 use listener::PeerInfo;
 
 /// The verified caller of a request. Every connection went through mutual

@@ -194,8 +194,8 @@ impl Services for ServicesApi {
     async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<Self::ApplyStream>, Status> {
         let who = super::require_operator(&request)?;
         let sup = self.slot.get()?;
-        let spec =
-            crate::spec::parse(&request.into_inner().spec_toml).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let spec = berth_core::spec::parse(&request.into_inner().spec_toml)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(deploy_stream(move |p| async move {
             sup.apply_spec(spec, &who.name, p).await
         })))

@@ -25,13 +25,13 @@ use tracing::info;
 
 use super::{Supervisor, SupervisorError};
 use crate::docker::{ContainerInfo, PullProgress};
-use crate::envfiles::{self, Vars};
 use crate::events::Severity;
 use crate::health;
 use crate::hostinfo::now_ms;
 use crate::nginx;
-use crate::spec::{self, ImageRef, ServiceSpec, Strategy};
 use crate::state::{NewRevision, RevisionStatus};
+use berth_core::envfile::{self, Vars};
+use berth_core::spec::{ImageRef, ServiceSpec, Strategy};
 
 /// Log lines of a failed container included in the report.
 const LOG_TAIL: usize = 20;
@@ -304,8 +304,8 @@ impl Supervisor {
             .filter_map(|(_, r)| r.active_revision().map(|r| r.spec.clone()))
             .collect();
         let others: Vec<&ServiceSpec> = others.iter().collect();
-        spec::check_host_ports(spec, &others).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
-        spec::check_capacity(spec, self.capacity.cpus, self.capacity.memory_bytes)
+        crate::preflight::check_host_ports(spec, &others).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
+        crate::preflight::check_capacity(spec, self.capacity.cpus, self.capacity.memory_bytes)
             .map_err(|e| SupervisorError::Invalid(e.to_string()))?;
         Ok(())
     }
@@ -343,7 +343,7 @@ impl Supervisor {
     ) -> Result<Outcome, SupervisorError> {
         let name = spec.name.as_str().to_owned();
         self.preflight(&spec)?;
-        envfiles::check_vars(&env).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
+        envfile::check_vars(&env).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
         let current = self.record(&name).and_then(|r| r.active_revision().cloned());
         // None: a revision from before envs were kept; its containers read the file.
         let current_env = current.as_ref().and_then(|c| c.env.clone());
@@ -375,7 +375,7 @@ impl Supervisor {
 
         let env_keys = current_env
             .as_ref()
-            .map(|old| envfiles::changed_keys(old, &env))
+            .map(|old| envfile::changed_keys(old, &env))
             .unwrap_or_default();
         let revision = match &mode {
             Mode::New { reason, author } => self

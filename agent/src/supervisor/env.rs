@@ -29,12 +29,14 @@ use tracing::{Instrument as _, info, info_span, warn};
 
 use super::deploy::{Mode, Outcome, ProgressTx, keys_detail};
 use super::{Supervisor, SupervisorError};
-use crate::envfiles::{self, Vars};
+use berth_core::envfile::{self, Vars};
+
+use crate::envfiles;
 use crate::envwatch::{self, EnvWatch};
 use crate::events::Severity;
 use crate::hostinfo::now_ms;
-use crate::spec::{EnvChange, ServiceName, ServiceSpec};
 use crate::state::{NewRevision, RevisionStatus, ServiceRecord};
+use berth_core::spec::{EnvChange, ServiceName, ServiceSpec};
 
 /// How often every env file is looked at even without watcher events:
 /// covers a watch that failed or lost events. Reading a few small files is
@@ -180,7 +182,7 @@ impl Supervisor {
                 let path = self.default_env_path(service)?;
                 match envfiles::read_bytes(&path).map_err(|e| SupervisorError::Internal(e.to_string()))? {
                     Some(bytes) => Ok(EnvView {
-                        vars: envfiles::parse(&bytes, &path).map_err(|e| SupervisorError::Invalid(e.to_string()))?,
+                        vars: envfile::parse(&bytes, &path).map_err(|e| SupervisorError::Invalid(e.to_string()))?,
                         revision: 0,
                         path,
                     }),
@@ -213,7 +215,7 @@ impl Supervisor {
         progress: ProgressTx,
     ) -> Result<Outcome, SupervisorError> {
         if let EnvEdit::Set(vars) | EnvEdit::Replace(vars) = &edit {
-            envfiles::check_vars(vars).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
+            envfile::check_vars(vars).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
         }
         let path = self.default_env_path(service)?;
         let _busy = self.busy(service, &progress).await;
@@ -226,7 +228,7 @@ impl Supervisor {
             .ok_or_else(|| not_found(service))?;
         let current = self.current_env(&spec)?;
         let env = edit.apply(&current)?;
-        envfiles::check_vars(&env).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
+        envfile::check_vars(&env).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
         if env == current {
             progress.step("env", "the env already has these values");
             return Ok(Outcome {
@@ -258,7 +260,7 @@ impl Supervisor {
         }
         let current = envfiles::read(path).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
         let env = edit.apply(&current)?;
-        let keys = envfiles::changed_keys(&current, &env);
+        let keys = envfile::changed_keys(&current, &env);
         envfiles::write(path, &env).map_err(|e| SupervisorError::Internal(e.to_string()))?;
         progress.step(
             "env",
@@ -317,7 +319,7 @@ impl Supervisor {
         progress: &ProgressTx,
     ) -> Result<Outcome, SupervisorError> {
         let name = spec.name.as_str().to_owned();
-        let keys = envfiles::changed_keys(current, &env);
+        let keys = envfile::changed_keys(current, &env);
         let path = self.env_path(&spec);
         self.sync_env_file(&name, &path, &env)
             .map_err(|e| SupervisorError::Internal(e.to_string()))?;
@@ -566,7 +568,7 @@ impl Supervisor {
         if bytes.is_some() {
             keep_private(&path);
         }
-        let parsed = envfiles::parse(bytes.as_deref().unwrap_or_default(), &path);
+        let parsed = envfile::parse(bytes.as_deref().unwrap_or_default(), &path);
         let env_rev = record.env_revision().unwrap_or(&active).number;
         let vars = match parsed {
             Ok(v) => v,
@@ -595,7 +597,7 @@ impl Supervisor {
         if vars == current {
             return;
         }
-        let keys = envfiles::changed_keys(&current, &vars);
+        let keys = envfile::changed_keys(&current, &vars);
         info!(keys = ?keys, file = %path.display(), "The env file was edited; applying it.");
         match self
             .apply_env_locked(active.spec.clone(), current, vars, "env file edited", "file", progress)
@@ -658,7 +660,7 @@ fn current_kept_env(record: &ServiceRecord) -> Option<Vars> {
 
 /// The `env-rejected` message: file and line from the parse error, never a
 /// value.
-fn rejected_message(service: &str, e: &envfiles::EnvError, revision: u64) -> String {
+fn rejected_message(service: &str, e: &envfile::EnvError, revision: u64) -> String {
     format!(
         "Refused the edit of the env file: {e}. {service} keeps the env of revision {revision}; \
          fix the file, or replace it with berthctl env import."
@@ -705,7 +707,7 @@ mod tests {
 
     #[test]
     fn the_rejection_message_points_at_the_line() {
-        let e = envfiles::parse(b"A=1\nhunter2\n", Path::new("/etc/berth/env/web.env")).expect_err("bad");
+        let e = envfile::parse(b"A=1\nhunter2\n", Path::new("/etc/berth/env/web.env")).expect_err("bad");
         let m = rejected_message("web", &e, 3);
         assert!(m.contains("/etc/berth/env/web.env:2"), "{m}");
         assert!(m.contains("revision 3"), "{m}");

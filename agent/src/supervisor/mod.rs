@@ -36,20 +36,16 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, info_span, warn};
 
 use crate::audit::Audit;
-use crate::docker::{
-    ContainerInfo, CreateRequest, Engine, LABEL_INSTANCE, LABEL_MANAGED, LABEL_REVISION, LABEL_SERVICE, PortBinding,
-};
+use berth_core::labels;
+
+use crate::docker::{ContainerInfo, CreateRequest, Engine, PortBinding};
 use crate::envfiles;
 use crate::events::{EventBus, Severity};
 use crate::health;
 use crate::nginx::{self, Sites};
 use crate::reconcile::{self, Action, Context, Desired};
-use crate::spec::ServiceSpec;
 use crate::state::{Loaded, Revision, RevisionStatus, ServiceRecord, StateFile, Store};
-
-/// Label holding the container's whole spec as JSON, so a lost state file
-/// can be rebuilt from Docker alone.
-pub const LABEL_SPEC: &str = "berth.spec";
+use berth_core::spec::ServiceSpec;
 
 /// How often the whole host is re-read even without events.
 const RESYNC: Duration = Duration::from_secs(10);
@@ -394,7 +390,7 @@ impl Supervisor {
                 .and_then(|t| t.checked_duration_since(Instant::now()))
                 .map(|d| format!("; next try in {}s", d.as_secs() + 1))
                 .unwrap_or_default();
-            let never = spec.restart == crate::spec::RestartPolicy::Never;
+            let never = spec.restart == berth_core::spec::RestartPolicy::Never;
             if never {
                 ("stopped".to_owned(), format!("stopped{exit}; restart = \"never\""))
             } else if srt.failures >= CRASH_LOOP_AT {
@@ -440,12 +436,12 @@ impl Supervisor {
     pub(crate) async fn create_container(&self, spec: &ServiceSpec, revision: u64) -> Result<String, SupervisorError> {
         let env = self.revision_env(spec, revision)?;
         let mut labels: HashMap<String, String> = spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        labels.insert(LABEL_MANAGED.into(), "true".into());
-        labels.insert(LABEL_INSTANCE.into(), self.engine.instance().to_owned());
-        labels.insert(LABEL_SERVICE.into(), spec.name.as_str().to_owned());
-        labels.insert(LABEL_REVISION.into(), revision.to_string());
+        labels.insert(labels::MANAGED.into(), "true".into());
+        labels.insert(labels::INSTANCE.into(), self.engine.instance().to_owned());
+        labels.insert(labels::SERVICE.into(), spec.name.as_str().to_owned());
+        labels.insert(labels::REVISION.into(), revision.to_string());
         labels.insert(
-            LABEL_SPEC.into(),
+            labels::SPEC.into(),
             serde_json::to_string(spec).map_err(|e| SupervisorError::Internal(e.to_string()))?,
         );
         let req = CreateRequest {
@@ -956,7 +952,7 @@ impl Supervisor {
         &self,
         service: &str,
         container: &ContainerInfo,
-        check: &crate::spec::HealthCheck,
+        check: &berth_core::spec::HealthCheck,
         outcome: health::Outcome,
     ) {
         let in_start_period = container
@@ -1050,7 +1046,7 @@ pub fn rebuild_from_labels(observed: &[ContainerInfo]) -> StateFile {
         };
         let Some(spec) = c
             .labels
-            .get(LABEL_SPEC)
+            .get(labels::SPEC)
             .and_then(|j| serde_json::from_str::<ServiceSpec>(j).ok())
         else {
             continue;

@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
+use berth_core::envfile;
 use berth_proto::v1::env_client::EnvClient;
 use berth_proto::v1::{GetEnvRequest, SetEnvRequest, UnsetEnvRequest};
 use serde_json::json;
 
 use super::{Global, progress};
-use crate::envfile;
 use crate::output::{self, Format};
 
 /// `berthctl env`: its subcommands. (The command's long help is on its
@@ -85,7 +85,11 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         }
         Command::Import { service, file } => {
             let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-            let set = envfile::parse(&bytes, &file).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let set = envfile::parse(&bytes, &file)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
             change(
                 global,
                 SetEnvRequest {

@@ -1,0 +1,227 @@
+//! The service spec: what one service on a host should look like.
+//!
+//! This module owns the TOML format users write (`berthctl apply -f SPEC.toml`),
+//! its defaults, and every check that needs nothing but the spec:
+//! [`parse`] = deserialize + [`ServiceSpec::validate`]. Checks that need facts
+//! about a host (ports in use, its CPUs and memory) live in the agent. All of
+//! these are pure functions; nothing here does I/O.
+//!
+//! Specs are stored in the agent's state and sent back to users, so a spec
+//! round-trips through TOML ([`ServiceSpec::to_toml`] then [`parse`]) and
+//! through serde_json. Errors are [`SpecError`]s whose text tells the user
+//! which key is wrong and why: `resources.memory "16x": expected a size like
+//! 512m or 16g`.
+//!
+//! Parts: the types and their accessors ([`types`]), health checks
+//! ([`health`]), port mappings ([`ports`]), stop signals ([`signal`]) and the
+//! cross-field rules ([`validate`]).
+
+pub mod health;
+pub mod ports;
+pub mod signal;
+pub mod types;
+pub mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::ops::Range;
+
+pub use health::{HealthCheck, Probe};
+pub use ports::{PortMapping, Protocol};
+pub use signal::StopSignal;
+pub use types::{Deploy, EnvChange, Proxy, Resources, RestartPolicy, ServiceSpec, Strategy};
+
+pub use crate::image::ImageRef;
+pub use crate::names::ServiceName;
+use crate::units::InvalidValue;
+
+/// Every default of the spec that is not an enum's `#[default]` variant.
+///
+/// serde's `default = "..."` attributes and the `Default` impls both call
+/// these, so each value is written down once.
+pub(crate) mod defaults {
+    use crate::units::Duration;
+
+    pub(crate) fn stop_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+
+    pub(crate) fn health_interval() -> Duration {
+        Duration::from_secs(2)
+    }
+
+    pub(crate) fn health_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+
+    pub(crate) fn health_retries() -> u32 {
+        3
+    }
+
+    pub(crate) fn health_start_period() -> Duration {
+        Duration::from_secs(0)
+    }
+
+    pub(crate) fn health_deadline() -> Duration {
+        Duration::from_secs(60)
+    }
+
+    pub(crate) fn drain() -> Duration {
+        Duration::from_secs(5)
+    }
+
+    pub(crate) fn proxy_listen() -> Vec<u16> {
+        vec![80]
+    }
+
+    pub(crate) fn proxy_health_paths() -> Vec<String> {
+        ["/__lbheartbeat__", "/__heartbeat__", "/__version__"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    pub(crate) fn proxy_read_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+
+    pub(crate) fn proxy_connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+}
+
+/// Docker refuses memory limits under 6 MiB.
+pub(crate) const DOCKER_MIN_MEMORY: u64 = 6 << 20;
+
+/// Label keys with this prefix belong to the agent (`berth.managed`,
+/// `berth.service`, `berth.revision`); it adopts containers by them.
+pub(crate) const RESERVED_LABEL_PREFIX: &str = "berth.";
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/// Why a spec was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// The text is not TOML or does not have the spec's shape: bad syntax, an
+    /// unknown or missing key, a wrong type. Holds toml's message, which shows
+    /// the line and column with a caret and, for an unknown key, the valid ones.
+    #[error("{0}")]
+    Syntax(String),
+    /// A value breaks a rule. Displays as `{key} "{value}": {message}`, or
+    /// `{key}: {message}` when no single value is to blame.
+    #[error("{key}{}: {message}", Quoted(.value))]
+    Invalid {
+        /// Dotted path of the key, such as `resources.memory`.
+        key: String,
+        /// The offending value as the user wrote it, if one is to blame.
+        value: Option<String>,
+        /// What is wrong, or what was expected.
+        message: String,
+    },
+}
+
+/// Displays ` "value"` for `Some`, nothing for `None`.
+struct Quoted<'a>(&'a Option<String>);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(value) => write!(f, " \"{value}\""),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An error blaming `value` of `key`.
+pub fn invalid(key: &str, value: impl fmt::Display, message: impl Into<String>) -> SpecError {
+    SpecError::Invalid {
+        key: key.to_owned(),
+        value: Some(value.to_string()),
+        message: message.into(),
+    }
+}
+
+/// An error about `key` as a whole (a missing or contradictory setting).
+pub fn invalid_key(key: &str, message: impl Into<String>) -> SpecError {
+    SpecError::Invalid {
+        key: key.to_owned(),
+        value: None,
+        message: message.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Parsing
+// ---------------------------------------------------------------------------
+
+/// Parses and validates a spec written in TOML.
+pub fn parse(text: &str) -> Result<ServiceSpec, SpecError> {
+    let spec: ServiceSpec = toml::from_str(text).map_err(|e| from_toml_error(text, &e))?;
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// Turns a toml error into a [`SpecError`].
+///
+/// A bad value in a newtype (`memory = "16x"`) fails inside serde, which knows
+/// nothing of keys: toml only gets the newtype's message, `expected a size like
+/// 512m or 16g, got "16x"`, and the span of the value. Rather than deserialize
+/// every such field as a raw string and convert it again with its key name
+/// (a second copy of every struct), we take the span toml reports, parse the
+/// document again into toml's spanned tree (only on this error path), and
+/// look up which key holds the value at that span. That yields
+/// `resources.memory "16x": expected a size like 512m or 16g`, the same form
+/// as the errors of [`ServiceSpec::validate`].
+///
+/// Everything else (bad syntax, unknown or missing keys, wrong types) keeps
+/// toml's own message: it shows the line with a caret, and for an unknown key
+/// lists the valid ones.
+fn from_toml_error(text: &str, error: &toml::de::Error) -> SpecError {
+    let value_error = InvalidValue::from_message(error.message());
+    let key = error.span().and_then(|span| key_at(text, &span));
+    match (value_error, key) {
+        (Some(value_error), Some(key)) => SpecError::Invalid {
+            key,
+            value: Some(value_error.value().to_owned()),
+            message: value_error.expected().to_owned(),
+        },
+        _ => SpecError::Syntax(error.to_string().trim_end().to_owned()),
+    }
+}
+
+/// The dotted key path of the scalar value whose span contains `span`.
+/// Array elements answer with the array's key (`ports`).
+fn key_at(text: &str, span: &Range<usize>) -> Option<String> {
+    let document = toml::de::DeTable::parse(text).ok()?;
+    let mut path = Vec::new();
+    find_in_table(document.get_ref(), span, &mut path).then(|| path.join("."))
+}
+
+fn find_in_table<'a>(table: &'a toml::de::DeTable<'_>, span: &Range<usize>, path: &mut Vec<&'a str>) -> bool {
+    for (key, value) in table {
+        path.push(key.get_ref().as_ref());
+        if find_in_value(value, span, path) {
+            return true;
+        }
+        path.pop();
+    }
+    false
+}
+
+fn find_in_value<'a>(
+    value: &'a toml::Spanned<toml::de::DeValue<'_>>,
+    span: &Range<usize>,
+    path: &mut Vec<&'a str>,
+) -> bool {
+    match value.get_ref() {
+        toml::de::DeValue::Table(table) => find_in_table(table, span, path),
+        toml::de::DeValue::Array(items) => items.iter().any(|item| find_in_value(item, span, path)),
+        _ => {
+            let found = value.span();
+            found.start <= span.start && span.end <= found.end
+        }
+    }
+}
