@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use berth_core::image::{DOCKER_HUB, ImageRef};
 use berth_core::labels;
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
@@ -524,16 +525,17 @@ impl Engine {
     /// when Docker sends nothing for the configured timeout.
     pub async fn pull(
         &self,
-        image: &str,
+        image_ref: &ImageRef,
         progress: Option<tokio::sync::mpsc::Sender<PullProgress>>,
     ) -> Result<(), DockerError> {
-        let (name, tag) = split_reference(image);
+        let image = image_ref.as_str();
+        let (name, tag) = image_ref.pull_target();
         let options = CreateImageOptions {
             from_image: Some(name.to_owned()),
             tag: Some(tag.to_owned()),
             ..Default::default()
         };
-        let credentials = credentials_for(&self.registries, registry_host(image));
+        let credentials = credentials_for(&self.registries, image_ref.registry());
         let mut stream = self.docker.create_image(Some(options), None, credentials);
         loop {
             let next = tokio::time::timeout(self.timeout, stream.next())
@@ -1173,19 +1175,6 @@ fn credentials_for(registries: &[RegistryAuth], registry: &str) -> Option<Docker
     })
 }
 
-/// Docker Hub's canonical registry name.
-const DOCKER_HUB: &str = "docker.io";
-
-/// The registry host of an image reference: its first path component when
-/// that looks like a host (has a '.' or ':', or is "localhost"), else Docker
-/// Hub — Docker's own rule.
-fn registry_host(image: &str) -> &str {
-    match image.split_once('/') {
-        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
-        _ => DOCKER_HUB,
-    }
-}
-
 /// A registry name as configured or parsed, reduced to `host[:port]`, with
 /// Docker Hub's aliases folded into "docker.io".
 fn normalize_registry(registry: &str) -> String {
@@ -1197,19 +1186,6 @@ fn normalize_registry(registry: &str) -> String {
     match host.as_str() {
         "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => DOCKER_HUB.to_owned(),
         _ => host,
-    }
-}
-
-/// Splits a reference into the repository and the tag or digest to pull;
-/// no tag means "latest" (Docker would otherwise pull every tag).
-fn split_reference(image: &str) -> (&str, &str) {
-    if let Some((name, digest)) = image.split_once('@') {
-        return (name, digest);
-    }
-    let last_component = image.rfind('/').map_or(0, |i| i + 1);
-    match image[last_component..].rfind(':') {
-        Some(i) => (&image[..last_component + i], &image[last_component + i + 1..]),
-        None => (image, "latest"),
     }
 }
 
@@ -1292,36 +1268,6 @@ mod tests {
     // ------------------------------------------------------------------
 
     #[test]
-    fn registry_host_follows_dockers_rule() {
-        assert_eq!(registry_host("127.0.0.1:5000/berth-test/app:v1"), "127.0.0.1:5000");
-        assert_eq!(registry_host("registry.example.com/app:1.4.3"), "registry.example.com");
-        assert_eq!(registry_host("localhost/app"), "localhost");
-        assert_eq!(registry_host("localhost:5000/app"), "localhost:5000");
-        assert_eq!(registry_host("library/busybox:latest"), "docker.io");
-        assert_eq!(registry_host("busybox"), "docker.io");
-        assert_eq!(registry_host("busybox:1.36"), "docker.io");
-        assert_eq!(registry_host("myorg/app@sha256:abc"), "docker.io");
-    }
-
-    #[test]
-    fn untagged_references_pull_latest_only() {
-        assert_eq!(split_reference("busybox"), ("busybox", "latest"));
-        assert_eq!(
-            split_reference("127.0.0.1:5000/berth-test/app"),
-            ("127.0.0.1:5000/berth-test/app", "latest")
-        );
-        assert_eq!(
-            split_reference("127.0.0.1:5000/berth-test/app:v1"),
-            ("127.0.0.1:5000/berth-test/app", "v1")
-        );
-        assert_eq!(
-            split_reference("registry.example.com/app@sha256:0123"),
-            ("registry.example.com/app", "sha256:0123")
-        );
-        assert_eq!(split_reference("localhost:5000/app"), ("localhost:5000/app", "latest"));
-    }
-
-    #[test]
     fn registries_are_compared_by_host() {
         assert_eq!(normalize_registry("https://index.docker.io/v1/"), "docker.io");
         assert_eq!(normalize_registry("Registry.Example.com"), "registry.example.com");
@@ -1343,14 +1289,13 @@ mod tests {
                 password: "secret-h".into(),
             },
         ];
-        let found = credentials_for(&registries, registry_host("registry.example.com/app:1"))
-            .expect("credentials for registry.example.com");
+        let found = credentials_for(&registries, "registry.example.com").expect("credentials for registry.example.com");
         assert_eq!(found.username.as_deref(), Some("alice"));
         assert_eq!(found.serveraddress.as_deref(), Some("registry.example.com"));
-        let hub = credentials_for(&registries, registry_host("library/busybox")).expect("credentials for Docker Hub");
+        let hub = credentials_for(&registries, DOCKER_HUB).expect("credentials for Docker Hub");
         assert_eq!(hub.username.as_deref(), Some("hub"));
         assert_eq!(hub.serveraddress.as_deref(), Some("https://index.docker.io/v1/"));
-        assert!(credentials_for(&registries, registry_host("127.0.0.1:5000/app")).is_none());
+        assert!(credentials_for(&registries, "127.0.0.1:5000").is_none());
     }
 
     #[test]
@@ -1583,9 +1528,13 @@ mod tests {
         }
     }
 
+    fn image_ref(image: &str) -> ImageRef {
+        image.parse().expect("a valid test image reference")
+    }
+
     async fn ensure_image(engine: &Engine, tag: &str) -> String {
         let image = test_image(tag);
-        if let Err(e) = engine.pull(&image, None).await {
+        if let Err(e) = engine.pull(&image_ref(&image), None).await {
             panic!("{e}; {SETUP_HINT}");
         }
         image
@@ -1654,7 +1603,7 @@ mod tests {
         let engine = engine().await;
         let image = test_image("v1");
         let (tx, mut rx) = mpsc::channel(1024);
-        if let Err(e) = engine.pull(&image, Some(tx)).await {
+        if let Err(e) = engine.pull(&image_ref(&image), Some(tx)).await {
             panic!("{e}; {SETUP_HINT}");
         }
         let mut messages = Vec::new();
@@ -1667,7 +1616,10 @@ mod tests {
 
         let missing = test_image("v9-does-not-exist");
         assert!(!engine.image_exists(&missing).await.expect("inspect image"));
-        let err = engine.pull(&missing, None).await.expect_err("the tag does not exist");
+        let err = engine
+            .pull(&image_ref(&missing), None)
+            .await
+            .expect_err("the tag does not exist");
         assert!(matches!(err, DockerError::Pull { .. }), "{err:?}");
         let text = err.to_string();
         assert!(text.starts_with(&format!("cannot pull {missing}: ")), "{text}");
@@ -1680,7 +1632,7 @@ mod tests {
         // the pull fails naming it (pulling every tag would have succeeded).
         let untagged = image.rsplit_once(':').map_or(image.as_str(), |(name, _)| name);
         let err = engine
-            .pull(untagged, None)
+            .pull(&image_ref(untagged), None)
             .await
             .expect_err("the test registry has no :latest");
         assert!(err.to_string().contains(":latest"), "{err}");

@@ -45,6 +45,36 @@ impl ImageRef {
     pub fn digest(&self) -> Option<&str> {
         split_image(&self.0).2
     }
+
+    /// The registry the image comes from: the first path component when
+    /// Docker's rule makes it a host (see [`is_registry_component`]), else
+    /// Docker Hub (`docker.io`).
+    pub fn registry(&self) -> &str {
+        match self.repository().split_once('/') {
+            Some((first, _)) if is_registry_component(first) => first,
+            _ => DOCKER_HUB,
+        }
+    }
+
+    /// What to ask Docker to pull: the name and the tag or digest. A
+    /// reference without a tag pulls `latest` (Docker would otherwise pull
+    /// every tag).
+    pub fn pull_target(&self) -> (&str, &str) {
+        match self.0.split_once('@') {
+            Some((name, digest)) => (name, digest),
+            None => (self.repository(), self.tag()),
+        }
+    }
+}
+
+/// Docker Hub's canonical registry name.
+pub const DOCKER_HUB: &str = "docker.io";
+
+/// Docker's rule (its reference package) for telling a registry host from
+/// a path component: a first component with a `.` or `:`, `localhost`, or
+/// any uppercase letter (path components are lowercase) is a host.
+fn is_registry_component(first: &str) -> bool {
+    first.contains(['.', ':']) || first == "localhost" || first.bytes().any(|b| b.is_ascii_uppercase())
 }
 
 /// Splits a reference into repository, tag and digest. A `:` is a tag's only
@@ -94,10 +124,7 @@ fn check_image(s: &str) -> Result<(), &'static str> {
     let mut components: Vec<&str> = repository.split('/').collect();
     if components.len() > 1 {
         let first = components[0];
-        // Docker's rule for telling a registry host from a path component.
-        let is_registry =
-            first.contains(['.', ':']) || first == "localhost" || first.bytes().any(|b| b.is_ascii_uppercase());
-        if is_registry {
+        if is_registry_component(first) {
             if !is_registry_host(first) {
                 return Err("the registry is a host name or IP address with an optional :port");
             }
@@ -255,5 +282,46 @@ mod tests {
         }
         assert!(format!("app:{}", "t".repeat(128)).parse::<ImageRef>().is_ok());
         assert!(format!("app:{}", "t".repeat(129)).parse::<ImageRef>().is_err());
+    }
+
+    #[test]
+    fn registry_follows_dockers_rule() {
+        let registry = |s: &str| s.parse::<ImageRef>().map(|r| r.registry().to_owned());
+        let ok = |s: &str| Ok(s.to_owned());
+        assert_eq!(registry("127.0.0.1:5000/berth-test/app:v1"), ok("127.0.0.1:5000"));
+        assert_eq!(registry("registry.example.com/app:1.4.3"), ok("registry.example.com"));
+        assert_eq!(registry("localhost/app"), ok("localhost"));
+        assert_eq!(registry("localhost:5000/app"), ok("localhost:5000"));
+        // An uppercase first component is a host to Docker, and so here.
+        assert_eq!(registry("Registry/app"), ok("Registry"));
+        assert_eq!(registry("library/busybox:latest"), ok("docker.io"));
+        assert_eq!(registry("busybox"), ok("docker.io"));
+        assert_eq!(registry("busybox:1.36"), ok("docker.io"));
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(registry(&format!("myorg/app@{digest}")), ok("docker.io"));
+    }
+
+    #[test]
+    fn untagged_references_pull_latest_only() {
+        let target = |s: &str| {
+            s.parse::<ImageRef>()
+                .map(|r| (r.pull_target().0.to_owned(), r.pull_target().1.to_owned()))
+        };
+        let ok = |a: &str, b: &str| Ok((a.to_owned(), b.to_owned()));
+        assert_eq!(target("busybox"), ok("busybox", "latest"));
+        assert_eq!(
+            target("127.0.0.1:5000/berth-test/app"),
+            ok("127.0.0.1:5000/berth-test/app", "latest")
+        );
+        assert_eq!(
+            target("127.0.0.1:5000/berth-test/app:v1"),
+            ok("127.0.0.1:5000/berth-test/app", "v1")
+        );
+        let digest = format!("sha256:{}", "0".repeat(64));
+        assert_eq!(
+            target(&format!("registry.example.com/app@{digest}")),
+            ok("registry.example.com/app", &digest)
+        );
+        assert_eq!(target("localhost:5000/app"), ok("localhost:5000/app", "latest"));
     }
 }

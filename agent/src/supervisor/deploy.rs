@@ -371,7 +371,7 @@ impl Supervisor {
             });
         }
 
-        self.pull(spec.image.as_str(), &progress).await?;
+        self.pull(&spec.image, &progress).await?;
 
         let env_keys = current_env
             .as_ref()
@@ -614,7 +614,7 @@ impl Supervisor {
         Ok(())
     }
 
-    async fn pull(&self, image: &str, progress: &ProgressTx) -> Result<(), SupervisorError> {
+    async fn pull(&self, image: &ImageRef, progress: &ProgressTx) -> Result<(), SupervisorError> {
         progress.step("pull", format!("pulling {image}"));
         let (tx, mut rx) = mpsc::channel::<PullProgress>(64);
         let forward = {
@@ -630,7 +630,7 @@ impl Supervisor {
         match result {
             Ok(()) => Ok(()),
             Err(e) => {
-                if self.engine.image_exists(image).await.unwrap_or(false) {
+                if self.engine.image_exists(image.as_str()).await.unwrap_or(false) {
                     progress.step(
                         "pull",
                         format!("pull failed ({e}); using the image already on this host"),
