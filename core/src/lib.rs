@@ -13,4 +13,5 @@ pub mod image;
 pub mod labels;
 pub mod names;
 pub mod spec;
+pub mod tomlfile;
 pub mod units;

@@ -26,7 +26,6 @@ pub mod validate;
 mod tests;
 
 use std::fmt;
-use std::ops::Range;
 
 pub use health::{HealthCheck, Probe};
 pub use ports::{PortMapping, Protocol};
@@ -181,7 +180,7 @@ pub fn parse(text: &str) -> Result<ServiceSpec, SpecError> {
 /// lists the valid ones.
 fn from_toml_error(text: &str, error: &toml::de::Error) -> SpecError {
     let value_error = InvalidValue::from_message(error.message());
-    let key = error.span().and_then(|span| key_at(text, &span));
+    let key = error.span().and_then(|span| crate::tomlfile::key_at(text, &span));
     match (value_error, key) {
         (Some(value_error), Some(key)) => SpecError::Invalid {
             key,
@@ -189,39 +188,5 @@ fn from_toml_error(text: &str, error: &toml::de::Error) -> SpecError {
             message: value_error.expected().to_owned(),
         },
         _ => SpecError::Syntax(error.to_string().trim_end().to_owned()),
-    }
-}
-
-/// The dotted key path of the scalar value whose span contains `span`.
-/// Array elements answer with the array's key (`ports`).
-fn key_at(text: &str, span: &Range<usize>) -> Option<String> {
-    let document = toml::de::DeTable::parse(text).ok()?;
-    let mut path = Vec::new();
-    find_in_table(document.get_ref(), span, &mut path).then(|| path.join("."))
-}
-
-fn find_in_table<'a>(table: &'a toml::de::DeTable<'_>, span: &Range<usize>, path: &mut Vec<&'a str>) -> bool {
-    for (key, value) in table {
-        path.push(key.get_ref().as_ref());
-        if find_in_value(value, span, path) {
-            return true;
-        }
-        path.pop();
-    }
-    false
-}
-
-fn find_in_value<'a>(
-    value: &'a toml::Spanned<toml::de::DeValue<'_>>,
-    span: &Range<usize>,
-    path: &mut Vec<&'a str>,
-) -> bool {
-    match value.get_ref() {
-        toml::de::DeValue::Table(table) => find_in_table(table, span, path),
-        toml::de::DeValue::Array(items) => items.iter().any(|item| find_in_value(item, span, path)),
-        _ => {
-            let found = value.span();
-            found.start <= span.start && span.end <= found.end
-        }
     }
 }
