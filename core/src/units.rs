@@ -55,7 +55,7 @@ impl InvalidValue {
     /// value back out of a toml error. Splitting at the *first* `, got "` is
     /// exact: the expectation is our own text and never contains it, while the
     /// value (which might) comes after it.
-    pub(crate) fn from_message(message: &str) -> Option<Self> {
+    pub fn from_message(message: &str) -> Option<Self> {
         let (expected, rest) = message.split_once(GOT)?;
         let value = rest.strip_suffix('"')?;
         Some(Self::new(expected, value))

@@ -8,4 +8,5 @@
 pub mod certs;
 pub mod client;
 pub mod cmd;
+pub mod fleet;
 pub mod output;
