@@ -177,7 +177,21 @@ impl Inventory {
             key,
             message,
         };
-        let defaults = raw.defaults.settings(&at, "defaults")?;
+        let defaults = match raw.defaults {
+            Some(d) => {
+                let span = d.span();
+                let mut d = d.into_inner();
+                if d.hosts.is_some() || d.discover.is_some() || d.discover_timeout.is_some() || d.labels.is_some() {
+                    return Err(at(
+                        span,
+                        "defaults".to_owned(),
+                        "holds settings only (port, tls_dir, cert, parallel, timeout); hosts, discover and labels belong to a fleet".to_owned(),
+                    ));
+                }
+                take_settings(&mut d, &at, "defaults")?
+            }
+            None => Settings::default(),
+        };
         let mut fleets = BTreeMap::new();
         for (name, fleet) in raw.fleets {
             let key = format!("fleets.{}", name.get_ref());
@@ -235,40 +249,15 @@ type At<'a> = dyn Fn(std::ops::Range<usize>, String, String) -> InventoryError +
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InventoryToml {
-    /// Settings for every fleet.
-    #[serde(default)]
-    defaults: SettingsToml,
+    /// Settings for every fleet: a fleet table's settings keys only.
+    defaults: Option<Spanned<FleetToml>>,
     /// Fleets by name.
     #[serde(default)]
     fleets: BTreeMap<Spanned<String>, FleetToml>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct SettingsToml {
-    port: Option<Spanned<u16>>,
-    tls_dir: Option<String>,
-    cert: Option<Spanned<String>>,
-    parallel: Option<Spanned<usize>>,
-    timeout: Option<Spanned<Duration>>,
-}
-
-impl SettingsToml {
-    fn settings(self, at: &At<'_>, key: &str) -> Result<Settings, InventoryError> {
-        settings(
-            Fields {
-                port: self.port,
-                tls_dir: self.tls_dir,
-                cert: self.cert,
-                parallel: self.parallel,
-                timeout: self.timeout,
-            },
-            at,
-            key,
-        )
-    }
-}
-
+/// A `[fleets.NAME]` table, and the `[defaults]` table, which may hold its
+/// settings keys only.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FleetToml {
@@ -293,16 +282,8 @@ struct HostToml {
     cert: Option<Spanned<String>>,
 }
 
-/// The settings keys, as written at any level.
-struct Fields {
-    port: Option<Spanned<u16>>,
-    tls_dir: Option<String>,
-    cert: Option<Spanned<String>>,
-    parallel: Option<Spanned<usize>>,
-    timeout: Option<Spanned<Duration>>,
-}
-
-fn settings(f: Fields, at: &At<'_>, key: &str) -> Result<Settings, InventoryError> {
+/// Takes the settings keys out of a fleet (or `[defaults]`) table and checks them.
+fn take_settings(f: &mut FleetToml, at: &At<'_>, key: &str) -> Result<Settings, InventoryError> {
     if let Some(p) = &f.port
         && *p.get_ref() == 0
     {
@@ -326,35 +307,24 @@ fn settings(f: Fields, at: &At<'_>, key: &str) -> Result<Settings, InventoryErro
         check_cert_name(c.get_ref()).map_err(|m| at(c.span(), format!("{key}.cert"), m))?;
     }
     Ok(Settings {
-        port: f.port.map(Spanned::into_inner),
-        tls_dir: f.tls_dir.map(|d| expand_home(&d)),
-        cert: f.cert.map(Spanned::into_inner),
-        parallel: f.parallel.map(Spanned::into_inner),
-        timeout: f.timeout.map(Spanned::into_inner),
+        port: f.port.take().map(Spanned::into_inner),
+        tls_dir: f.tls_dir.take().map(|d| expand_home(&d)),
+        cert: f.cert.take().map(Spanned::into_inner),
+        parallel: f.parallel.take().map(Spanned::into_inner),
+        timeout: f.timeout.take().map(Spanned::into_inner),
     })
 }
 
 impl FleetToml {
     fn into_fleet(
-        self,
+        mut self,
         name: &str,
         name_span: std::ops::Range<usize>,
         key: &str,
         defaults: &Settings,
         at: &At<'_>,
     ) -> Result<Fleet, InventoryError> {
-        let settings = settings(
-            Fields {
-                port: self.port,
-                tls_dir: self.tls_dir,
-                cert: self.cert,
-                parallel: self.parallel,
-                timeout: self.timeout,
-            },
-            at,
-            key,
-        )?
-        .or(defaults);
+        let settings = take_settings(&mut self, at, key)?.or(defaults);
         let labels = checked_labels(self.labels, &format!("{key}.labels"), at)?;
         let source = match (self.hosts, self.discover) {
             (Some(hosts), None) => {
