@@ -16,6 +16,7 @@ pub mod events;
 pub mod grpc;
 pub mod health;
 pub mod hostinfo;
+pub mod leases;
 pub mod limits;
 pub mod metrics;
 pub mod nginx;
