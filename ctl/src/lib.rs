@@ -10,3 +10,4 @@ pub mod client;
 pub mod cmd;
 pub mod fleet;
 pub mod output;
+pub mod rollout;
