@@ -16,6 +16,7 @@
 //! ([`health`]), port mappings ([`ports`]), stop signals ([`signal`]) and the
 //! cross-field rules ([`validate`]).
 
+pub mod diff;
 pub mod health;
 pub mod ports;
 pub mod signal;
