@@ -29,11 +29,9 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     } else {
         std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?
     };
-    let agent = global.connect().await?;
-    let stream = ServicesClient::new(agent.channel.clone())
-        .apply(ApplyRequest { spec_toml })
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
-    progress::follow(&agent, stream, global.output).await.map(|_| ())
+    progress::run(&global.agent()?, global.output, |ch| async move {
+        ServicesClient::new(ch).apply(ApplyRequest { spec_toml }).await
+    })
+    .await
+    .map(|_| ())
 }

@@ -22,14 +22,13 @@ pub struct Args {
 
 /// Runs `berthctl deploy`.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let stream = ServicesClient::new(agent.channel.clone())
-        .deploy(DeployRequest {
-            service: args.service,
-            image: args.image,
-        })
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
-    progress::follow(&agent, stream, global.output).await.map(|_| ())
+    let req = DeployRequest {
+        service: args.service,
+        image: args.image,
+    };
+    progress::run(&global.agent()?, global.output, |ch| async move {
+        ServicesClient::new(ch).deploy(req).await
+    })
+    .await
+    .map(|_| ())
 }

@@ -104,38 +104,34 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             for k in &keys {
                 envfile::check_key(k).map_err(|m| anyhow::anyhow!("env unset {service}: {k:?} {m}"))?;
             }
-            let agent = global.connect().await?;
-            let stream = EnvClient::new(agent.channel.clone())
-                .unset_env(UnsetEnvRequest { service, keys })
-                .await
-                .map_err(|s| agent.explain(&s))?
-                .into_inner();
-            progress::follow(&agent, stream, global.output).await.map(|_| ())
+            let req = UnsetEnvRequest { service, keys };
+            progress::run(&global.agent()?, global.output, |ch| async move {
+                EnvClient::new(ch).unset_env(req).await
+            })
+            .await
+            .map(|_| ())
         }
         Command::Get { service, reveal } => get(global, service, reveal).await,
     }
 }
 
 async fn change(global: &Global, req: SetEnvRequest) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let stream = EnvClient::new(agent.channel.clone())
-        .set_env(req)
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
-    progress::follow(&agent, stream, global.output).await.map(|_| ())
+    progress::run(&global.agent()?, global.output, |ch| async move {
+        EnvClient::new(ch).set_env(req).await
+    })
+    .await
+    .map(|_| ())
 }
 
 async fn get(global: &Global, service: String, reveal: bool) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let env = EnvClient::new(agent.channel.clone())
-        .get_env(GetEnvRequest {
-            service: service.clone(),
-            reveal,
-        })
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
+    let req = GetEnvRequest {
+        service: service.clone(),
+        reveal,
+    };
+    let env = global
+        .agent()?
+        .call(|ch| async move { EnvClient::new(ch).get_env(req).await })
+        .await?;
     match global.output {
         Format::Json => {
             let vars: serde_json::Map<String, serde_json::Value> =

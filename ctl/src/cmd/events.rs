@@ -17,15 +17,14 @@ pub struct Args {
 
 /// Runs `berthctl events`.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let mut stream = ServicesClient::new(agent.channel.clone())
-        .watch_events(WatchEventsRequest {
-            services: args.services,
-        })
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
-    while let Some(e) = stream.message().await.map_err(|s| agent.explain(&s))? {
+    let agent = global.agent()?;
+    let req = WatchEventsRequest {
+        services: args.services,
+    };
+    let mut stream = agent
+        .call(|ch| async move { ServicesClient::new(ch).watch_events(req).await })
+        .await?;
+    while let Some(e) = agent.next(&mut stream).await? {
         match global.output {
             Format::Json => println!(
                 "{}",

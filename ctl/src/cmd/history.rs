@@ -18,12 +18,11 @@ pub struct Args {
 
 /// Runs `berthctl history`.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let history = ServicesClient::new(agent.channel.clone())
-        .history(HistoryRequest { service: args.service })
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
+    let req = HistoryRequest { service: args.service };
+    let history = global
+        .agent()?
+        .call(|ch| async move { ServicesClient::new(ch).history(req).await })
+        .await?;
     match global.output {
         Format::Json => {
             let revs: Vec<_> = history

@@ -13,12 +13,10 @@ pub struct Args {}
 
 /// Runs `berthctl info`.
 pub async fn run(global: &Global, _args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let info = HostClient::new(agent.channel.clone())
-        .get_info(GetInfoRequest {})
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
+    let agent = global.agent()?;
+    let info = agent
+        .call(|ch| async move { HostClient::new(ch).get_info(GetInfoRequest {}).await })
+        .await?;
     let caller = info.caller.clone().unwrap_or_default();
     match global.output {
         Format::Json => {

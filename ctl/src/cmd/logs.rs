@@ -25,18 +25,17 @@ pub struct Args {
 
 /// Runs `berthctl logs`.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let mut stream = ServicesClient::new(agent.channel.clone())
-        .logs(LogsRequest {
-            service: args.service,
-            follow: args.follow,
-            tail: args.tail,
-        })
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
+    let agent = global.agent()?;
+    let req = LogsRequest {
+        service: args.service,
+        follow: args.follow,
+        tail: args.tail,
+    };
+    let mut stream = agent
+        .call(|ch| async move { ServicesClient::new(ch).logs(req).await })
+        .await?;
     let mut out = std::io::stdout().lock();
-    while let Some(line) = stream.message().await.map_err(|s| agent.explain(&s))? {
+    while let Some(line) = agent.next(&mut stream).await? {
         if line.stream == "stderr" {
             eprintln!("{}", line.line);
         } else {

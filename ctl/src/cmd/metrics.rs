@@ -6,7 +6,8 @@ use berth_proto::v1::metrics_client::MetricsClient;
 use berth_proto::v1::{MetricsSnapshot, WatchMetricsRequest};
 use serde_json::{Value, json};
 
-use super::{Agent, Global};
+use super::Global;
+use crate::client::{Agent, ConnectError};
 use crate::output::{self, Format};
 
 /// Print one snapshot of host and per-service metrics: CPU (percent of one
@@ -25,9 +26,9 @@ pub struct Args {
 
 /// Runs `berthctl metrics`.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
+    let agent = global.agent()?;
     let mut stream = open(&agent, args.services).await?;
-    let snapshot = stream.message().await.map_err(|s| agent.explain(&s))?.ok_or_else(|| {
+    let snapshot = agent.next(&mut stream).await?.ok_or_else(|| {
         anyhow::anyhow!(
             "{}: the agent ended the metrics stream before sending a snapshot",
             agent.target
@@ -41,12 +42,11 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
 }
 
 /// Opens a `WatchMetrics` stream.
-pub async fn open(agent: &Agent, services: Vec<String>) -> anyhow::Result<tonic::Streaming<MetricsSnapshot>> {
-    Ok(MetricsClient::new(agent.channel.clone())
-        .watch_metrics(WatchMetricsRequest { services })
+pub async fn open(agent: &Agent, services: Vec<String>) -> Result<tonic::Streaming<MetricsSnapshot>, ConnectError> {
+    let req = WatchMetricsRequest { services };
+    agent
+        .call(|ch| async move { MetricsClient::new(ch).watch_metrics(req).await })
         .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner())
 }
 
 /// A snapshot as JSON, with the host it came from.

@@ -2,15 +2,28 @@
 //! changes): steps as lines, image pulls as a progress bar when stderr is a
 //! terminal, and the result as a verdict with the reasons of a failure.
 
+use std::future::Future;
 use std::io::IsTerminal as _;
 
 use berth_proto::v1::{DeployEvent, DeployResult, deploy_event};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use tonic::Streaming;
+use tonic::transport::Channel;
+use tonic::{Response, Status, Streaming};
 
-use super::Agent;
+use crate::client::Agent;
 use crate::output::Format;
+
+/// Calls `rpc` on `agent` (a deploy-shaped call: Apply, Deploy, Rollback,
+/// Restart, SetEnv, UnsetEnv) and [`follow`]s its stream to the result.
+pub async fn run<F, Fut>(agent: &Agent, format: Format, rpc: F) -> anyhow::Result<DeployResult>
+where
+    F: FnOnce(Channel) -> Fut,
+    Fut: Future<Output = Result<Response<Streaming<DeployEvent>>, Status>>,
+{
+    let stream = agent.call(rpc).await?;
+    follow(agent, stream, format).await
+}
 
 /// Follows the stream to its result, printing as it goes. Returns an error
 /// (so berthctl exits non-zero) when the deploy failed.

@@ -16,12 +16,10 @@ pub struct Args {}
 
 /// Runs `berthctl ps`.
 pub async fn run(global: &Global, _args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let list = ServicesClient::new(agent.channel.clone())
-        .list(ListRequest {})
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
+    let agent = global.agent()?;
+    let list = agent
+        .call(|ch| async move { ServicesClient::new(ch).list(ListRequest {}).await })
+        .await?;
     match global.output {
         Format::Json => {
             let services: Vec<_> = list

@@ -15,11 +15,10 @@ pub struct Args {
 
 /// Runs `berthctl restart`.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let stream = ServicesClient::new(agent.channel.clone())
-        .restart(RestartRequest { service: args.service })
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
-    progress::follow(&agent, stream, global.output).await.map(|_| ())
+    let req = RestartRequest { service: args.service };
+    progress::run(&global.agent()?, global.output, |ch| async move {
+        ServicesClient::new(ch).restart(req).await
+    })
+    .await
+    .map(|_| ())
 }

@@ -18,14 +18,13 @@ pub struct Args {
 
 /// Runs `berthctl rm`.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let resp = ServicesClient::new(agent.channel.clone())
-        .remove(RemoveRequest {
-            service: args.service.clone(),
-        })
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
+    let req = RemoveRequest {
+        service: args.service.clone(),
+    };
+    let resp = global
+        .agent()?
+        .call(|ch| async move { ServicesClient::new(ch).remove(req).await })
+        .await?;
     match global.output {
         Format::Json => println!(
             "{}",

@@ -21,14 +21,13 @@ pub struct Args {
 
 /// Runs `berthctl rollback`.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let stream = ServicesClient::new(agent.channel.clone())
-        .rollback(RollbackRequest {
-            service: args.service,
-            to_revision: args.to.unwrap_or(0),
-        })
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
-    progress::follow(&agent, stream, global.output).await.map(|_| ())
+    let req = RollbackRequest {
+        service: args.service,
+        to_revision: args.to.unwrap_or(0),
+    };
+    progress::run(&global.agent()?, global.output, |ch| async move {
+        ServicesClient::new(ch).rollback(req).await
+    })
+    .await
+    .map(|_| ())
 }

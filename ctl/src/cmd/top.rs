@@ -27,11 +27,11 @@ pub struct Args {
 
 /// Runs `berthctl top`.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
+    let agent = global.agent()?;
     let mut stream = open(&agent, args.services).await?;
     let tty = std::io::stdout().is_terminal();
     let mut shown = 0u64;
-    while let Some(s) = stream.message().await.map_err(|st| agent.explain(&st))? {
+    while let Some(s) = agent.next(&mut stream).await? {
         let mut out = std::io::stdout().lock();
         match global.output {
             Format::Json => writeln!(out, "{}", to_json(&agent, &s))?,
