@@ -4,6 +4,7 @@ use berth_proto::v1::DeployRequest;
 use berth_proto::v1::services_client::ServicesClient;
 
 use super::{Global, progress};
+use crate::output::Sink;
 
 /// Deploy a new image for a service, health-gated, with automatic rollback.
 ///
@@ -21,12 +22,12 @@ pub struct Args {
 }
 
 /// Runs `berthctl deploy`.
-pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
     let req = DeployRequest {
         service: args.service,
         image: args.image,
     };
-    progress::run(&global.agent()?, global.output, |ch| async move {
+    progress::run(&global.agent()?, global.output, out, |ch| async move {
         ServicesClient::new(ch).deploy(req).await
     })
     .await

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::Global;
 use crate::client::{Agent, ConnectError};
-use crate::output::{self, Format};
+use crate::output::{self, Format, Sink};
 
 /// Print one snapshot of host and per-service metrics: CPU (percent of one
 /// CPU, so 200% = two CPUs) against the limit, memory against the limit,
@@ -25,7 +25,7 @@ pub struct Args {
 }
 
 /// Runs `berthctl metrics`.
-pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
     let agent = global.agent()?;
     let mut stream = open(&agent, args.services).await?;
     let snapshot = agent.next(&mut stream).await?.ok_or_else(|| {
@@ -35,8 +35,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         )
     })?;
     match global.output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&to_json(&agent, &snapshot))?),
-        Format::Table => print!("{}", report(&agent, &snapshot, true)),
+        Format::Json => out.document(&to_json(&agent, &snapshot))?,
+        Format::Table => out.text(&report(&agent, &snapshot, true))?,
     }
     Ok(())
 }

@@ -14,7 +14,7 @@
 
 use std::fmt;
 use std::io::{self, IsTerminal as _, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget};
 
@@ -77,8 +77,11 @@ pub struct Console {
     out_tty: bool,
     err_tty: bool,
     colour: bool,
-    /// Progress bars, only when stderr is a terminal.
-    bars: Option<MultiProgress>,
+    /// Whether progress bars may be drawn (stderr is a terminal).
+    bars_allowed: bool,
+    /// The bars, made with the first one, so that output written before
+    /// any bar (most commands never draw one) goes straight to the stream.
+    bars: OnceLock<MultiProgress>,
 }
 
 impl Console {
@@ -89,9 +92,7 @@ impl Console {
         let err_tty = io::stderr().is_terminal();
         let colour = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         let mut console = Console::new(Box::new(io::stdout()), Box::new(io::stderr()), out_tty, err_tty, colour);
-        if err_tty {
-            console.bars = Some(MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        }
+        console.bars_allowed = err_tty;
         Arc::new(console)
     }
 
@@ -103,7 +104,8 @@ impl Console {
             out_tty,
             err_tty,
             colour,
-            bars: None,
+            bars_allowed: false,
+            bars: OnceLock::new(),
         }
     }
 
@@ -132,7 +134,7 @@ impl Console {
             };
             w.write_all(bytes).and_then(|()| w.flush())
         };
-        match &self.bars {
+        match self.bars.get() {
             Some(bars) => bars.suspend(write),
             None => write(),
         }
@@ -141,7 +143,13 @@ impl Console {
 
     /// A new progress bar on stderr when it is a terminal; `None` otherwise.
     pub fn progress_bar(&self) -> Option<ProgressBar> {
-        self.bars.as_ref().map(|bars| bars.add(ProgressBar::new(0)))
+        if !self.bars_allowed {
+            return None;
+        }
+        let bars = self
+            .bars
+            .get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Some(bars.add(ProgressBar::new(0)))
     }
 }
 
@@ -156,7 +164,7 @@ pub(crate) mod capture {
 
     impl Buf {
         /// Everything written so far, as text.
-        pub fn text(&self) -> String {
+        pub fn written(&self) -> String {
             String::from_utf8_lossy(&self.0.lock().expect("buf")).into_owned()
         }
     }
@@ -202,7 +210,7 @@ mod tests {
         let (c, out, err) = console(false);
         c.write(Stream::Out, b"a\n").expect("out");
         c.write(Stream::Err, b"b\n").expect("err");
-        assert_eq!((out.text(), err.text()), ("a\n".into(), "b\n".into()));
+        assert_eq!((out.written(), err.written()), ("a\n".into(), "b\n".into()));
         assert!(!c.colours(Stream::Out) && c.progress_bar().is_none());
     }
 

@@ -9,8 +9,9 @@
 //! one record per line (NDJSON), so streams from many hosts can be read
 //! apart and parsed.
 //!
-//! Input: text (one or more lines; a missing final newline is added),
-//! JSON values, frames of a live view. Output: whole lines written to the
+//! Input: lines (ended as `println!` ends them), blocks of whole lines
+//! (tables, reports, as `print!` prints them), JSON values, frames of a
+//! live view. Output: whole lines written to the
 //! console's stdout or stderr, each call in one write, so two hosts never
 //! split each other's lines. Errors are the console's [`WriteError`].
 //! Nothing to shut down.
@@ -88,25 +89,49 @@ impl Sink {
         self.label.as_deref().map(|l| l.name.as_str())
     }
 
-    /// Prints `text` (one or more lines) on stdout.
-    pub fn out(&self, text: &str) -> Result<(), WriteError> {
-        self.lines(Stream::Out, text)
+    /// Prints `line` and a newline on stdout, as `println!` does.
+    pub fn out(&self, line: &str) -> Result<(), WriteError> {
+        self.line(Stream::Out, line)
     }
 
-    /// Prints `text` (one or more lines) on stderr.
-    pub fn err(&self, text: &str) -> Result<(), WriteError> {
-        self.lines(Stream::Err, text)
+    /// Prints `line` and a newline on stderr, as `eprintln!` does.
+    pub fn err(&self, line: &str) -> Result<(), WriteError> {
+        self.line(Stream::Err, line)
     }
 
-    /// Prints `text` on `stream`, each line behind this sink's host name.
-    /// `""` is one empty line; a final newline is added when missing.
-    pub fn lines(&self, stream: Stream, text: &str) -> Result<(), WriteError> {
+    /// Prints `line` and a newline on `stream`. Per host, every line of
+    /// that (a `line` holding newlines prints several) is prefixed.
+    pub fn line(&self, stream: Stream, line: &str) -> Result<(), WriteError> {
+        self.write(stream, line, true)
+    }
+
+    /// Prints a block of whole lines (a table, a report) on stdout, as
+    /// `print!` does. Per host, each line is prefixed, and a last line
+    /// without its newline gets one.
+    pub fn text(&self, text: &str) -> Result<(), WriteError> {
+        self.write(Stream::Out, text, false)
+    }
+
+    /// Writes `text` (and a newline when `newline`) in one piece, each
+    /// line behind this sink's host name.
+    fn write(&self, stream: Stream, text: &str, newline: bool) -> Result<(), WriteError> {
         let prefix = match &self.label {
-            None => "",
+            None => {
+                let bytes = if newline { format!("{text}\n") } else { text.to_owned() };
+                return self.console.write(stream, bytes.as_bytes());
+            }
             Some(l) if self.console.colours(stream) => &l.coloured,
             Some(l) => &l.plain,
         };
-        let body = text.strip_suffix('\n').unwrap_or(text);
+        // The lines as print! or println! would end them.
+        let body = if newline {
+            text
+        } else {
+            text.strip_suffix('\n').unwrap_or(text)
+        };
+        if body.is_empty() && !newline {
+            return Ok(());
+        }
         let mut buf = String::with_capacity(body.len() + 1 + prefix.len() * (1 + body.matches('\n').count()));
         for line in body.split('\n') {
             buf.push_str(prefix);
@@ -133,8 +158,7 @@ impl Sink {
         if self.label.is_some() {
             return self.record(doc);
         }
-        let text = serde_json::to_string_pretty(doc).unwrap_or_default();
-        self.out(&text)
+        self.out(&serde_json::to_string_pretty(doc).unwrap_or_default())
     }
 
     /// One frame of a live view (`top`). For one host on a terminal, the
@@ -150,12 +174,12 @@ impl Sink {
             ""
         };
         if self.label.is_none() {
-            return self.out(&format!("{lead}{text}"));
+            return self.text(&format!("{lead}{text}"));
         }
         if !lead.is_empty() {
             self.out("")?;
         }
-        self.out(text)
+        self.text(text)
     }
 
     /// A progress bar on stderr drawn with indicatif's `template`, behind
@@ -201,17 +225,17 @@ mod tests {
     fn one_host_prints_exactly_what_it_is_given() {
         let (c, out, err) = console(false);
         let s = Sink::new(c);
-        s.out("a  b\nc  d\n").expect("table");
+        s.text("a  b\nc  d\n").expect("table");
         s.out("no services on 10.0.0.5:7443").expect("line");
         s.out("").expect("empty line");
         s.err("  pull     done").expect("step");
         s.record(&json!({"kind": "deploy"})).expect("record");
         s.document(&json!({"a": 1})).expect("document");
         assert_eq!(
-            out.text(),
+            out.written(),
             "a  b\nc  d\nno services on 10.0.0.5:7443\n\n{\"kind\":\"deploy\"}\n{\n  \"a\": 1\n}\n"
         );
-        assert_eq!(err.text(), "  pull     done\n");
+        assert_eq!(err.written(), "  pull     done\n");
         assert_eq!(s.host(), None);
     }
 
@@ -219,14 +243,18 @@ mod tests {
     fn many_hosts_prefix_every_line_with_the_aligned_name() {
         let (c, out, err) = console(false);
         let sinks = Sink::per_host(&c, &["web-1", "worker-10"]);
-        sinks[0].out("started\nlistening on :8080\n").expect("web");
+        sinks[0].text("NAME  REV\nweb   3\n").expect("table");
+        sinks[0].out("started\nlistening on :8080").expect("two lines");
         sinks[1].err("oops").expect("worker");
         sinks[1].out("").expect("empty");
+        sinks[1].text("").expect("nothing");
+        sinks[1].text("no newline").expect("partial");
         assert_eq!(
-            out.text(),
-            "web-1     | started\nweb-1     | listening on :8080\nworker-10 | \n"
+            out.written(),
+            "web-1     | NAME  REV\nweb-1     | web   3\nweb-1     | started\nweb-1     | listening on :8080\n\
+             worker-10 | \nworker-10 | no newline\n"
         );
-        assert_eq!(err.text(), "worker-10 | oops\n");
+        assert_eq!(err.written(), "worker-10 | oops\n");
         assert_eq!(sinks[1].host(), Some("worker-10"));
     }
 
@@ -236,7 +264,7 @@ mod tests {
         let sinks = Sink::per_host(&c, &["a", "bb"]);
         sinks[0].out("x").expect("a");
         sinks[1].out("y").expect("bb");
-        assert_eq!(out.text(), "\x1b[36ma  |\x1b[0m x\n\x1b[33mbb |\x1b[0m y\n");
+        assert_eq!(out.written(), "\x1b[36ma  |\x1b[0m x\n\x1b[33mbb |\x1b[0m y\n");
     }
 
     #[test]
@@ -249,7 +277,7 @@ mod tests {
         sinks[1].document(&json!({"services": [], "n": 2})).expect("d");
         sinks[1].record(&json!([1, 2])).expect("array");
         let lines: Vec<Value> = out
-            .text()
+            .written()
             .lines()
             .map(|l| serde_json::from_str(l).expect("one JSON value per line"))
             .collect();
@@ -269,19 +297,19 @@ mod tests {
         let s = Sink::new(c);
         s.frame("one\n").expect("1");
         s.frame("two\n").expect("2");
-        assert_eq!(out.text(), format!("{CLEAR}one\n{CLEAR}two\n"));
+        assert_eq!(out.written(), format!("{CLEAR}one\n{CLEAR}two\n"));
 
         let (c, out, _) = console(false);
         let s = Sink::new(c.clone());
         s.frame("one\n").expect("1");
         s.frame("two\n").expect("2");
-        assert_eq!(out.text(), "one\n\ntwo\n");
+        assert_eq!(out.written(), "one\n\ntwo\n");
 
         let (c, out, _) = console(false);
         let h = Sink::per_host(&c, &["h"]).remove(0);
         h.frame("one").expect("1");
         h.frame("two").expect("2");
-        assert_eq!(out.text(), "h | one\nh | \nh | two\n");
+        assert_eq!(out.written(), "h | one\nh | \nh | two\n");
     }
 
     #[test]
@@ -304,7 +332,7 @@ mod tests {
                 });
             }
         });
-        let text = out.text();
+        let text = out.written();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 800);
         // Each call's two lines are next to each other.
