@@ -1,10 +1,12 @@
 //! `berthctl`: the command line. Parses arguments and hands each subcommand
 //! to its module; prints errors as one actionable line and exits non-zero.
+//! When the reader of its output goes away (`berthctl events | head -1`),
+//! it ends quietly with exit 0.
 
 use std::process::ExitCode;
 
 use berthctl::cmd::{self, Global};
-use berthctl::output::{Console, Sink};
+use berthctl::output::{Console, Sink, WriteError};
 use clap::{Parser, Subcommand};
 
 /// Drive berth agents: deploy, roll back and watch services on one host or a
@@ -78,8 +80,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Whoever read our output has gone: there is no one left to tell.
+        Err(e) if WriteError::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("berthctl: {e:#}");
+            // If stderr is gone too, the exit code still says it.
+            let _ = out.err(&format!("berthctl: {e:#}"));
             ExitCode::FAILURE
         }
     }

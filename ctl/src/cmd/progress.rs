@@ -38,6 +38,10 @@ where
 
 /// Follows the stream to its result, printing as it goes. Returns an error
 /// (so berthctl exits non-zero) when the deploy failed.
+///
+/// A closed output (`berthctl deploy ... | head -1`) does not stop the
+/// following: the deploy's outcome, not whether anyone still reads, decides
+/// how berthctl exits.
 pub async fn follow<S>(agent: &Agent, mut stream: S, format: Format, out: &Sink) -> anyhow::Result<DeployResult>
 where
     S: Stream<Item = Result<DeployEvent, Status>> + Unpin,
@@ -46,13 +50,18 @@ where
     let mut result = None;
     while let Some(event) = stream.next().await {
         let event = event.map_err(|status| agent.explain(&status))?;
-        if let Some(r) = view.show(event)? {
-            result = Some(r);
+        match view.show(event) {
+            Ok(Some(r)) => result = Some(r),
+            Ok(None) | Err(WriteError::Closed(_)) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     let result =
         result.ok_or_else(|| anyhow::anyhow!("{}: the agent ended the call without a result", agent.target))?;
-    view.report(&result)?;
+    match view.report(&result) {
+        Ok(()) | Err(WriteError::Closed(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     if result.success {
         Ok(result)
     } else {
@@ -310,6 +319,41 @@ mod tests {
             .await
             .expect_err("broken");
         assert_eq!(e.to_string(), "10.0.0.5:7443: aborted: the agent is shutting down");
+    }
+
+    #[tokio::test]
+    async fn a_closed_output_leaves_the_outcome_to_the_deploy() {
+        use crate::output::Console;
+        use crate::output::console::capture::ClosedPipe;
+
+        let outcome = |success: bool| {
+            let closed = Console::new(Box::new(ClosedPipe), Box::new(ClosedPipe), false, false, false);
+            let events = vec![
+                step("start", "container up"),
+                result(DeployResult {
+                    success,
+                    service: "web".into(),
+                    revision: 1,
+                    attempted_revision: 1,
+                    changed: true,
+                    error: if success { String::new() } else { "exited".into() },
+                    ..Default::default()
+                }),
+            ];
+            async move {
+                follow(
+                    &agent(),
+                    futures::stream::iter(events),
+                    Format::Table,
+                    &Sink::new(closed.into()),
+                )
+                .await
+            }
+        };
+        assert_eq!(outcome(true).await.expect("succeeded").revision, 1);
+        let err = outcome(false).await.expect_err("failed");
+        assert!(!WriteError::is_closed(&err));
+        assert_eq!(err.to_string(), "10.0.0.5:7443: web revision 1 failed: exited");
     }
 
     #[tokio::test]

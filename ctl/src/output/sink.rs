@@ -313,6 +313,34 @@ mod tests {
     }
 
     #[test]
+    fn a_closed_reader_is_reported_as_closed_by_every_kind_of_output() {
+        use super::super::console::capture::ClosedPipe;
+
+        let c = Arc::new(Console::new(
+            Box::new(ClosedPipe),
+            Box::new(ClosedPipe),
+            false,
+            false,
+            false,
+        ));
+        let one = Sink::new(c.clone());
+        let many = Sink::per_host(&c, &["web-1"]).remove(0);
+        for s in [one, many] {
+            let results = [
+                s.out("line"),
+                s.err("note"),
+                s.text("a\nb\n"),
+                s.record(&json!({"k": 1})),
+                s.document(&json!({"k": 1})),
+                s.frame("frame\n"),
+            ];
+            for r in results {
+                assert!(matches!(r, Err(WriteError::Closed(_))), "{r:?}");
+            }
+        }
+    }
+
+    #[test]
     fn no_progress_bar_without_a_terminal() {
         let (c, _, _) = console(false);
         assert!(Sink::new(c.clone()).progress_bar("{msg}").is_none());
