@@ -3,7 +3,7 @@
 //! Owns the endpoint settings (timeouts, keep-alive), the rustls client
 //! config (trust only our CA, present our certificate), and waiting for the
 //! agent's verdict on our certificate before handing the stream to h2, so a
-//! refusal reaches [`explain`](super::explain) as a TLS error instead of a
+//! refusal reaches [`explain`](super::explain()) as a TLS error instead of a
 //! cancelled request. Input: a [`Target`] and [`TlsFiles`]; output: a tonic
 //! [`Channel`] or an explained [`ConnectError`]. The channel closes its
 //! connection when the last clone is dropped.

@@ -1,5 +1,8 @@
 //! One module per subcommand; each has `Args` (its doc comments are the
-//! help) and `run`. [`Global`] holds the options every agent command takes.
+//! help) and `run(global, out, args)`, which calls agents through
+//! [`Agent::call`] and prints only to the sink `out`. [`Global`] holds the
+//! options every agent command takes; [`progress`] renders the deploy-shaped
+//! calls' event streams for several subcommands.
 
 pub mod apply;
 pub mod certs;
