@@ -1,9 +1,13 @@
 //! berthctl: drive berth agents over mutual-TLS gRPC.
 //!
-//! The library holds what the binary and the end-to-end tests share: agent
-//! connections and their error messages ([`client`]), certificate minting
-//! ([`certs`]), output formatting ([`output`]) and one module per subcommand
-//! ([`cmd`]).
+//! The library holds what the binary and the end-to-end tests share:
+//! - [`client`]: reaching an agent (address, TLS files, dialing), the one
+//!   way to call it ([`client::Agent::call`]: connect → call → explain) and
+//!   the sentences its failures become;
+//! - [`certs`]: minting the CA, agent and client certificates;
+//! - [`output`]: tables and units, and the [`output::Sink`] every renderer
+//!   prints to (one host as is, or many hosts side by side);
+//! - [`cmd`]: one module per subcommand.
 
 pub mod certs;
 pub mod client;

@@ -1,9 +1,12 @@
 //! `berthctl`: the command line. Parses arguments and hands each subcommand
 //! to its module; prints errors as one actionable line and exits non-zero.
+//! When the reader of its output goes away (`berthctl events | head -1`),
+//! it ends quietly with exit 0.
 
 use std::process::ExitCode;
 
 use berthctl::cmd::{self, Global};
+use berthctl::output::{Console, Sink, WriteError};
 use clap::{Parser, Subcommand};
 
 /// Drive berth agents: deploy, roll back and watch services on one host or a
@@ -58,26 +61,30 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let out = &Sink::new(Console::stdio());
     let result = match cli.command {
-        Command::Certs(args) => cmd::certs::run(args),
-        Command::Info(args) => block_on(cmd::info::run(&cli.global, args)),
-        Command::Apply(args) => block_on(cmd::apply::run(&cli.global, args)),
-        Command::Deploy(args) => block_on(cmd::deploy::run(&cli.global, args)),
-        Command::Rollback(args) => block_on(cmd::rollback::run(&cli.global, args)),
-        Command::Ps(args) => block_on(cmd::ps::run(&cli.global, args)),
-        Command::History(args) => block_on(cmd::history::run(&cli.global, args)),
-        Command::Restart(args) => block_on(cmd::restart::run(&cli.global, args)),
-        Command::Rm(args) => block_on(cmd::rm::run(&cli.global, args)),
-        Command::Logs(args) => block_on(cmd::logs::run(&cli.global, args)),
-        Command::Events(args) => block_on(cmd::events::run(&cli.global, args)),
-        Command::Env(args) => block_on(cmd::env::run(&cli.global, args)),
-        Command::Top(args) => block_on(cmd::top::run(&cli.global, args)),
-        Command::Metrics(args) => block_on(cmd::metrics::run(&cli.global, args)),
+        Command::Certs(args) => cmd::certs::run(out, args),
+        Command::Info(args) => block_on(cmd::info::run(&cli.global, out, args)),
+        Command::Apply(args) => block_on(cmd::apply::run(&cli.global, out, args)),
+        Command::Deploy(args) => block_on(cmd::deploy::run(&cli.global, out, args)),
+        Command::Rollback(args) => block_on(cmd::rollback::run(&cli.global, out, args)),
+        Command::Ps(args) => block_on(cmd::ps::run(&cli.global, out, args)),
+        Command::History(args) => block_on(cmd::history::run(&cli.global, out, args)),
+        Command::Restart(args) => block_on(cmd::restart::run(&cli.global, out, args)),
+        Command::Rm(args) => block_on(cmd::rm::run(&cli.global, out, args)),
+        Command::Logs(args) => block_on(cmd::logs::run(&cli.global, out, args)),
+        Command::Events(args) => block_on(cmd::events::run(&cli.global, out, args)),
+        Command::Env(args) => block_on(cmd::env::run(&cli.global, out, args)),
+        Command::Top(args) => block_on(cmd::top::run(&cli.global, out, args)),
+        Command::Metrics(args) => block_on(cmd::metrics::run(&cli.global, out, args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Whoever read our output has gone: there is no one left to tell.
+        Err(e) if WriteError::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("berthctl: {e:#}");
+            // If stderr is gone too, the exit code still says it.
+            let _ = out.err(&format!("berthctl: {e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -7,6 +7,7 @@ use berth_proto::v1::ApplyRequest;
 use berth_proto::v1::services_client::ServicesClient;
 
 use super::{Global, progress};
+use crate::output::Sink;
 
 /// Create or update a service from a TOML spec, health-gated.
 ///
@@ -23,17 +24,15 @@ pub struct Args {
 }
 
 /// Runs `berthctl apply`.
-pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
     let spec_toml = if args.file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).context("cannot read the spec from stdin")?
     } else {
         std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?
     };
-    let agent = global.connect().await?;
-    let stream = ServicesClient::new(agent.channel.clone())
-        .apply(ApplyRequest { spec_toml })
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
-    progress::follow(&agent, stream, global.output).await.map(|_| ())
+    progress::run(&global.agent()?, global.output, out, |ch| async move {
+        ServicesClient::new(ch).apply(ApplyRequest { spec_toml }).await
+    })
+    .await
+    .map(|_| ())
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 
 use crate::certs::{self, AGENT_DAYS, CA_DAYS, CLIENT_DAYS, Role, Validity};
+use crate::output::Sink;
 
 /// Make the certificates berth's mutual TLS runs on.
 ///
@@ -89,7 +90,7 @@ enum Kind {
 }
 
 /// Runs `berthctl certs`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(out: &Sink, args: Args) -> anyhow::Result<()> {
     let check_days = |days: i64| {
         anyhow::ensure!(days > 0 && days <= 36_500, "--days {days}: use 1 to 36500");
         Ok(Validity::days(days))
@@ -118,7 +119,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } => certs::issue_client(&dir, &name, role, check_days(days)?, force),
     }
     .context("certs")?;
-    println!("wrote {}", pair.cert.display());
-    println!("wrote {}", pair.key.display());
+    out.out(&format!("wrote {}\nwrote {}", pair.cert.display(), pair.key.display()))?;
     Ok(())
 }

@@ -4,6 +4,7 @@ use berth_proto::v1::DeployRequest;
 use berth_proto::v1::services_client::ServicesClient;
 
 use super::{Global, progress};
+use crate::output::Sink;
 
 /// Deploy a new image for a service, health-gated, with automatic rollback.
 ///
@@ -21,15 +22,14 @@ pub struct Args {
 }
 
 /// Runs `berthctl deploy`.
-pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let stream = ServicesClient::new(agent.channel.clone())
-        .deploy(DeployRequest {
-            service: args.service,
-            image: args.image,
-        })
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
-    progress::follow(&agent, stream, global.output).await.map(|_| ())
+pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
+    let req = DeployRequest {
+        service: args.service,
+        image: args.image,
+    };
+    progress::run(&global.agent()?, global.output, out, |ch| async move {
+        ServicesClient::new(ch).deploy(req).await
+    })
+    .await
+    .map(|_| ())
 }

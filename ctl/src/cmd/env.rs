@@ -8,7 +8,7 @@ use berth_proto::v1::{GetEnvRequest, SetEnvRequest, UnsetEnvRequest};
 use serde_json::json;
 
 use super::{Global, progress};
-use crate::output::{self, Format};
+use crate::output::{self, Format, Sink};
 
 /// `berthctl env`: its subcommands. (The command's long help is on its
 /// variant in `main.rs`, which clap shows.)
@@ -65,7 +65,7 @@ enum Command {
 }
 
 /// Runs `berthctl env`.
-pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Set { service, vars } => {
             let set = vars
@@ -75,6 +75,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("env set {service}: {e}"))?;
             change(
                 global,
+                out,
                 SetEnvRequest {
                     service,
                     set,
@@ -92,6 +93,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                 .collect();
             change(
                 global,
+                out,
                 SetEnvRequest {
                     service,
                     set,
@@ -104,38 +106,34 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             for k in &keys {
                 envfile::check_key(k).map_err(|m| anyhow::anyhow!("env unset {service}: {k:?} {m}"))?;
             }
-            let agent = global.connect().await?;
-            let stream = EnvClient::new(agent.channel.clone())
-                .unset_env(UnsetEnvRequest { service, keys })
-                .await
-                .map_err(|s| agent.explain(&s))?
-                .into_inner();
-            progress::follow(&agent, stream, global.output).await.map(|_| ())
+            let req = UnsetEnvRequest { service, keys };
+            progress::run(&global.agent()?, global.output, out, |ch| async move {
+                EnvClient::new(ch).unset_env(req).await
+            })
+            .await
+            .map(|_| ())
         }
-        Command::Get { service, reveal } => get(global, service, reveal).await,
+        Command::Get { service, reveal } => get(global, out, service, reveal).await,
     }
 }
 
-async fn change(global: &Global, req: SetEnvRequest) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let stream = EnvClient::new(agent.channel.clone())
-        .set_env(req)
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
-    progress::follow(&agent, stream, global.output).await.map(|_| ())
+async fn change(global: &Global, out: &Sink, req: SetEnvRequest) -> anyhow::Result<()> {
+    progress::run(&global.agent()?, global.output, out, |ch| async move {
+        EnvClient::new(ch).set_env(req).await
+    })
+    .await
+    .map(|_| ())
 }
 
-async fn get(global: &Global, service: String, reveal: bool) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let env = EnvClient::new(agent.channel.clone())
-        .get_env(GetEnvRequest {
-            service: service.clone(),
-            reveal,
-        })
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
+async fn get(global: &Global, out: &Sink, service: String, reveal: bool) -> anyhow::Result<()> {
+    let req = GetEnvRequest {
+        service: service.clone(),
+        reveal,
+    };
+    let env = global
+        .agent()?
+        .call(|ch| async move { EnvClient::new(ch).get_env(req).await })
+        .await?;
     match global.output {
         Format::Json => {
             let vars: serde_json::Map<String, serde_json::Value> =
@@ -147,7 +145,7 @@ async fn get(global: &Global, service: String, reveal: bool) -> anyhow::Result<(
                 "masked": env.vars.iter().any(|v| v.masked),
                 "vars": vars,
             });
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            out.document(&doc)?;
         }
         Format::Table => {
             let at = if env.revision == 0 {
@@ -155,12 +153,12 @@ async fn get(global: &Global, service: String, reveal: bool) -> anyhow::Result<(
             } else {
                 format!("revision {}", env.revision)
             };
-            eprintln!("# {service}: {} ({at})", env.path);
+            out.err(&format!("# {service}: {} ({at})", env.path))?;
             let mut rows = vec![vec!["KEY".to_owned(), "VALUE".to_owned()]];
             rows.extend(env.vars.iter().map(|v| vec![v.key.clone(), v.value.clone()]));
-            print!("{}", output::table(&rows));
+            out.text(&output::table(&rows))?;
             if env.vars.iter().any(|v| v.masked) {
-                eprintln!("# values masked; --reveal shows them (operators only)");
+                out.err("# values masked; --reveal shows them (operators only)")?;
             }
         }
     }

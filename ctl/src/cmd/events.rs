@@ -1,11 +1,11 @@
 //! `berthctl events [SERVICE...]`: what the agent does and sees, live.
 
-use berth_proto::v1::WatchEventsRequest;
 use berth_proto::v1::services_client::ServicesClient;
+use berth_proto::v1::{Event, WatchEventsRequest};
 use serde_json::json;
 
 use super::Global;
-use crate::output::Format;
+use crate::output::{Format, Sink, WriteError};
 
 /// Follow the agent's events (deploys, restarts, crashes, OOM kills, drift
 /// repairs) until interrupted.
@@ -16,31 +16,82 @@ pub struct Args {
 }
 
 /// Runs `berthctl events`.
-pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let mut stream = ServicesClient::new(agent.channel.clone())
-        .watch_events(WatchEventsRequest {
-            services: args.services,
-        })
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
-    while let Some(e) = stream.message().await.map_err(|s| agent.explain(&s))? {
-        match global.output {
-            Format::Json => println!(
-                "{}",
-                json!({"timestamp_ms": e.timestamp_ms, "kind": e.kind, "service": e.service,
-                       "revision": e.revision, "severity": e.severity, "message": e.message})
-            ),
-            Format::Table => {
-                let secs = e.timestamp_ms / 1000;
-                let (h, m, s) = (secs / 3600 % 24, secs / 60 % 60, secs % 60);
-                println!(
-                    "{h:02}:{m:02}:{s:02}Z {:<7} {:<16} {:<12} {}",
-                    e.severity, e.kind, e.service, e.message
-                );
-            }
-        }
+pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
+    let agent = global.agent()?;
+    let req = WatchEventsRequest {
+        services: args.services,
+    };
+    let mut stream = agent
+        .call(|ch| async move { ServicesClient::new(ch).watch_events(req).await })
+        .await?;
+    while let Some(e) = agent.next(&mut stream).await? {
+        show(out, global.output, &e)?;
     }
     Ok(())
+}
+
+/// Prints one event: a line (UTC time of day, severity, kind, service,
+/// message) or one JSON record.
+pub fn show(out: &Sink, format: Format, e: &Event) -> Result<(), WriteError> {
+    match format {
+        Format::Json => out.record(
+            &json!({"timestamp_ms": e.timestamp_ms, "kind": e.kind, "service": e.service,
+                       "revision": e.revision, "severity": e.severity, "message": e.message}),
+        ),
+        Format::Table => {
+            let secs = e.timestamp_ms / 1000;
+            let (h, m, s) = (secs / 3600 % 24, secs / 60 % 60, secs % 60);
+            out.out(&format!(
+                "{h:02}:{m:02}:{s:02}Z {:<7} {:<16} {:<12} {}",
+                e.severity, e.kind, e.service, e.message
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::console::capture::console;
+
+    fn event() -> Event {
+        Event {
+            timestamp_ms: 3_723_000,
+            kind: "deployed".into(),
+            service: "web".into(),
+            revision: 4,
+            message: "revision 4 is healthy".into(),
+            severity: "info".into(),
+        }
+    }
+
+    #[test]
+    fn an_event_is_a_line_or_a_record() {
+        let (c, out, _) = console(false);
+        show(&Sink::new(c.clone()), Format::Table, &event()).expect("line");
+        assert_eq!(
+            out.written(),
+            "01:02:03Z info    deployed         web          revision 4 is healthy\n"
+        );
+        let (c, out, _) = console(false);
+        show(&Sink::new(c), Format::Json, &event()).expect("record");
+        let doc: serde_json::Value = serde_json::from_str(out.written().trim_end()).expect("json");
+        assert_eq!(
+            (doc["kind"].as_str(), doc["revision"].as_u64()),
+            (Some("deployed"), Some(4))
+        );
+    }
+
+    #[test]
+    fn many_hosts_events_are_told_apart() {
+        let (c, out, _) = console(false);
+        let sinks = Sink::per_host(&c, &["web-1", "db"]);
+        show(&sinks[1], Format::Table, &event()).expect("line");
+        show(&sinks[0], Format::Json, &event()).expect("record");
+        let text = out.written();
+        let (line, record) = text.split_once('\n').expect("two lines");
+        assert!(line.starts_with("db    | 01:02:03Z info    deployed"), "{line}");
+        let doc: serde_json::Value = serde_json::from_str(record.trim_end()).expect("json");
+        assert_eq!(doc["host"], "web-1");
+    }
 }

@@ -5,7 +5,7 @@ use berth_proto::v1::services_client::ServicesClient;
 use serde_json::json;
 
 use super::Global;
-use crate::output::{self, Format};
+use crate::output::{self, Format, Sink};
 
 /// List a service's revisions, newest first: image, why it was made, who
 /// made it, and whether it is active, superseded or failed (with why).
@@ -17,13 +17,12 @@ pub struct Args {
 }
 
 /// Runs `berthctl history`.
-pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let history = ServicesClient::new(agent.channel.clone())
-        .history(HistoryRequest { service: args.service })
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
+pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
+    let req = HistoryRequest { service: args.service };
+    let history = global
+        .agent()?
+        .call(|ch| async move { ServicesClient::new(ch).history(req).await })
+        .await?;
     match global.output {
         Format::Json => {
             let revs: Vec<_> = history
@@ -37,7 +36,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&revs)?);
+            out.document(&json!(revs))?;
         }
         Format::Table => {
             let now = std::time::SystemTime::now()
@@ -64,7 +63,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                     r.status.clone(),
                 ]);
             }
-            print!("{}", output::table(&rows));
+            out.text(&output::table(&rows))?;
         }
     }
     Ok(())

@@ -5,20 +5,18 @@ use berth_proto::v1::host_client::HostClient;
 use serde_json::json;
 
 use super::Global;
-use crate::output::{self, Format};
+use crate::output::{self, Format, Sink};
 
 /// Show the agent's version, host facts, Docker status and capabilities.
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
 /// Runs `berthctl info`.
-pub async fn run(global: &Global, _args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let info = HostClient::new(agent.channel.clone())
-        .get_info(GetInfoRequest {})
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
+pub async fn run(global: &Global, out: &Sink, _args: Args) -> anyhow::Result<()> {
+    let agent = global.agent()?;
+    let info = agent
+        .call(|ch| async move { HostClient::new(ch).get_info(GetInfoRequest {}).await })
+        .await?;
     let caller = info.caller.clone().unwrap_or_default();
     match global.output {
         Format::Json => {
@@ -41,7 +39,7 @@ pub async fn run(global: &Global, _args: Args) -> anyhow::Result<()> {
                 "caller": { "name": caller.name, "role": caller.role },
                 "agent_started_at_ms": info.agent_started_at_ms,
             });
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            out.document(&doc)?;
         }
         Format::Table => {
             let docker = if info.docker_error.is_empty() {
@@ -65,7 +63,7 @@ pub async fn run(global: &Global, _args: Args) -> anyhow::Result<()> {
                 .iter()
                 .map(|r| r.iter().map(|c| (*c).to_owned()).collect())
                 .collect();
-            print!("{}", output::table(&rows));
+            out.text(&output::table(&rows))?;
         }
     }
     Ok(())

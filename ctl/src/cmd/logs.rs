@@ -1,11 +1,10 @@
 //! `berthctl logs SERVICE [-f] [--tail N]`.
 
-use std::io::Write as _;
-
-use berth_proto::v1::LogsRequest;
 use berth_proto::v1::services_client::ServicesClient;
+use berth_proto::v1::{LogLine, LogsRequest};
 
 use super::Global;
+use crate::output::{Sink, Stream, WriteError};
 
 /// Print a service's container output (stdout to stdout, stderr to stderr).
 ///
@@ -24,27 +23,55 @@ pub struct Args {
 }
 
 /// Runs `berthctl logs`.
-pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let mut stream = ServicesClient::new(agent.channel.clone())
-        .logs(LogsRequest {
-            service: args.service,
-            follow: args.follow,
-            tail: args.tail,
-        })
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
-    let mut out = std::io::stdout().lock();
-    while let Some(line) = stream.message().await.map_err(|s| agent.explain(&s))? {
-        if line.stream == "stderr" {
-            eprintln!("{}", line.line);
-        } else {
-            writeln!(out, "{}", line.line)?;
-            if args.follow {
-                out.flush()?;
-            }
-        }
+pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
+    let agent = global.agent()?;
+    let req = LogsRequest {
+        service: args.service,
+        follow: args.follow,
+        tail: args.tail,
+    };
+    let mut stream = agent
+        .call(|ch| async move { ServicesClient::new(ch).logs(req).await })
+        .await?;
+    while let Some(line) = agent.next(&mut stream).await? {
+        show(out, &line)?;
     }
     Ok(())
+}
+
+/// Prints one line of a container's output on the stream it came from.
+pub fn show(out: &Sink, line: &LogLine) -> Result<(), WriteError> {
+    let stream = if line.stream == "stderr" {
+        Stream::Err
+    } else {
+        Stream::Out
+    };
+    out.line(stream, &line.line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::console::capture::console;
+
+    fn line(stream: &str, text: &str) -> LogLine {
+        LogLine {
+            stream: stream.into(),
+            line: text.into(),
+            container: "web-3".into(),
+        }
+    }
+
+    #[test]
+    fn stdout_and_stderr_lines_keep_their_stream() {
+        let (c, out, err) = console(false);
+        let s = Sink::new(c);
+        show(&s, &line("stdout", "GET / 200")).expect("out");
+        show(&s, &line("stderr", "warning: slow")).expect("err");
+        show(&s, &line("stdout", "")).expect("empty");
+        assert_eq!(
+            (out.written(), err.written()),
+            ("GET / 200\n\n".into(), "warning: slow\n".into())
+        );
+    }
 }

@@ -6,8 +6,9 @@ use berth_proto::v1::metrics_client::MetricsClient;
 use berth_proto::v1::{MetricsSnapshot, WatchMetricsRequest};
 use serde_json::{Value, json};
 
-use super::{Agent, Global};
-use crate::output::{self, Format};
+use super::Global;
+use crate::client::{Agent, ConnectError};
+use crate::output::{self, Format, Sink};
 
 /// Print one snapshot of host and per-service metrics: CPU (percent of one
 /// CPU, so 200% = two CPUs) against the limit, memory against the limit,
@@ -24,29 +25,28 @@ pub struct Args {
 }
 
 /// Runs `berthctl metrics`.
-pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
+pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
+    let agent = global.agent()?;
     let mut stream = open(&agent, args.services).await?;
-    let snapshot = stream.message().await.map_err(|s| agent.explain(&s))?.ok_or_else(|| {
+    let snapshot = agent.next(&mut stream).await?.ok_or_else(|| {
         anyhow::anyhow!(
             "{}: the agent ended the metrics stream before sending a snapshot",
             agent.target
         )
     })?;
     match global.output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&to_json(&agent, &snapshot))?),
-        Format::Table => print!("{}", report(&agent, &snapshot, true)),
+        Format::Json => out.document(&to_json(&agent, &snapshot))?,
+        Format::Table => out.text(&report(&agent, &snapshot, true))?,
     }
     Ok(())
 }
 
 /// Opens a `WatchMetrics` stream.
-pub async fn open(agent: &Agent, services: Vec<String>) -> anyhow::Result<tonic::Streaming<MetricsSnapshot>> {
-    Ok(MetricsClient::new(agent.channel.clone())
-        .watch_metrics(WatchMetricsRequest { services })
+pub async fn open(agent: &Agent, services: Vec<String>) -> Result<tonic::Streaming<MetricsSnapshot>, ConnectError> {
+    let req = WatchMetricsRequest { services };
+    agent
+        .call(|ch| async move { MetricsClient::new(ch).watch_metrics(req).await })
         .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner())
 }
 
 /// A snapshot as JSON, with the host it came from.

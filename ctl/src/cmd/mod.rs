@@ -1,5 +1,8 @@
 //! One module per subcommand; each has `Args` (its doc comments are the
-//! help) and `run`. [`Global`] holds the options every agent command takes.
+//! help) and `run(global, out, args)`, which calls agents through
+//! [`Agent::call`] and prints only to the sink `out`. [`Global`] holds the
+//! options every agent command takes; [`progress`] renders the deploy-shaped
+//! calls' event streams for several subcommands.
 
 pub mod apply;
 pub mod certs;
@@ -19,9 +22,7 @@ pub mod top;
 
 use std::path::PathBuf;
 
-use tonic::transport::Channel;
-
-use crate::client::{self, ConnectError, Target, TlsFiles};
+use crate::client::{Agent, ConnectError, Target, TlsFiles};
 use crate::output::Format;
 
 /// Options shared by every command that talks to an agent.
@@ -52,15 +53,11 @@ impl Global {
         self.tls_dir.clone().unwrap_or_else(default_tls_dir)
     }
 
-    /// Resolves the TLS files and dials the agent.
-    pub async fn connect(&self) -> Result<Agent, ConnectError> {
+    /// The agent at --host, with the TLS files resolved; it dials on its
+    /// first [`Agent::call`].
+    pub fn agent(&self) -> Result<Agent, ConnectError> {
         let files = TlsFiles::resolve(&self.tls_dir(), self.cert.as_deref())?;
-        let channel = client::connect(&self.host, &files).await?;
-        Ok(Agent {
-            channel,
-            target: self.host.clone(),
-            files,
-        })
+        Ok(Agent::new(self.host.clone(), files))
     }
 }
 
@@ -71,22 +68,4 @@ pub fn default_tls_dir() -> PathBuf {
     }
     let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
     PathBuf::from(home).join(".config").join("berth")
-}
-
-/// A connected agent, with what is needed to explain a failed call.
-#[derive(Clone)]
-pub struct Agent {
-    /// The gRPC channel.
-    pub channel: Channel,
-    /// Where it is.
-    pub target: Target,
-    /// The TLS files used.
-    pub files: TlsFiles,
-}
-
-impl Agent {
-    /// Turns a failed call's status into a message naming this agent.
-    pub fn explain(&self, status: &tonic::Status) -> ConnectError {
-        client::explain_status(&self.target, &self.files, status)
-    }
 }

@@ -5,7 +5,7 @@ use berth_proto::v1::services_client::ServicesClient;
 use serde_json::json;
 
 use super::Global;
-use crate::output::{self, Format};
+use crate::output::{self, Format, Sink};
 
 /// List the services on a host: revision, image, state (running, starting,
 /// unhealthy, restarting, crash-loop, stopped, missing, deploying),
@@ -15,13 +15,11 @@ use crate::output::{self, Format};
 pub struct Args {}
 
 /// Runs `berthctl ps`.
-pub async fn run(global: &Global, _args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let list = ServicesClient::new(agent.channel.clone())
-        .list(ListRequest {})
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
+pub async fn run(global: &Global, out: &Sink, _args: Args) -> anyhow::Result<()> {
+    let agent = global.agent()?;
+    let list = agent
+        .call(|ch| async move { ServicesClient::new(ch).list(ListRequest {}).await })
+        .await?;
     match global.output {
         Format::Json => {
             let services: Vec<_> = list
@@ -45,10 +43,7 @@ pub async fn run(global: &Global, _args: Args) -> anyhow::Result<()> {
                     })
                 })
                 .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({ "host": agent.target.to_string(), "services": services }))?
-            );
+            out.document(&json!({ "host": agent.target.to_string(), "services": services }))?;
         }
         Format::Table => {
             let mut rows = vec![
@@ -77,19 +72,19 @@ pub async fn run(global: &Global, _args: Args) -> anyhow::Result<()> {
                 ]);
             }
             if list.services.is_empty() {
-                println!("no services on {}", agent.target);
+                out.out(&format!("no services on {}", agent.target))?;
             } else {
-                print!("{}", output::table(&rows));
+                out.text(&output::table(&rows))?;
                 for s in list
                     .services
                     .iter()
                     .filter(|s| !matches!(s.state.as_str(), "running") && !s.detail.is_empty())
                 {
-                    println!("{}: {}", s.name, s.detail);
+                    out.out(&format!("{}: {}", s.name, s.detail))?;
                 }
                 for s in &list.services {
                     for r in &s.routes {
-                        println!("{}: nginx {r}", s.name);
+                        out.out(&format!("{}: nginx {r}", s.name))?;
                     }
                 }
             }

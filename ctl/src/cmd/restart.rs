@@ -4,6 +4,7 @@ use berth_proto::v1::RestartRequest;
 use berth_proto::v1::services_client::ServicesClient;
 
 use super::{Global, progress};
+use crate::output::Sink;
 
 /// Replace a service's container with a fresh one of the same revision,
 /// health-gated (the old one comes back if the new one fails).
@@ -14,12 +15,11 @@ pub struct Args {
 }
 
 /// Runs `berthctl restart`.
-pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let stream = ServicesClient::new(agent.channel.clone())
-        .restart(RestartRequest { service: args.service })
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
-    progress::follow(&agent, stream, global.output).await.map(|_| ())
+pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
+    let req = RestartRequest { service: args.service };
+    progress::run(&global.agent()?, global.output, out, |ch| async move {
+        ServicesClient::new(ch).restart(req).await
+    })
+    .await
+    .map(|_| ())
 }

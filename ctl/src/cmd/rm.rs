@@ -5,7 +5,7 @@ use berth_proto::v1::services_client::ServicesClient;
 use serde_json::json;
 
 use super::Global;
-use crate::output::Format;
+use crate::output::{Format, Sink};
 
 /// Stop and remove a service's containers and forget it on that host.
 ///
@@ -17,21 +17,20 @@ pub struct Args {
 }
 
 /// Runs `berthctl rm`.
-pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let resp = ServicesClient::new(agent.channel.clone())
-        .remove(RemoveRequest {
-            service: args.service.clone(),
-        })
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
+pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
+    let req = RemoveRequest {
+        service: args.service.clone(),
+    };
+    let resp = global
+        .agent()?
+        .call(|ch| async move { ServicesClient::new(ch).remove(req).await })
+        .await?;
     match global.output {
-        Format::Json => println!(
-            "{}",
-            json!({"service": args.service, "containers_removed": resp.containers_removed})
-        ),
-        Format::Table => println!("removed {} ({} containers)", args.service, resp.containers_removed),
+        Format::Json => out.record(&json!({"service": args.service, "containers_removed": resp.containers_removed}))?,
+        Format::Table => out.out(&format!(
+            "removed {} ({} containers)",
+            args.service, resp.containers_removed
+        ))?,
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ use berth_proto::v1::RollbackRequest;
 use berth_proto::v1::services_client::ServicesClient;
 
 use super::{Global, progress};
+use crate::output::Sink;
 
 /// Roll a service back to an earlier revision (image, spec and env).
 ///
@@ -20,15 +21,14 @@ pub struct Args {
 }
 
 /// Runs `berthctl rollback`.
-pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
-    let stream = ServicesClient::new(agent.channel.clone())
-        .rollback(RollbackRequest {
-            service: args.service,
-            to_revision: args.to.unwrap_or(0),
-        })
-        .await
-        .map_err(|s| agent.explain(&s))?
-        .into_inner();
-    progress::follow(&agent, stream, global.output).await.map(|_| ())
+pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
+    let req = RollbackRequest {
+        service: args.service,
+        to_revision: args.to.unwrap_or(0),
+    };
+    progress::run(&global.agent()?, global.output, out, |ch| async move {
+        ServicesClient::new(ch).rollback(req).await
+    })
+    .await
+    .map(|_| ())
 }

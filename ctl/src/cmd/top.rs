@@ -1,11 +1,9 @@
 //! `berthctl top [SERVICE...]`: live host and per-service metrics,
 //! refreshed in place at the agent's collection interval.
 
-use std::io::{IsTerminal as _, Write as _};
-
 use super::Global;
 use super::metrics::{open, report, to_json};
-use crate::output::Format;
+use crate::output::{Format, Sink};
 
 /// Show live metrics, refreshed at the agent's collection interval
 /// ([metrics] interval, 10s by default): a host line (CPU, memory, load),
@@ -26,29 +24,25 @@ pub struct Args {
 }
 
 /// Runs `berthctl top`.
-pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let agent = global.connect().await?;
+pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
+    let agent = global.agent()?;
     let mut stream = open(&agent, args.services).await?;
-    let tty = std::io::stdout().is_terminal();
     let mut shown = 0u64;
-    while let Some(s) = stream.message().await.map_err(|st| agent.explain(&st))? {
-        let mut out = std::io::stdout().lock();
+    while let Some(s) = agent.next(&mut stream).await? {
         match global.output {
-            Format::Json => writeln!(out, "{}", to_json(&agent, &s))?,
+            Format::Json => out.record(&to_json(&agent, &s))?,
             Format::Table => {
-                if tty {
-                    // Home the cursor and clear, so the report replaces the last.
-                    write!(out, "\x1b[H\x1b[2J")?;
-                } else if shown > 0 {
-                    writeln!(out)?;
-                }
-                write!(out, "{}", report(&agent, &s, false))?;
+                let mut frame = report(&agent, &s, false);
                 if s.dropped > 0 {
-                    writeln!(out, "({} snapshots skipped: this terminal read too slowly)", s.dropped)?;
+                    frame.push_str(&format!(
+                        "({} snapshots skipped: this terminal read too slowly)\n",
+                        s.dropped
+                    ));
                 }
+                // On a terminal the frame replaces the last one.
+                out.frame(&frame)?;
             }
         }
-        out.flush()?;
         shown += 1;
         if args.count.is_some_and(|n| shown >= n) {
             break;

@@ -1,6 +1,18 @@
 //! Output for people (aligned tables) and for scripts (`--output json`).
+//!
+//! Here: the [`Format`] and the text helpers renderers build lines with
+//! ([`table`], [`bytes`], [`duration`]). Where the lines go is in
+//! [`sink`] (one host as it always printed, or many hosts side by side,
+//! prefixed) over [`console`] (stdout and stderr, terminals, progress bars,
+//! closed pipes).
+
+pub mod console;
+pub mod sink;
 
 use std::fmt::Write as _;
+
+pub use console::{Console, Stream, WriteError};
+pub use sink::Sink;
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
