@@ -7,6 +7,8 @@
 //! - [`certs`]: minting the CA, agent and client certificates;
 //! - [`output`]: tables and units, and the [`output::Sink`] every renderer
 //!   prints to (one host as is, or many hosts side by side);
+//! - [`fleet`]: the inventory, host lists from discovery, `--select`;
+//! - [`rollout`]: fleet rollouts (the pure planner);
 //! - [`cmd`]: one module per subcommand.
 
 pub mod certs;
