@@ -26,23 +26,66 @@ pub fn docker(args: &[&str]) -> String {
 
 /// Ids of the containers of `instance` (and `service`), in any state.
 pub fn containers(instance: &str, service: Option<&str>) -> Vec<String> {
-    let mut args = vec![
-        "ps".to_owned(),
-        "-aq".to_owned(),
-        "--no-trunc".to_owned(),
-        "--filter".to_owned(),
-        format!("label=berth.instance={instance}"),
-    ];
-    if let Some(s) = service {
-        args.push("--filter".into());
-        args.push(format!("label=berth.service={s}"));
+    ids(instance, service, &[])
+}
+
+/// Ids of the running containers of `instance` and `service`.
+pub fn running(instance: &str, service: &str) -> Vec<String> {
+    ids(instance, Some(service), &["status=running"])
+}
+
+/// The one running container of `service` (others may be stopped);
+/// panics unless exactly one runs.
+pub fn one_running(instance: &str, service: &str) -> String {
+    let all = running(instance, service);
+    assert_eq!(all.len(), 1, "exactly one running container of {service}: {all:?}");
+    all[0].clone()
+}
+
+/// The only container of `service`, which runs; panics unless there is
+/// exactly one and it runs.
+pub fn only_container(instance: &str, service: &str) -> String {
+    let all = containers(instance, Some(service));
+    assert_eq!(all.len(), 1, "exactly one container of {service}: {all:?}");
+    assert_eq!(inspect(&all[0], "{{.State.Running}}"), "true");
+    all[0].clone()
+}
+
+fn ids(instance: &str, service: Option<&str>, more: &[&str]) -> Vec<String> {
+    let mut filters = vec![format!("label=berth.instance={instance}")];
+    filters.extend(service.map(|s| format!("label=berth.service={s}")));
+    filters.extend(more.iter().map(|f| (*f).to_owned()));
+    let mut cmd = Command::new("docker");
+    cmd.args(["ps", "-aq", "--no-trunc"]);
+    for f in &filters {
+        cmd.args(["--filter", f]);
     }
-    let out = Command::new("docker").args(&args).output().expect("run docker");
+    let out = cmd.output().expect("run docker");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// Force-removes (with their volumes) every container of `instance` and of
+/// the instances named `instance-*` (a fleet's agents), in any state.
+pub fn remove_instance_containers(instance: &str) {
+    let out = Command::new("docker")
+        .args(["ps", "-a", "--no-trunc", "--filter", "label=berth.instance"])
+        .args(["--format", "{{.ID}} {{.Label \"berth.instance\"}}"])
+        .output()
+        .expect("run docker");
+    let fleet = format!("{instance}-");
+    let doomed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, i)| *i == instance || i.starts_with(&fleet))
+        .map(|(id, _)| id.to_owned())
+        .collect();
+    if !doomed.is_empty() {
+        let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&doomed).output();
+    }
 }
 
 /// `docker inspect -f FORMAT ID`.

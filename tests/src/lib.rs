@@ -10,15 +10,24 @@ mod agent;
 mod docker;
 pub mod dockerproxy;
 pub mod nginx;
+mod os;
 mod pki;
+mod procs;
+mod runbook;
+mod spec;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-pub use agent::{Agent, agent_config};
-pub use docker::{containers, docker, host_port, image, inspect, registry};
+pub use agent::{Agent, agent_config, agent_config_with_prometheus};
+pub use docker::{containers, docker, host_port, image, inspect, one_running, only_container, registry, running};
+pub use os::{free_port, rss_kib};
 pub use pki::Pki;
+pub use procs::{Events, Proc};
+pub use runbook::Runbook;
+use serde_json::Value;
+pub use spec::{Spec, TomlValue};
 
 /// Path of a workspace binary built by `cargo build --bins` (the test
 /// command builds them first). Panics with what to run when it is missing.
@@ -36,21 +45,6 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// A loopback port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// Writes `text` as `NAME.toml` in the test dir and runs `berthctl apply -f` on it.
-pub fn apply_spec(pki: &Pki, addr: &str, name: &str, text: &str) -> Output {
-    let path = pki.path(&format!("{name}.toml"));
-    std::fs::write(&path, text).expect("write spec");
-    berthctl(pki, addr, &["apply", "-f", &path.to_string_lossy()])
 }
 
 /// Polls `cond` every 100ms until it holds or `timeout` passes; panics
@@ -78,19 +72,82 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     head.starts_with("HTTP/1.").then(|| body.to_owned())
 }
 
-/// Runs `berthctl` with `--host` and `--tls-dir` set for `agent`.
-pub fn berthctl(pki: &Pki, host: &str, args: &[&str]) -> Output {
-    Command::new(bin("berthctl"))
-        .arg("--host")
+/// `berthctl --host HOST --tls-dir TLS`, with none of berthctl's
+/// environment variables from the caller's shell.
+pub fn berthctl_command(pki: &Pki, host: &str) -> Command {
+    let mut cmd = Command::new(bin("berthctl"));
+    cmd.arg("--host")
         .arg(host)
         .arg("--tls-dir")
         .arg(pki.tls_dir())
-        .args(args)
         .env_remove("BERTH_HOST")
         .env_remove("BERTH_TLS_DIR")
         .env_remove("BERTH_CERT")
+        .env_remove("BERTH_INVENTORY");
+    cmd
+}
+
+/// Runs `berthctl` with `--host` and `--tls-dir` set for `agent`.
+pub fn berthctl(pki: &Pki, host: &str, args: &[&str]) -> Output {
+    berthctl_command(pki, host).args(args).output().expect("run berthctl")
+}
+
+/// Writes `spec` as `NAME.toml` in the test dir and runs `berthctl apply -f` on it.
+pub fn apply(pki: &Pki, addr: &str, spec: &Spec) -> Output {
+    let path = spec.write_in(pki.dir.path());
+    berthctl(pki, addr, &["apply", "-f", &path.to_string_lossy()])
+}
+
+/// Writes `text` as `check.toml` in the test dir and runs
+/// `berth-agent check-config` on it.
+pub fn check_config(pki: &Pki, text: &str) -> Output {
+    let path = pki.path("check.toml");
+    std::fs::write(&path, text).expect("write check.toml");
+    Command::new(bin("berth-agent"))
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
         .output()
-        .expect("run berthctl")
+        .expect("run check-config")
+}
+
+/// stdout of a successful command parsed as JSON; panics otherwise.
+pub fn json(out: &Output) -> Value {
+    let text = ok(out);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// `berthctl ps -o json` of the agent at `addr`.
+pub fn ps(pki: &Pki, addr: &str) -> Value {
+    json(&berthctl(pki, addr, &["ps", "-o", "json"]))
+}
+
+/// `berthctl history SERVICE -o json`, newest revision first.
+pub fn history(pki: &Pki, addr: &str, service: &str) -> Vec<Value> {
+    json(&berthctl(pki, addr, &["history", service, "-o", "json"]))
+        .as_array()
+        .cloned()
+        .expect("history is an array")
+}
+
+/// A service in `ps` or `metrics` JSON (`name` or `service`), if it is there yet.
+pub fn find_service<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    v["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["service"] == name || s["name"] == name))
+}
+
+/// A service in `ps` or `metrics` JSON; panics when it is not there.
+pub fn service<'a>(v: &'a Value, name: &str) -> &'a Value {
+    find_service(v, name).unwrap_or_else(|| panic!("{name} not in {v}"))
+}
+
+/// The middle value of `values` (the upper one of an even count); the
+/// default (zero) when there are none.
+pub fn median<T: Copy + PartialOrd + Default>(values: &[T]) -> T {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
 /// stdout of a successful command; panics with stderr otherwise.

@@ -3,16 +3,16 @@
 //! name its agents use. Dropping it removes that instance's containers.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use berthctl::certs::{self, Role, Validity};
 
-use crate::containers;
+use crate::docker::remove_instance_containers;
 
 /// A temp dir with a CA, an agent certificate for 127.0.0.1 and localhost,
 /// and an operator client certificate named "alice". Its agents use their
 /// own `docker.instance`, so tests in parallel never see each other's
-/// containers; dropping it removes every container of that instance.
+/// containers; dropping it removes every container of that instance (and
+/// of the instances named after it, a fleet's).
 pub struct Pki {
     /// Holds everything; removed on drop.
     pub dir: tempfile::TempDir,
@@ -22,9 +22,7 @@ pub struct Pki {
 
 impl Drop for Pki {
     fn drop(&mut self) {
-        for id in containers(&self.instance, None) {
-            let _ = Command::new("docker").args(["rm", "-f", "-v", &id]).output();
-        }
+        remove_instance_containers(&self.instance);
     }
 }
 
@@ -62,6 +60,13 @@ impl Pki {
     /// The dir berthctl's --tls-dir points at.
     pub fn tls_dir(&self) -> PathBuf {
         self.dir.path().join("tls")
+    }
+
+    /// Issues a client certificate `NAME.pem` with `role` next to alice's.
+    /// With two client certificates there, berthctl needs `--cert NAME`.
+    pub fn issue_client(&self, name: &str, role: Role) {
+        certs::issue_client(&self.tls_dir(), name, role, Validity::days(1), false)
+            .unwrap_or_else(|e| panic!("client certificate {name}: {e}"));
     }
 
     /// A path inside the temp dir.
