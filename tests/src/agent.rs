@@ -222,14 +222,15 @@ impl Agent {
         self.child.as_ref().map(Child::id).expect("agent is running")
     }
 
+    /// Sends `signal` (e.g. SIGSTOP, 19, to make it hang) without waiting.
+    pub fn signal(&self, signal: i32) {
+        assert!(send(self.pid(), signal), "kill -{signal} {}", self.pid());
+    }
+
     /// Sends `signal` and waits up to `within` for the process to exit.
     pub fn signal_and_wait(&mut self, signal: i32, within: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        // kill(1) rather than libc::kill keeps this crate free of unsafe.
-        let _ = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(child.id().to_string())
-            .status();
+        send(child.id(), signal);
         let deadline = Instant::now() + within;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -243,6 +244,16 @@ impl Agent {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// `kill -SIGNAL PID`: kill(1) rather than libc::kill keeps this crate free
+/// of unsafe. Whether it was sent.
+fn send(pid: u32, signal: i32) -> bool {
+    Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Waits until every agent got as far as `until`, all at once; panics with

@@ -4,11 +4,17 @@
 //!
 //! Every test gets its own temp dir (certs, config, state, logs) and its own
 //! agent; dropping an [`Agent`] kills its process, so tests run in parallel
-//! and leave nothing behind.
+//! and leave nothing behind. A [`Fleet`] is many agents sharing one PKI.
+//!
+//! One of each helper lives here: specs are built with [`Spec`] and sent
+//! with [`apply`]; [`ps`], [`history`] and [`service`] read berthctl's JSON;
+//! [`containers`], [`running`], [`one_running`] and [`only_container`]
+//! look at what Docker runs; [`free_port`] and [`rss_kib`] ask the OS.
 
 mod agent;
 mod docker;
 pub mod dockerproxy;
+pub mod fleet;
 pub mod nginx;
 mod os;
 mod pki;
@@ -22,6 +28,7 @@ use std::time::{Duration, Instant};
 
 pub use agent::{Agent, agent_config, agent_config_with_prometheus};
 pub use docker::{containers, docker, host_port, image, inspect, one_running, only_container, registry, running};
+pub use fleet::{Fleet, Host, Member};
 pub use os::{free_port, rss_kib};
 pub use pki::Pki;
 pub use procs::{Events, Proc};
@@ -75,10 +82,16 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
 /// `berthctl --host HOST --tls-dir TLS`, with none of berthctl's
 /// environment variables from the caller's shell.
 pub fn berthctl_command(pki: &Pki, host: &str) -> Command {
+    let mut cmd = berthctl_bare(pki);
+    cmd.arg("--host").arg(host);
+    cmd
+}
+
+/// `berthctl --tls-dir TLS`, no host, none of berthctl's environment
+/// variables from the caller's shell.
+fn berthctl_bare(pki: &Pki) -> Command {
     let mut cmd = Command::new(bin("berthctl"));
-    cmd.arg("--host")
-        .arg(host)
-        .arg("--tls-dir")
+    cmd.arg("--tls-dir")
         .arg(pki.tls_dir())
         .env_remove("BERTH_HOST")
         .env_remove("BERTH_TLS_DIR")
