@@ -227,6 +227,14 @@ impl Agent {
         assert!(send(self.pid(), signal), "kill -{signal} {}", self.pid());
     }
 
+    /// SIGKILLs the process without reaping it (drop reaps), so many
+    /// agents can be stopped at once.
+    pub(crate) fn kill_now(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+        }
+    }
+
     /// Sends `signal` and waits up to `within` for the process to exit.
     pub fn signal_and_wait(&mut self, signal: i32, within: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
