@@ -1,13 +1,14 @@
 //! The fleet harness the fleet tests stand on, against real agents: six
 //! agents start together and each answers today's single-host berthctl;
-//! the inventory it writes is DESIGN.md's format; one agent killed is a
-//! dead host and comes back on the same port with its state; a frozen one
-//! is a hung host until thawed; dropping the fleet leaves no agent process
-//! and no container behind.
+//! the inventory it writes is DESIGN.md's format, and berthctl reads it;
+//! one agent killed is a dead host and comes back on the same port with
+//! its state; a frozen one is a hung host until thawed; dropping the fleet
+//! leaves no agent process and no container behind.
 
 use berth_tests::fleet::{OPERATOR, VIEWER};
 use berth_tests::{Fleet, Host, Spec, containers, fails, json, ok, only_container, service};
 use berthctl::certs::Validity;
+use berthctl::fleet::inventory::{Inventory, Source};
 
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {
@@ -73,13 +74,18 @@ fn a_fleet_starts_answers_survives_a_restart_and_leaves_nothing_behind() {
         "{text}"
     );
     let path = fleet.write_inventory(&text);
-    let parsed: toml::Table = toml::from_str(&std::fs::read_to_string(path).expect("read")).expect("valid TOML");
-    let hosts = parsed["fleets"]["prod"]["hosts"].as_array().expect("hosts").clone();
+    let inventory = Inventory::load(&path).expect("berthctl reads the inventory");
+    let Source::Listed(hosts) = &inventory.fleet("prod").expect("fleet prod").source else {
+        panic!("prod lists its hosts: {inventory:?}");
+    };
     assert_eq!(hosts.len(), 6);
     for (h, m) in hosts.iter().zip(fleet.members()) {
-        assert_eq!(h["address"].as_str(), Some(m.addr()));
-        assert_eq!(h["name"].as_str(), Some(m.name.as_str()));
-        assert_eq!(h["labels"]["role"].as_str(), m.label("role"));
+        assert_eq!(h.target.to_string(), m.addr());
+        assert_eq!(h.name, m.name);
+        let labels: Vec<(String, String)> = h.labels.clone().into_iter().collect();
+        let mut expected = m.labels.clone();
+        expected.sort();
+        assert_eq!(labels, expected, "{}", h.name);
     }
 
     // A container on web-1 outlives its agent's death and is adopted again.
