@@ -93,6 +93,18 @@ pub fn inspect(id: &str, format: &str) -> String {
     docker(&["inspect", "-f", format, id])
 }
 
+/// Like [`inspect`], for polling: `None` once the container is gone (a
+/// deploy may remove one between a listing and the look), not a panic.
+pub fn try_inspect(id: &str, format: &str) -> Option<String> {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", format, id])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
 /// The host port Docker published for container port 8000 of `id`.
 pub fn host_port(id: &str) -> u16 {
     let p = inspect(id, "{{(index (index .NetworkSettings.Ports \"8000/tcp\") 0).HostPort}}");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use berth_tests::{
     Agent, Pki, Spec, agent_config, apply, berthctl, berthctl_command, containers, docker, fails, free_port, history,
-    host_port, http_get, image, inspect, ok, only_container, ps, running, service, wait_until,
+    host_port, http_get, image, inspect, ok, only_container, ps, running, service, try_inspect, wait_until,
 };
 use berthctl::certs::Role;
 use serde_json::Value;
@@ -184,8 +184,8 @@ fn sigkill_mid_deploy_converges_to_one_container() {
         .expect("spawn deploy");
     wait_until(T, "the new revision's container to run", || {
         containers(&pki.instance, Some("kill9")).iter().any(|id| {
-            inspect(id, "{{index .Config.Labels \"berth.revision\"}}") == "2"
-                && inspect(id, "{{.State.Running}}") == "true"
+            try_inspect(id, "{{index .Config.Labels \"berth.revision\"}}").as_deref() == Some("2")
+                && try_inspect(id, "{{.State.Running}}").as_deref() == Some("true")
         })
     });
     agent
@@ -196,7 +196,7 @@ fn sigkill_mid_deploy_converges_to_one_container() {
     let agent = Agent::start_ready(&pki, &config);
     wait_until(T, "exactly one running container of revision 1", || {
         let all = containers(&pki.instance, Some("kill9"));
-        all.len() == 1 && inspect(&all[0], "{{.State.Running}}") == "true"
+        all.len() == 1 && try_inspect(&all[0], "{{.State.Running}}").as_deref() == Some("true")
     });
     assert_eq!(
         only_container(&pki.instance, "kill9"),
