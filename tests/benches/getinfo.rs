@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use berth_proto::v1::GetInfoRequest;
 use berth_proto::v1::host_client::HostClient;
-use berth_tests::{Agent, Pki, agent_config, bin};
+use berth_tests::{Agent, Pki, agent_config, bin, rss_kib};
 use berthctl::client::{self, TlsFiles};
 
 const WARMUP: usize = 200;
@@ -90,16 +90,4 @@ fn row(label: &str, samples: &[Duration]) {
 
 fn fmt(d: Duration) -> String {
     format!("{:.0} µs", d.as_secs_f64() * 1e6)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }

@@ -13,10 +13,12 @@
 //! read, median over the windows.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_tests::{Agent, Pki, agent_config, berthctl, http_get, image};
+use berth_tests::{
+    Agent, Pki, Proc, Spec, agent_config_with_prometheus, apply, find_service, free_port, http_get, median, ps,
+    rss_kib, wait_until,
+};
 
 const CONTAINERS: usize = 20;
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
@@ -93,33 +95,14 @@ fn main() -> anyhow::Result<()> {
 
 fn measure(pki: &Pki, interval: u64, containers: usize) -> anyhow::Result<Row> {
     let berth_port = free_port();
-    let config = agent_config(
-        pki,
-        &format!("interval = \"{interval}s\"\nprometheus_listen = \"127.0.0.1:{berth_port}\"\n"),
-    )
-    .replace("[metrics]\nprometheus_listen = \"\"\n", "[metrics]\n");
-    let agent = Agent::start(pki, &config);
-    wait(Duration::from_secs(60), || {
-        berthctl(pki, &agent.addr, &["ps"]).status.success()
-    })?;
+    let config = agent_config_with_prometheus(pki, berth_port, &format!("interval = \"{interval}s\"\n"));
+    let agent = Agent::start_ready(pki, &config);
     for i in 0..containers {
         let name = format!("bench{i:02}");
-        if berthctl(pki, &agent.addr, &["ps"])
-            .stdout
-            .windows(name.len())
-            .any(|w| w == name.as_bytes())
-        {
+        if find_service(&ps(pki, &agent.addr), &name).is_some() {
             continue; // adopted from the previous agent
         }
-        let path = pki.path(&format!("{name}.toml"));
-        std::fs::write(
-            &path,
-            format!(
-                "name = \"{name}\"\nimage = \"{}\"\nstop_timeout = \"1s\"\n",
-                image("v1")
-            ),
-        )?;
-        let out = berthctl(pki, &agent.addr, &["apply", "-f", path.to_str().unwrap_or_default()]);
+        let out = apply(pki, &agent.addr, &Spec::new(&name, "v1").key("stop_timeout", "1s"));
         anyhow::ensure!(
             out.status.success(),
             "apply {name}: {}",
@@ -127,20 +110,21 @@ fn measure(pki: &Pki, interval: u64, containers: usize) -> anyhow::Result<Row> {
         );
     }
     // Every service running and read by the collector before measuring.
-    wait(Duration::from_secs(120), || {
-        scrape_value(berth_port, "berth_metrics_containers_read").is_some_and(|v| v as usize == containers)
-    })?;
+    wait_until(
+        Duration::from_secs(120),
+        "the collector to read every container",
+        || scrape_value(berth_port, "berth_metrics_containers_read").is_some_and(|v| v as usize == containers),
+    );
 
     let node_port = free_port();
-    let mut node = Proc(
-        Command::new(NODE_EXPORTER)
-            .arg(format!("--web.listen-address=127.0.0.1:{node_port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
+    let node = Proc::start(
+        NODE_EXPORTER,
+        &[format!("--web.listen-address=127.0.0.1:{node_port}")],
+        pki.path("node-exporter.log"),
     );
-    wait(Duration::from_secs(30), || http_get(node_port, "/metrics").is_some())?;
+    wait_until(Duration::from_secs(30), "node_exporter to serve /metrics", || {
+        http_get(node_port, "/metrics").is_some()
+    });
 
     // Scrapers: both endpoints at the collection interval, on one thread.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -161,7 +145,7 @@ fn measure(pki: &Pki, interval: u64, containers: usize) -> anyhow::Result<Row> {
     let (mut berth_cpu, mut node_cpu, mut berth_rss, mut node_rss, mut per_container, mut host_us) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let agent_pid = agent.pid();
-    let node_pid = node.0.id();
+    let node_pid = node.pid();
     for _ in 0..count {
         let (b0, n0, t0) = (cpu_ticks(agent_pid), cpu_ticks(node_pid), Instant::now());
         std::thread::sleep(length);
@@ -186,17 +170,16 @@ fn measure(pki: &Pki, interval: u64, containers: usize) -> anyhow::Result<Row> {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = scraper.join();
-    let _ = node.0.kill();
-    let _ = node.0.wait();
+    drop(node);
     let row = Row {
         interval,
         containers,
-        berth_cpu: median_f(&berth_cpu),
-        berth_rss_kib: median_u(&berth_rss),
-        node_cpu: median_f(&node_cpu),
-        node_rss_kib: median_u(&node_rss),
-        pass_us_per_container: (!per_container.is_empty()).then(|| median_f(&per_container)),
-        pass_us_host: median_f(&host_us),
+        berth_cpu: median(&berth_cpu),
+        berth_rss_kib: median(&berth_rss),
+        node_cpu: median(&node_cpu),
+        node_rss_kib: median(&node_rss),
+        pass_us_per_container: (!per_container.is_empty()).then(|| median(&per_container)),
+        pass_us_host: median(&host_us),
     };
     eprintln!(
         "measured interval {interval}s, {containers} containers: berth {:.2}% {} KiB, node_exporter {:.2}% {} KiB",
@@ -207,36 +190,11 @@ fn measure(pki: &Pki, interval: u64, containers: usize) -> anyhow::Result<Row> {
     Ok(row)
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn sleep_unless(stop: &std::sync::atomic::AtomicBool, d: Duration) {
     let end = Instant::now() + d;
     while Instant::now() < end && !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn wait(timeout: Duration, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
-    let end = Instant::now() + timeout;
-    while !cond() {
-        anyhow::ensure!(Instant::now() < end, "timed out after {timeout:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Ok(())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
 }
 
 fn scrape_value(port: u16, name: &str) -> Option<f64> {
@@ -263,27 +221,4 @@ fn cpu_ticks(pid: u32) -> u64 {
 fn percent(before: u64, after: u64, wall_secs: f64) -> f64 {
     // Linux's USER_HZ is 100 on every architecture berth targets.
     after.saturating_sub(before) as f64 / 100.0 / wall_secs * 100.0
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
-fn median_f(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
-fn median_u(v: &[u64]) -> u64 {
-    let mut v = v.to_vec();
-    v.sort_unstable();
-    v.get(v.len() / 2).copied().unwrap_or(0)
 }

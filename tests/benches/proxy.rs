@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_tests::nginx::{Nginx, get};
-use berth_tests::{Agent, Pki, agent_config, berthctl, docker, free_port, image, ok};
+use berth_tests::{Agent, Pki, Runbook, Spec, agent_config, apply, berthctl, docker, free_port, image, ok};
 
 const DEPLOYS: usize = 6;
 const THREADS: usize = 4;
@@ -64,30 +64,12 @@ fn main() {
 
     // ---- berth: blue-green behind nginx
     let berth_port = free_port();
-    let spec = format!(
-        r#"name = "bench-proxy"
-image = "{}"
-ports = ["8000"]
-stop_timeout = "2s"
-[health]
-http = "/__lbheartbeat__"
-interval = "500ms"
-timeout = "500ms"
-[deploy]
-drain = "1s"
-[proxy]
-server_names = ["berth.bench"]
-listen = [{berth_port}]
-"#,
-        image("v1")
-    );
-    let path = pki.path("bench-proxy.toml");
-    std::fs::write(&path, spec).expect("spec");
-    ok(&berthctl(
-        &pki,
-        &agent.addr,
-        &["apply", "-f", path.to_str().expect("utf8")],
-    ));
+    let spec = Spec::new("bench-proxy", "v1")
+        .key("ports", ["8000"])
+        .health_http("/__lbheartbeat__")
+        .set("deploy", "drain", "1s")
+        .proxy("berth.bench", berth_port);
+    ok(&apply(&pki, &agent.addr, &spec));
     let berth = measure(berth_port, "berth.bench", |tag| {
         ok(&berthctl(
             &pki,
@@ -117,30 +99,12 @@ listen = [{berth_port}]
         ])
         .status();
     assert!(reload.is_ok_and(|s| s.success()), "nginx reload");
-    let name = format!("berth-bench-runbook-{}", std::process::id());
-    let runbook = format!(
-        r#"set -e
-docker pull -q "$1" >/dev/null
-docker stop -t 2 {name} >/dev/null 2>&1 || true
-docker rm {name} >/dev/null 2>&1 || true
-docker run -d --name {name} --label berth.bench=true -p 127.0.0.1:{app_port}:8000 "$1" >/dev/null
-until curl -fsS -o /dev/null http://127.0.0.1:{app_port}/__lbheartbeat__; do sleep 0.05; done"#
-    );
-    let run = |tag: &str| {
-        let out = Command::new("bash")
-            .args(["-c", &runbook, "runbook", &image(tag)])
-            .output()
-            .expect("bash");
-        assert!(
-            out.status.success(),
-            "runbook: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let runbook = Runbook::new(app_port, "/__lbheartbeat__");
+    let run = |tag: &str| runbook.deploy(&image(tag));
     run("v1");
     std::thread::sleep(Duration::from_secs(1));
     let shell = measure(runbook_port, "runbook.bench", |tag| run(tag));
-    let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+    drop(runbook);
 
     println!(
         "requests through nginx during {DEPLOYS} deploys (v1↔v2), {THREADS} client threads, new connection per request"

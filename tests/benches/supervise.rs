@@ -12,37 +12,24 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_tests::{Agent, Pki, agent_config, berthctl, containers, docker, free_port, image, inspect, ok};
+use berth_tests::{
+    Agent, Pki, Runbook, Spec, agent_config, apply, berthctl, docker, free_port, image, inspect, ok, running,
+};
 
 const KILLS: usize = 8;
 const DEPLOYS: usize = 10;
 
 fn main() {
     let pki = Pki::new();
-    let agent = Agent::start(&pki, &agent_config(&pki, ""));
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
     for tag in ["v1", "v2"] {
         docker(&["pull", "-q", &image(tag)]);
     }
-    let spec = format!(
-        r#"name = "bench"
-image = "{}"
-ports = ["8000"]
-stop_timeout = "2s"
-[health]
-http = "/health"
-interval = "1s"
-timeout = "500ms"
-retries = 3
-"#,
-        image("v1")
-    );
-    let path = pki.path("bench.toml");
-    std::fs::write(&path, spec).expect("write spec");
-    ok(&berthctl(
-        &pki,
-        &agent.addr,
-        &["apply", "-f", path.to_str().expect("utf8")],
-    ));
+    let spec = Spec::new("bench", "v1")
+        .key("ports", ["8000"])
+        .health_http("/health")
+        .set("health", "interval", "1s");
+    ok(&apply(&pki, &agent.addr, &spec));
 
     // ---- 1. death → healthy
     let mut berth_heal = Vec::new();
@@ -87,32 +74,15 @@ retries = 3
         ));
         berth_deploy.push(t.elapsed());
     }
-    let name = format!("berth-bench-runbook-{}", std::process::id());
-    let port = free_port();
-    let runbook = format!(
-        r#"set -e
-docker pull -q "$1" >/dev/null
-docker stop -t 2 {name} >/dev/null 2>&1 || true
-docker rm {name} >/dev/null 2>&1 || true
-docker run -d --name {name} --label berth.bench=true -p 127.0.0.1:{port}:8000 "$1" >/dev/null
-until curl -fsS -o /dev/null http://127.0.0.1:{port}/health; do sleep 0.05; done"#
-    );
+    let runbook = Runbook::new(free_port(), "/health");
     let mut shell_deploy = Vec::new();
     for i in 0..DEPLOYS {
         let tag = if i % 2 == 0 { "v2" } else { "v1" };
         let t = Instant::now();
-        let out = Command::new("bash")
-            .args(["-c", &runbook, "runbook", &image(tag)])
-            .output()
-            .expect("bash");
-        assert!(
-            out.status.success(),
-            "runbook failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        runbook.deploy(&image(tag));
         shell_deploy.push(t.elapsed());
     }
-    let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+    drop(runbook);
 
     println!("berth supervision benchmarks (medians; {KILLS} crashes, {DEPLOYS} deploys each)");
     println!("{:<58} {:>10} {:>10} {:>8}", "measure", "median", "p90", "ratio");
@@ -136,12 +106,7 @@ until curl -fsS -o /dev/null http://127.0.0.1:{port}/health; do sleep 0.05; done
 }
 
 fn running_of_opt(instance: &str, service: &str) -> Option<String> {
-    containers(instance, Some(service)).into_iter().find(|id| {
-        Command::new("docker")
-            .args(["inspect", "-f", "{{.State.Running}}", id])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
-    })
+    running(instance, service).into_iter().next()
 }
 
 fn running_of(instance: &str, service: &str) -> String {

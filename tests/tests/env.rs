@@ -7,73 +7,20 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use berth_tests::{Agent, Pki, agent_config, berthctl, containers, docker, fails, image, inspect, ok};
+use berth_tests::{
+    Agent, Events, Pki, Spec, agent_config, apply, berthctl, containers, docker, fails, history, ok, one_running,
+};
+use berthctl::certs::Role;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
 
-/// A health-checked spec for the test image `tag`; `extra` is appended
-/// before the tables.
-fn spec(name: &str, extra: &str) -> String {
-    format!(
-        r#"name = "{name}"
-image = "{image}"
-ports = ["8000"]
-stop_timeout = "2s"
-{extra}
-[health]
-http = "/health"
-interval = "500ms"
-timeout = "500ms"
-retries = 3
-[deploy]
-health_deadline = "20s"
-"#,
-        image = image("v1")
-    )
-}
-
-fn apply(pki: &Pki, agent: &Agent, name: &str, text: &str) -> std::process::Output {
-    berth_tests::apply_spec(pki, &agent.addr, name, text)
-}
-
-/// Starts an agent and waits until it supervises. The agent announces its
-/// address once its first attempt to reach Docker has settled, but that
-/// attempt may fail and be retried; calls until then get UNAVAILABLE.
-fn start(pki: &Pki, config: &str) -> Agent {
-    Agent::start_ready(pki, config)
-}
-
-/// Like `wait_until`, but a timeout shows the agent's log, so a failure
-/// says what the agent did instead.
-fn wait_for(agent: &Agent, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + T;
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out after {T:?} waiting for {what}; agent log:\n{}",
-            agent.logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// A value no test output should ever contain unless revealed.
 fn secret(tag: &str) -> String {
     format!("s3cr3t-{tag}-{}", std::process::id())
-}
-
-/// The one running container of `service`.
-fn running(pki: &Pki, service: &str) -> String {
-    let all: Vec<String> = containers(&pki.instance, Some(service))
-        .into_iter()
-        .filter(|id| inspect(id, "{{.State.Running}}") == "true")
-        .collect();
-    assert_eq!(all.len(), 1, "exactly one running container of {service}: {all:?}");
-    all[0].clone()
 }
 
 /// The environment of a running container, as `env` inside it prints it.
@@ -119,53 +66,11 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
 }
 
-fn history(pki: &Pki, agent: &Agent, service: &str) -> Vec<Value> {
-    let out = ok(&berthctl(pki, &agent.addr, &["history", service, "-o", "json"]));
-    serde_json::from_str::<Value>(&out)
-        .expect("history json")
-        .as_array()
-        .cloned()
-        .expect("array")
-}
-
 fn keys_of(rev: &Value) -> Vec<String> {
     rev["env_keys_changed"]
         .as_array()
         .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect())
         .unwrap_or_default()
-}
-
-/// `berthctl events -o json` in the background, its output in a file.
-struct Events {
-    child: Child,
-    out: std::path::PathBuf,
-}
-
-impl Events {
-    fn watch(pki: &Pki, agent: &Agent) -> Events {
-        let out = pki.path("events.jsonl");
-        let file = std::fs::File::create(&out).expect("events file");
-        let child = Command::new(berth_tests::bin("berthctl"))
-            .args(["--host", &agent.addr, "--tls-dir"])
-            .arg(pki.tls_dir())
-            .args(["events", "-o", "json"])
-            .stdout(file)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn berthctl events");
-        Events { child, out }
-    }
-
-    fn text(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-}
-
-impl Drop for Events {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Everything the agent wrote that must never hold a secret value.
@@ -185,7 +90,7 @@ fn assert_never_leaked(pki: &Pki, agent: &Agent, secrets: &[&str], also: &[&str]
 #[test]
 fn set_unset_import_reach_the_container_masked_unless_revealed() {
     let pki = Pki::new();
-    let agent = start(&pki, &agent_config(&pki, ""));
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
     let file = pki.path("env/cfg.env");
     let (pw1, pw2) = (secret("pw1"), secret("pw2"));
     let ctl = |args: &[&str]| berthctl(&pki, &agent.addr, args);
@@ -194,15 +99,15 @@ fn set_unset_import_reach_the_container_masked_unless_revealed() {
     let out = ok(&ctl(&["env", "set", "cfg", "GREETING=hello"]));
     assert!(out.contains("first apply"), "{out}");
     assert_eq!(mode(&file), 0o600);
-    ok(&apply(&pki, &agent, "cfg", &spec("cfg", "")));
-    let id = running(&pki, "cfg");
+    ok(&apply(&pki, &agent.addr, &Spec::checked("cfg", "v1")));
+    let id = one_running(&pki.instance, "cfg");
     assert_eq!(container_env(&id).get("GREETING").map(String::as_str), Some("hello"));
 
     // set: a new revision, a new container with the new env.
     let set = format!("DB_PASSWORD={pw1}");
     let out = ok(&ctl(&["env", "set", "cfg", &set, "QUEUE=jobs"]));
     assert!(out.contains("revision 2 is running and healthy"), "{out}");
-    let id2 = running(&pki, "cfg");
+    let id2 = one_running(&pki.instance, "cfg");
     assert_ne!(id, id2);
     let env = container_env(&id2);
     assert_eq!(env.get("DB_PASSWORD"), Some(&pw1));
@@ -214,7 +119,7 @@ fn set_unset_import_reach_the_container_masked_unless_revealed() {
     // The same values again change nothing.
     let out = ok(&ctl(&["env", "set", "cfg", &set]));
     assert!(out.contains("unchanged at revision 2"), "{out}");
-    assert_eq!(running(&pki, "cfg"), id2);
+    assert_eq!(one_running(&pki.instance, "cfg"), id2);
 
     // get: masked unless revealed.
     let masked = ok(&ctl(&["env", "get", "cfg"]));
@@ -225,7 +130,7 @@ fn set_unset_import_reach_the_container_masked_unless_revealed() {
 
     // unset: gone from the container; a key that is not set is refused.
     ok(&ctl(&["env", "unset", "cfg", "QUEUE"]));
-    let env = container_env(&running(&pki, "cfg"));
+    let env = container_env(&one_running(&pki.instance, "cfg"));
     assert!(!env.contains_key("QUEUE"), "{env:?}");
     assert_eq!(env.get("DB_PASSWORD"), Some(&pw1));
     let err = fails(&ctl(&["env", "unset", "cfg", "QUEUE"]));
@@ -235,7 +140,7 @@ fn set_unset_import_reach_the_container_masked_unless_revealed() {
     let import = pki.path("import.env");
     std::fs::write(&import, format!("# from the vault\nDB_PASSWORD={pw2}\nMODE=a=b \n")).expect("write");
     ok(&ctl(&["env", "import", "cfg", import.to_str().expect("utf8")]));
-    let id4 = running(&pki, "cfg");
+    let id4 = one_running(&pki.instance, "cfg");
     let env = container_env(&id4);
     assert_eq!(env.get("DB_PASSWORD"), Some(&pw2));
     assert_eq!(env.get("MODE").map(String::as_str), Some("a=b "));
@@ -254,10 +159,10 @@ fn set_unset_import_reach_the_container_masked_unless_revealed() {
     std::fs::write(&bad, format!("A=1\n{pw1}\n")).expect("write");
     let err = fails(&ctl(&["env", "import", "cfg", bad.to_str().expect("utf8")]));
     assert!(err.contains("bad.env:2") && !err.contains(&pw1), "{err}");
-    assert_eq!(running(&pki, "cfg"), id4, "nothing changed");
+    assert_eq!(one_running(&pki.instance, "cfg"), id4, "nothing changed");
 
     // History names the keys each revision changed, never values.
-    let h = history(&pki, &agent, "cfg");
+    let h = history(&pki, &agent.addr, "cfg");
     let reasons: Vec<String> = h
         .iter()
         .map(|r| {
@@ -282,14 +187,7 @@ fn set_unset_import_reach_the_container_masked_unless_revealed() {
     assert!(table.contains("DB_PASSWORD,QUEUE"), "{table}");
 
     // A viewer sees keys, never values, and may not change anything.
-    berthctl::certs::issue_client(
-        &pki.tls_dir(),
-        "vic",
-        berthctl::certs::Role::Viewer,
-        berthctl::certs::Validity::days(1),
-        false,
-    )
-    .expect("viewer cert");
+    pki.issue_client("vic", Role::Viewer);
     let viewer = ok(&ctl(&["--cert", "vic", "env", "get", "cfg"]));
     assert!(
         viewer.contains("MODE") && viewer.contains("****") && !viewer.contains(&pw2),
@@ -303,7 +201,7 @@ fn set_unset_import_reach_the_container_masked_unless_revealed() {
     assert!(!err.contains(&pw2), "{err}");
     let err = fails(&ctl(&["--cert", "vic", "env", "set", "cfg", "A=1"]));
     assert!(err.contains("permission denied"), "{err}");
-    assert_eq!(running(&pki, "cfg"), id4, "nothing changed");
+    assert_eq!(one_running(&pki.instance, "cfg"), id4, "nothing changed");
 
     let json = serde_json::to_string(&h).expect("json");
     assert_never_leaked(&pki, &agent, &[&pw1, &pw2], &[&table, &json, &masked, &viewer]);
@@ -313,16 +211,16 @@ fn set_unset_import_reach_the_container_masked_unless_revealed() {
 fn hand_edits_are_applied_and_bad_ones_refused_and_reported() {
     let pki = Pki::new();
     let config = agent_config(&pki, "");
-    let mut agent = start(&pki, &config);
+    let mut agent = Agent::start_ready(&pki, &config);
     let file = pki.path("env/hand.env");
     let (pw1, pw2, pw3) = (secret("hand1"), secret("hand2"), secret("hand3"));
-    ok(&apply(&pki, &agent, "hand", &spec("hand", "")));
+    ok(&apply(&pki, &agent.addr, &Spec::checked("hand", "v1")));
     ok(&berthctl(
         &pki,
         &agent.addr,
         &["env", "set", "hand", &format!("TOKEN={pw1}")],
     ));
-    let events = Events::watch(&pki, &agent);
+    let events = Events::watch(&pki, &agent.addr);
 
     // A config-management tool replaces the file (temp file + rename),
     // world-readable: applied as a new revision, and the mode is fixed.
@@ -333,13 +231,13 @@ fn hand_edits_are_applied_and_bad_ones_refused_and_reported() {
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     }
     std::fs::rename(&tmp, &file).expect("rename");
-    wait_for(&agent, "a container running the hand-edited env", || {
+    agent.wait_for(T, "a container running the hand-edited env", || {
         runs_with(&pki, "hand", "TOKEN", &pw2)
     });
-    let id = running(&pki, "hand");
+    let id = one_running(&pki.instance, "hand");
     assert_eq!(container_env(&id).get("EXTRA").map(String::as_str), Some("yes"));
-    wait_for(&agent, "the file's mode set back to 0600", || mode(&file) == 0o600);
-    let h = history(&pki, &agent, "hand");
+    agent.wait_for(T, "the file's mode set back to 0600", || mode(&file) == 0o600);
+    let h = history(&pki, &agent.addr, "hand");
     assert_eq!(h[0]["reason"], "env file edited", "{h:?}");
     assert_eq!(h[0]["author"], "file");
     assert_eq!(h[0]["status"], "active");
@@ -350,19 +248,17 @@ fn hand_edits_are_applied_and_bad_ones_refused_and_reported() {
     // an event and a log line name the file and line, and it is reported
     // once, not at every look.
     std::fs::write(&file, format!("TOKEN={pw2}\n{pw3}\n")).expect("write");
-    wait_for(&agent, "the env-rejected event", || {
-        events.text().contains("env-rejected")
-    });
+    agent.wait_for(T, "the env-rejected event", || events.text().contains("env-rejected"));
     let where_ = format!("{}:2", file.display());
     let event = events.text();
     assert!(event.contains(&where_), "{event}");
-    wait_for(&agent, "the env-rejected log line", || agent.logs().contains(&where_));
+    agent.wait_for(T, "the env-rejected log line", || agent.logs().contains(&where_));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(agent.logs().matches("env-rejected").count(), 1, "{}", agent.logs());
-    assert_eq!(running(&pki, "hand"), id, "the container was left alone");
+    assert_eq!(one_running(&pki.instance, "hand"), id, "the container was left alone");
     assert_eq!(container_env(&id).get("TOKEN"), Some(&pw2));
     assert_eq!(
-        history(&pki, &agent, "hand").len(),
+        history(&pki, &agent.addr, "hand").len(),
         revisions,
         "no revision for a refused edit"
     );
@@ -374,9 +270,7 @@ fn hand_edits_are_applied_and_bad_ones_refused_and_reported() {
 
     // Fixing the file applies it.
     std::fs::write(&file, format!("TOKEN={pw3}\n")).expect("write");
-    wait_for(&agent, "the fixed edit to run", || {
-        runs_with(&pki, "hand", "TOKEN", &pw3)
-    });
+    agent.wait_for(T, "the fixed edit to run", || runs_with(&pki, "hand", "TOKEN", &pw3));
 
     // An edit made while the agent is down is picked up when it starts.
     // (Stop watching events first: an open WatchEvents stream holds the
@@ -385,20 +279,18 @@ fn hand_edits_are_applied_and_bad_ones_refused_and_reported() {
     drop(events);
     agent.signal_and_wait(15, Duration::from_secs(20)).expect("agent stops");
     std::fs::write(&file, format!("TOKEN={pw1}\n")).expect("write");
-    let agent = start(&pki, &config);
-    wait_for(&agent, "the offline edit to run", || {
-        runs_with(&pki, "hand", "TOKEN", &pw1)
-    });
+    let agent = Agent::start_ready(&pki, &config);
+    agent.wait_for(T, "the offline edit to run", || runs_with(&pki, "hand", "TOKEN", &pw1));
     assert_never_leaked(&pki, &agent, &[&pw1, &pw2, &pw3], &[&events_text]);
 }
 
 #[test]
 fn failed_changes_and_rollbacks_bring_the_earlier_env_back() {
     let pki = Pki::new();
-    let agent = start(&pki, &agent_config(&pki, ""));
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
     let file = pki.path("env/gate.env");
     let (one, two) = (secret("one"), secret("two"));
-    ok(&apply(&pki, &agent, "gate", &spec("gate", "")));
+    ok(&apply(&pki, &agent.addr, &Spec::checked("gate", "v1")));
     ok(&berthctl(
         &pki,
         &agent.addr,
@@ -409,7 +301,7 @@ fn failed_changes_and_rollbacks_bring_the_earlier_env_back() {
         &agent.addr,
         &["env", "set", "gate", &format!("GREETING={two}")],
     ));
-    let id3 = running(&pki, "gate");
+    let id3 = one_running(&pki.instance, "gate");
 
     // PORT moves the test server off the checked port: the gate fails, the
     // old container runs again, and the file says what runs.
@@ -418,22 +310,22 @@ fn failed_changes_and_rollbacks_bring_the_earlier_env_back() {
     fails(&out);
     assert!(stdout.contains("revision 4 FAILED"), "{stdout}");
     assert!(stdout.contains("rolled back: revision 3 is running again"), "{stdout}");
-    assert_eq!(running(&pki, "gate"), id3);
+    assert_eq!(one_running(&pki.instance, "gate"), id3);
     assert!(!container_env(&id3).contains_key("PORT"));
     assert!(!file_env(&file).contains_key("PORT"), "the file was restored");
     assert_eq!(file_env(&file).get("GREETING"), Some(&two));
-    let h = history(&pki, &agent, "gate");
+    let h = history(&pki, &agent.addr, "gate");
     assert!(h[0]["status"].as_str().unwrap_or("").starts_with("failed"), "{h:?}");
     assert_eq!(keys_of(&h[0]), ["PORT"]);
 
     // The same through a hand edit: refused by the gate, file restored.
     std::fs::write(&file, format!("GREETING={two}\nPORT=9998\n")).expect("write");
-    wait_for(&agent, "the hand edit's revision to settle", || {
-        history(&pki, &agent, "gate")
+    agent.wait_for(T, "the hand edit's revision to settle", || {
+        history(&pki, &agent.addr, "gate")
             .first()
             .is_some_and(|r| r["revision"] != 4 && r["status"] != "pending")
     });
-    let h = history(&pki, &agent, "gate");
+    let h = history(&pki, &agent.addr, "gate");
     assert!(
         h[0]["revision"] == 5
             && h[0]["reason"] == "env file edited"
@@ -441,25 +333,26 @@ fn failed_changes_and_rollbacks_bring_the_earlier_env_back() {
         "{h:#?}\n{}",
         agent.logs()
     );
-    wait_for(&agent, "the file to be restored", || {
-        !file_env(&file).contains_key("PORT")
-    });
-    assert_eq!(running(&pki, "gate"), id3);
+    agent.wait_for(T, "the file to be restored", || !file_env(&file).contains_key("PORT"));
+    assert_eq!(one_running(&pki.instance, "gate"), id3);
     assert!(agent.logs().contains("deploy-failed"));
 
     // Rolling back to revision 2 brings its env back: file and container.
     let out = ok(&berthctl(&pki, &agent.addr, &["rollback", "gate", "--to", "2"]));
     assert!(out.contains("revision 6 is running and healthy"), "{out}");
-    let id6 = running(&pki, "gate");
+    let id6 = one_running(&pki.instance, "gate");
     assert_eq!(container_env(&id6).get("GREETING"), Some(&one));
     assert_eq!(file_env(&file).get("GREETING"), Some(&one));
     assert_eq!(mode(&file), 0o600);
-    let h = history(&pki, &agent, "gate");
+    let h = history(&pki, &agent.addr, "gate");
     assert_eq!(h[0]["reason"], "rollback to 2");
     assert_eq!(keys_of(&h[0]), ["GREETING"]);
     // And a plain rollback returns to the env of revision 3.
     ok(&berthctl(&pki, &agent.addr, &["rollback", "gate"]));
-    assert_eq!(container_env(&running(&pki, "gate")).get("GREETING"), Some(&two));
+    assert_eq!(
+        container_env(&one_running(&pki.instance, "gate")).get("GREETING"),
+        Some(&two)
+    );
     assert_eq!(file_env(&file).get("GREETING"), Some(&two));
     let table = ok(&berthctl(&pki, &agent.addr, &["history", "gate"]));
     assert_never_leaked(&pki, &agent, &[&one, &two], &[&table]);
@@ -468,32 +361,36 @@ fn failed_changes_and_rollbacks_bring_the_earlier_env_back() {
 #[test]
 fn env_change_none_records_without_restarting() {
     let pki = Pki::new();
-    let agent = start(&pki, &agent_config(&pki, ""));
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
     let file = pki.path("env/calm.env");
-    ok(&apply(&pki, &agent, "calm", &spec("calm", "env_change = \"none\"")));
-    let id = running(&pki, "calm");
+    ok(&apply(
+        &pki,
+        &agent.addr,
+        &Spec::checked("calm", "v1").key("env_change", "none"),
+    ));
+    let id = one_running(&pki.instance, "calm");
 
     let out = ok(&berthctl(&pki, &agent.addr, &["env", "set", "calm", "A=1"]));
     assert!(out.contains("recorded revision 2; revision 1 keeps running"), "{out}");
     assert_eq!(file_env(&file).get("A").map(String::as_str), Some("1"));
     std::fs::write(&file, "A=1\nB=2\n").expect("write");
-    wait_for(&agent, "the hand edit to be recorded", || {
-        history(&pki, &agent, "calm")
+    agent.wait_for(T, "the hand edit to be recorded", || {
+        history(&pki, &agent.addr, "calm")
             .first()
             .is_some_and(|r| r["revision"] == 3 && r["status"] == "recorded")
     });
-    assert_eq!(running(&pki, "calm"), id, "the container was left alone");
+    assert_eq!(one_running(&pki.instance, "calm"), id, "the container was left alone");
     assert!(!container_env(&id).contains_key("A"));
-    let h = history(&pki, &agent, "calm");
+    let h = history(&pki, &agent.addr, "calm");
     assert_eq!(h[0]["reason"], "env file edited");
     assert_eq!(keys_of(&h[0]), ["B"]);
 
     // A restart runs the recorded env.
     ok(&berthctl(&pki, &agent.addr, &["restart", "calm"]));
-    let env = container_env(&running(&pki, "calm"));
+    let env = container_env(&one_running(&pki.instance, "calm"));
     assert_eq!(env.get("A").map(String::as_str), Some("1"));
     assert_eq!(env.get("B").map(String::as_str), Some("2"));
-    let h = history(&pki, &agent, "calm");
+    let h = history(&pki, &agent.addr, "calm");
     assert_eq!(h[0]["status"], "active");
     assert_eq!(keys_of(&h[0]), ["A", "B"]);
 }
@@ -501,9 +398,9 @@ fn env_change_none_records_without_restarting() {
 #[test]
 fn a_file_caught_half_written_is_not_applied() {
     let pki = Pki::new();
-    let agent = start(&pki, &agent_config(&pki, ""));
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
     let file = pki.path("env/slow.env");
-    ok(&apply(&pki, &agent, "slow", &spec("slow", "")));
+    ok(&apply(&pki, &agent.addr, &Spec::checked("slow", "v1")));
     ok(&berthctl(&pki, &agent.addr, &["env", "set", "slow", "A=1", "B=2"]));
 
     // A valid edit, then — just as its check comes due — a writer that
@@ -517,8 +414,8 @@ fn a_file_caught_half_written_is_not_applied() {
         std::thread::sleep(Duration::from_millis(150));
         f.write_all(b"A=1\nB=2\nC=4\n").expect("write");
     }
-    wait_for(&agent, "the final edit to run", || runs_with(&pki, "slow", "C", "4"));
-    let h = history(&pki, &agent, "slow");
+    agent.wait_for(T, "the final edit to run", || runs_with(&pki, "slow", "C", "4"));
+    let h = history(&pki, &agent.addr, "slow");
     for rev in &h {
         let keys = keys_of(rev);
         assert!(
@@ -526,7 +423,7 @@ fn a_file_caught_half_written_is_not_applied() {
             "a hand-edit revision changed more than C, so a partial file ran: {h:#?}"
         );
     }
-    let env = container_env(&running(&pki, "slow"));
+    let env = container_env(&one_running(&pki.instance, "slow"));
     assert_eq!(env.get("A").map(String::as_str), Some("1"));
     assert_eq!(env.get("B").map(String::as_str), Some("2"));
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use berth_tests::{Agent, Pki, agent_config, berthctl, bin, fails, ok, wait_until};
+use berth_tests::{Agent, Pki, agent_config, berthctl, bin, check_config, fails, free_port, ok, wait_until};
 use berthctl::certs::{self, Role, Validity};
 
 #[test]
@@ -34,7 +34,7 @@ fn info_round_trip_over_mutual_tls() {
 #[test]
 fn viewer_role_travels_in_the_certificate() {
     let pki = Pki::new();
-    certs::issue_client(&pki.tls_dir(), "victor", Role::Viewer, Validity::days(1), false).expect("viewer");
+    pki.issue_client("victor", Role::Viewer);
     let agent = Agent::start(&pki, &agent_config(&pki, ""));
     let out = ok(&berthctl(
         &pki,
@@ -133,11 +133,7 @@ fn agent_certificate_for_another_name_is_refused() {
 #[test]
 fn unreachable_agent_says_nothing_listens() {
     let pki = Pki::new();
-    // Bind and drop to find a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let port = free_port();
     let err = fails(&berthctl(&pki, &format!("127.0.0.1:{port}"), &["info"]));
     assert!(
         err.contains("connection refused") && err.contains("is berth-agent running"),
@@ -148,16 +144,7 @@ fn unreachable_agent_says_nothing_listens() {
 #[test]
 fn check_config_names_unknown_keys_and_bad_values() {
     let pki = Pki::new();
-    let check = |text: &str| {
-        let path = pki.path("check.toml");
-        std::fs::write(&path, text).expect("write");
-        std::process::Command::new(bin("berth-agent"))
-            .arg("check-config")
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .expect("run check-config")
-    };
+    let check = |text: &str| check_config(&pki, text);
     let good = agent_config(&pki, "");
     assert!(ok(&check(&good)).contains("OK"));
 

@@ -7,147 +7,30 @@
 //! and the Docker-stats fallback when cgroup files are unreadable.
 
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use berth_proto::v1::WatchMetricsRequest;
 use berth_proto::v1::metrics_client::MetricsClient;
-use berth_tests::{Agent, Pki, agent_config, berthctl, containers, fails, http_get, image, inspect, ok, wait_until};
+use berth_tests::{
+    Agent, Events, Pki, Proc, Spec, agent_config, agent_config_with_prometheus, apply, berthctl, check_config,
+    containers, fails, find_service as find, free_port, http_get, inspect, json, median, ok, ps, service, wait_until,
+};
 use berthctl::client::{self, TlsFiles};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(90);
 
-/// A spec for test image `tag`, health-checked on /health. `extra` goes
-/// before the tables.
-fn spec(name: &str, tag: &str, extra: &str) -> String {
-    format!(
-        r#"name = "{name}"
-image = "{image}"
-ports = ["8000"]
-stop_timeout = "2s"
-{extra}
-[health]
-http = "/health"
-interval = "500ms"
-timeout = "500ms"
-retries = 3
-[deploy]
-health_deadline = "30s"
-"#,
-        image = image(tag)
-    )
-}
-
-/// Starts an agent and waits until it supervises (has reached Docker), so
-/// the first `apply` is not refused with UNAVAILABLE.
-fn start(pki: &Pki, config: &str) -> Agent {
-    Agent::start_ready(pki, config)
-}
-
-fn apply(pki: &Pki, agent: &Agent, name: &str, text: &str) -> std::process::Output {
-    berth_tests::apply_spec(pki, &agent.addr, name, text)
-}
-
-fn json(out: &std::process::Output) -> Value {
-    let text = ok(out);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-fn service<'a>(v: &'a Value, name: &str) -> &'a Value {
-    find(v, name).unwrap_or_else(|| panic!("{name} not in {v}"))
-}
-
-/// A service in `ps` or `metrics` JSON, if it is there yet.
-fn find<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
-    v["services"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["service"] == name || s["name"] == name))
-}
-
-/// A port nobody listens on right now (TCP and UDP on 127.0.0.1).
-fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = tcp.local_addr().expect("addr").port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// A process this test started; killed and reaped on drop.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn start(program: &str, args: &[String], log: PathBuf) -> Proc {
-        assert!(
-            Path::new(program).exists(),
-            "{program} is missing: scripts/test-env.sh installs it (Debian package; see the script's PACKAGES)"
-        );
-        let out = std::fs::File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        Proc { child, log }
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `berthctl events -o json` running in the background, its output in a file.
-fn follow_events(pki: &Pki, agent: &Agent) -> Proc {
-    let log = pki.path("events.jsonl");
-    let out = std::fs::File::create(&log).expect("events file");
-    let child = Command::new(berth_tests::bin("berthctl"))
-        .args(["--host", &agent.addr, "--tls-dir"])
-        .arg(pki.tls_dir())
-        .args(["events", "-o", "json"])
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn berthctl events");
-    Proc { child, log }
-}
-
-fn events(p: &Proc) -> Vec<Value> {
-    p.logs().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 #[test]
 fn cpu_burner_shows_usage_near_its_cpu_limit() {
     let pki = Pki::new();
-    let agent = start(&pki, &agent_config(&pki, "interval = \"1s\"\n"));
-    ok(&apply(
-        &pki,
-        &agent,
-        "burn",
-        &spec("burn", "cpu", "[resources]\ncpus = 0.5\nmemory = \"64m\"\n"),
-    ));
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, "interval = \"1s\"\n"));
+    let burn = Spec::checked("burn", "cpu")
+        .set("deploy", "health_deadline", "30s")
+        .set("resources", "cpus", 0.5)
+        .set("resources", "memory", "64m");
+    ok(&apply(&pki, &agent.addr, &burn));
 
     // The collector learns of the container from the supervisor's next
     // reconcile pass; start watching once it has.
@@ -172,7 +55,7 @@ fn cpu_burner_shows_usage_near_its_cpu_limit() {
         .iter()
         .map(|b| b["cpu_percent"].as_f64().expect("cpu"))
         .collect();
-    let m = median(cpu.clone());
+    let m = median(&cpu);
     assert!(
         (35.0..=60.0).contains(&m),
         "a one-core burner limited to 0.5 CPUs should use ~50% of a CPU; median {m:.1}% of {cpu:?}"
@@ -216,33 +99,25 @@ fn cpu_burner_shows_usage_near_its_cpu_limit() {
 fn oom_kill_becomes_an_event_and_a_counter() {
     let pki = Pki::new();
     let prom = free_port();
-    let agent = start(
-        &pki,
-        &agent_config(
-            &pki,
-            &format!("interval = \"1s\"\nprometheus_listen = \"127.0.0.1:{prom}\"\n"),
-        )
-        .replace("[metrics]\nprometheus_listen = \"\"\n", "[metrics]\n"),
-    );
-    let watcher = follow_events(&pki, &agent);
+    let agent = Agent::start_ready(&pki, &agent_config_with_prometheus(&pki, prom, "interval = \"1s\"\n"));
+    let watcher = Events::watch(&pki, &agent.addr);
     // No health check (a busy shell doubling strings answers probes late
     // and would be replaced as unhealthy before it reaches the limit), and
     // growth slow enough that the 2s no-check deploy gate passes first.
     std::fs::create_dir_all(pki.path("env")).expect("env dir");
     std::fs::write(pki.path("env/hog.env"), "MEM_STEP_DELAY=1\n").expect("env file");
     set_mode_0600(&pki.path("env/hog.env"));
-    let hog = format!(
-        "name = \"hog\"\nimage = \"{}\"\nstop_timeout = \"2s\"\n[resources]\nmemory = \"64m\"\n",
-        image("mem")
-    );
-    ok(&apply(&pki, &agent, "hog", &hog));
+    let hog = Spec::new("hog", "mem").set("resources", "memory", "64m");
+    ok(&apply(&pki, &agent.addr, &hog));
 
     wait_until(T, "an oom-killed event for hog", || {
-        events(&watcher)
+        watcher
+            .events()
             .iter()
             .any(|e| e["kind"] == "oom-killed" && e["service"] == "hog")
     });
-    let oom_event = events(&watcher)
+    let oom_event = watcher
+        .events()
         .into_iter()
         .find(|e| e["kind"] == "oom-killed")
         .expect("event");
@@ -251,7 +126,7 @@ fn oom_kill_becomes_an_event_and_a_counter() {
         oom_event["message"].as_str().unwrap_or("").contains("OOM-killed"),
         "{oom_event}"
     );
-    let ps = json(&berthctl(&pki, &agent.addr, &["ps", "-o", "json"]));
+    let ps = ps(&pki, &agent.addr);
     assert!(
         service(&ps, "hog")["oom_kills"].as_u64().unwrap_or(0) >= 1,
         "ps counts it: {ps}"
@@ -280,7 +155,7 @@ fn set_mode_0600(path: &Path) {
 fn memory_pressure_policy_stops_the_lowest_priority_service() {
     let pki = Pki::new();
     // 100% of memory is always more than is available: permanent pressure.
-    let agent = start(
+    let agent = Agent::start_ready(
         &pki,
         &agent_config(
             &pki,
@@ -288,12 +163,16 @@ fn memory_pressure_policy_stops_the_lowest_priority_service() {
              pressure_sustained = \"2s\"\npressure_cooldown = \"10m\"\n",
         ),
     );
-    let watcher = follow_events(&pki, &agent);
-    ok(&apply(&pki, &agent, "low", &spec("low", "v1", "priority = -5")));
-    ok(&apply(&pki, &agent, "high", &spec("high", "v1", "priority = 10")));
+    let watcher = Events::watch(&pki, &agent.addr);
+    for (name, priority) in [("low", -5), ("high", 10)] {
+        let spec = Spec::checked(name, "v1")
+            .set("deploy", "health_deadline", "30s")
+            .key("priority", priority);
+        ok(&apply(&pki, &agent.addr, &spec));
+    }
 
     wait_until(T, "the policy to stop low", || {
-        events(&watcher).iter().any(|e| {
+        watcher.events().iter().any(|e| {
             e["kind"] == "memory-pressure"
                 && e["service"] == "low"
                 && e["message"].as_str().unwrap_or("").starts_with("Stopped low")
@@ -315,13 +194,14 @@ fn memory_pressure_policy_stops_the_lowest_priority_service() {
     assert_eq!(high.len(), 1);
     assert_eq!(inspect(&high[0], "{{.State.Running}}"), "true", "high keeps running");
     assert!(
-        !events(&watcher)
+        !watcher
+            .events()
             .iter()
             .any(|e| e["kind"] == "memory-pressure" && e["service"] == "high"),
         "high was never acted on"
     );
 
-    let ps = json(&berthctl(&pki, &agent.addr, &["ps", "-o", "json"]));
+    let ps = ps(&pki, &agent.addr);
     let low = service(&ps, "low");
     assert_eq!(low["state"], "stopped", "{low}");
     assert!(
@@ -336,7 +216,7 @@ fn memory_pressure_policy_stops_the_lowest_priority_service() {
 #[test]
 fn a_watcher_that_never_reads_does_not_slow_another() {
     let pki = Pki::new();
-    let agent = start(&pki, &agent_config(&pki, "interval = \"1s\"\n"));
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, "interval = \"1s\"\n"));
     let target: client::Target = agent.addr.parse().expect("target");
     let files = TlsFiles::resolve(&pki.tls_dir(), None).expect("tls files");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -405,15 +285,15 @@ fn a_watcher_that_never_reads_does_not_slow_another() {
 fn prometheus_scrapes_the_endpoint() {
     let pki = Pki::new();
     let berth_port = free_port();
-    let agent = start(
+    let agent = Agent::start_ready(
         &pki,
-        &agent_config(
-            &pki,
-            &format!("interval = \"1s\"\nprometheus_listen = \"127.0.0.1:{berth_port}\"\n"),
-        )
-        .replace("[metrics]\nprometheus_listen = \"\"\n", "[metrics]\n"),
+        &agent_config_with_prometheus(&pki, berth_port, "interval = \"1s\"\n"),
     );
-    ok(&apply(&pki, &agent, "scraped", &spec("scraped", "v1", "")));
+    ok(&apply(
+        &pki,
+        &agent.addr,
+        &Spec::checked("scraped", "v1").set("deploy", "health_deadline", "30s"),
+    ));
 
     let prom_port = free_port();
     let config = pki.path("prometheus.yml");
@@ -506,14 +386,18 @@ LoadPlugin write_prometheus
         collectd.logs().contains("statsd plugin: Listening") && http_get(http_port, "/metrics").is_some()
     });
 
-    let agent = start(
+    let agent = Agent::start_ready(
         &pki,
         &agent_config(
             &pki,
             &format!("interval = \"1s\"\nstatsd = \"127.0.0.1:{statsd_port}\"\n"),
         ),
     );
-    ok(&apply(&pki, &agent, "pushed", &spec("pushed", "v1", "")));
+    ok(&apply(
+        &pki,
+        &agent.addr,
+        &Spec::checked("pushed", "v1").set("deploy", "health_deadline", "30s"),
+    ));
     let gauge = |name: &str| -> Option<f64> {
         let body = http_get(http_port, "/metrics")?;
         let prefix = format!("collectd_statsd_gauge{{statsd=\"{name}\"");
@@ -544,14 +428,18 @@ fn dogstatsd_flavor_tags_the_service() {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
     socket.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     let port = socket.local_addr().expect("addr").port();
-    let agent = start(
+    let agent = Agent::start_ready(
         &pki,
         &agent_config(
             &pki,
             &format!("interval = \"1s\"\nstatsd = \"127.0.0.1:{port}\"\nstatsd_flavor = \"dogstatsd\"\n"),
         ),
     );
-    ok(&apply(&pki, &agent, "tagged", &spec("tagged", "v1", "")));
+    ok(&apply(
+        &pki,
+        &agent.addr,
+        &Spec::checked("tagged", "v1").set("deploy", "health_deadline", "30s"),
+    ));
     let mut seen = String::new();
     wait_until(T, "a DogStatsD line tagged with the service", || {
         let mut buf = [0u8; 65536];
@@ -573,7 +461,7 @@ fn docker_stats_fallback_when_cgroup_files_are_unreadable() {
     let pki = Pki::new();
     let empty = pki.path("no-cgroups");
     std::fs::create_dir_all(&empty).expect("dir");
-    let agent = start(
+    let agent = Agent::start_ready(
         &pki,
         &agent_config(
             &pki,
@@ -585,12 +473,11 @@ fn docker_stats_fallback_when_cgroup_files_are_unreadable() {
     assert!(caps.contains("\"metrics.docker-stats-fallback\""), "{caps}");
     assert!(!caps.contains("metrics.cgroup-v"), "{caps}");
 
-    ok(&apply(
-        &pki,
-        &agent,
-        "fallback",
-        &spec("fallback", "v1", "[resources]\nmemory = \"64m\"\ncpus = 0.5\n"),
-    ));
+    let fallback = Spec::checked("fallback", "v1")
+        .set("deploy", "health_deadline", "30s")
+        .set("resources", "memory", "64m")
+        .set("resources", "cpus", 0.5);
+    ok(&apply(&pki, &agent.addr, &fallback));
     let id = containers(&pki.instance, Some("fallback")).pop().expect("a container");
     // Some engines cannot read cgroups themselves: Docker 20.10 on this
     // test machine answers every stats call with an empty sample and
@@ -619,15 +506,7 @@ fn docker_stats_fallback_when_cgroup_files_are_unreadable() {
 #[test]
 fn bad_metrics_and_limits_config_is_refused() {
     let pki = Pki::new();
-    let check = |extra: &str| {
-        let path = pki.path("check.toml");
-        std::fs::write(&path, agent_config(&pki, extra)).expect("write");
-        Command::new(berth_tests::bin("berth-agent"))
-            .args(["check-config", "--config"])
-            .arg(&path)
-            .output()
-            .expect("run check-config")
-    };
+    let check = |extra: &str| check_config(&pki, &agent_config(&pki, extra));
     let err = fails(&check("interval = \"500ms\"\n"));
     assert!(
         err.contains("metrics.interval") && err.contains("minimum is 1s"),
@@ -642,12 +521,7 @@ fn bad_metrics_and_limits_config_is_refused() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
     let path = pki.path("taken.toml");
-    std::fs::write(
-        &path,
-        agent_config(&pki, &format!("prometheus_listen = \"127.0.0.1:{port}\"\n"))
-            .replace("[metrics]\nprometheus_listen = \"\"\n", "[metrics]\n"),
-    )
-    .expect("write");
+    std::fs::write(&path, agent_config_with_prometheus(&pki, port, "")).expect("write");
     let mut child = Command::new(berth_tests::bin("berth-agent"))
         .arg("--config")
         .arg(&path)

@@ -8,31 +8,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use berth_tests::nginx::{Nginx, get};
-use berth_tests::{Agent, Pki, agent_config, apply_spec, berthctl, fails, free_port, image, ok, wait_until};
+use berth_tests::{Agent, Pki, Spec, agent_config, apply, berthctl, fails, free_port, image, ok, wait_until};
 
 const HOST: &str = "app.berth.test";
 
-fn spec(name: &str, tag: &str, listen: u16, extra_proxy: &str) -> String {
-    format!(
-        r#"name = "{name}"
-image = "{image}"
-ports = ["8000"]
-stop_timeout = "2s"
-[health]
-http = "/__lbheartbeat__"
-interval = "500ms"
-timeout = "500ms"
-retries = 3
-[deploy]
-health_deadline = "20s"
-drain = "1s"
-[proxy]
-server_names = ["{HOST}"]
-listen = [{listen}]
-{extra_proxy}
-"#,
-        image = image(tag)
-    )
+/// A service behind nginx: `HOST` on port `listen`, health-checked on
+/// nginx's heartbeat path, drained for 1s when replaced.
+fn site(name: &str, tag: &str, listen: u16) -> Spec {
+    Spec::checked(name, tag)
+        .set("health", "http", "/__lbheartbeat__")
+        .set("deploy", "drain", "1s")
+        .proxy(HOST, listen)
 }
 
 /// Fields drop in order: the agent stops first, so it cannot recreate a
@@ -55,12 +41,8 @@ fn setup(name: &str, tag: &str) -> Setup {
         agent,
         port,
     };
-    ok(&apply(&s, name, &spec(name, tag, port, "")));
+    ok(&apply(&s.pki, &s.agent.addr, &site(name, tag, port)));
     s
-}
-
-fn apply(s: &Setup, name: &str, text: &str) -> std::process::Output {
-    apply_spec(&s.pki, &s.agent.addr, name, text)
 }
 
 /// Continuous GET / through nginx on 4 threads until stopped.
@@ -208,13 +190,10 @@ fn a_bad_version_is_never_switched_in() {
 fn an_invalid_proxy_setting_fails_with_nginx_words_and_changes_nothing() {
     let s = setup("strict", "v1");
     let before = std::fs::read_to_string(s.nginx.site("strict")).expect("site");
-    let bad = spec(
-        "strict",
-        "v2",
-        s.port,
-        "tls_cert = \"/nonexistent/berth.pem\"\ntls_key = \"/nonexistent/berth.key\"\n",
-    );
-    let out = apply(&s, "strict", &bad);
+    let bad = site("strict", "v2", s.port)
+        .set("proxy", "tls_cert", "/nonexistent/berth.pem")
+        .set("proxy", "tls_key", "/nonexistent/berth.key");
+    let out = apply(&s.pki, &s.agent.addr, &bad);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     fails(&out);
     assert!(stdout.contains("nginx rejected the site"), "{stdout}");

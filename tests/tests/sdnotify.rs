@@ -4,10 +4,10 @@
 //! when SIGTERM starts its shutdown.
 
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use berth_tests::{Pki, agent_config, berthctl, bin, ok};
+use berth_tests::{Agent, Pki, agent_config, berthctl, ok};
 
 /// Reads notify datagrams until one has a line equal to `want`; returns
 /// everything read. A generous socket timeout only bounds a hang.
@@ -36,16 +36,9 @@ fn notifies_ready_when_serving_and_stopping_on_sigterm() {
     let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
     sock.set_read_timeout(Some(Duration::from_secs(60)))
         .expect("socket timeout");
-    let log = std::fs::File::create(pki.path("agent.log")).expect("log file");
 
-    let mut child = Command::new(bin("berth-agent"))
-        .arg("--config")
-        .arg(&config)
+    let mut child = Agent::command(&config, &pki.path("agent.log"))
         .env("NOTIFY_SOCKET", &sock_path)
-        .env_remove("JOURNAL_STREAM")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
         .spawn()
         .expect("spawn berth-agent");
 

@@ -6,78 +6,30 @@
 use std::time::Duration;
 
 use berth_tests::{
-    Agent, Pki, agent_config, berthctl, containers, docker, fails, host_port, http_get, image, inspect, ok, wait_until,
+    Agent, Pki, Spec, agent_config, apply, berthctl, berthctl_command, containers, docker, fails, free_port, history,
+    host_port, http_get, image, inspect, ok, only_container, ps, running, service, try_inspect, wait_until,
 };
+use berthctl::certs::Role;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
-
-/// A spec for the test image `tag`, health-checked on /health, with a short
-/// deadline so failures are quick. `extra` is appended.
-fn spec(name: &str, tag: &str, extra: &str) -> String {
-    format!(
-        r#"name = "{name}"
-image = "{image}"
-ports = ["8000"]
-stop_timeout = "2s"
-{extra}
-[health]
-http = "/health"
-interval = "500ms"
-timeout = "500ms"
-retries = 3
-[deploy]
-health_deadline = "20s"
-"#,
-        image = image(tag)
-    )
-}
-
-fn apply(pki: &Pki, agent: &Agent, name: &str, text: &str) -> std::process::Output {
-    berth_tests::apply_spec(pki, &agent.addr, name, text)
-}
-
-fn ps(pki: &Pki, agent: &Agent) -> Value {
-    serde_json::from_str(&ok(&berthctl(pki, &agent.addr, &["ps", "-o", "json"]))).expect("ps json")
-}
-
-fn service<'a>(ps: &'a Value, name: &str) -> &'a Value {
-    ps["services"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["name"] == name))
-        .unwrap_or_else(|| panic!("{name} not in ps: {ps}"))
-}
-
-fn running(pki: &Pki, name: &str) -> Vec<String> {
-    containers(&pki.instance, Some(name))
-        .into_iter()
-        .filter(|id| inspect(id, "{{.State.Running}}") == "true")
-        .collect()
-}
-
-fn only_running(pki: &Pki, name: &str) -> String {
-    let all = containers(&pki.instance, Some(name));
-    assert_eq!(all.len(), 1, "exactly one container of {name}: {all:?}");
-    assert_eq!(inspect(&all[0], "{{.State.Running}}"), "true");
-    all[0].clone()
-}
 
 #[test]
 fn deploy_v1_v2_bad_then_rollback() {
     let pki = Pki::new();
     let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
 
-    ok(&apply(&pki, &agent, "life", &spec("life", "v1", "")));
-    let v1 = only_running(&pki, "life");
+    ok(&apply(&pki, &agent.addr, &Spec::checked("life", "v1")));
+    let v1 = only_container(&pki.instance, "life");
     assert_eq!(http_get(host_port(&v1), "/").as_deref(), Some("v1"));
     assert_eq!(inspect(&v1, "{{index .Config.Labels \"berth.revision\"}}"), "1");
-    let s = ps(&pki, &agent);
+    let s = ps(&pki, &agent.addr);
     assert_eq!(service(&s, "life")["revision"], 1);
 
     // Applying the same spec again changes nothing.
-    let same = ok(&apply(&pki, &agent, "life", &spec("life", "v1", "")));
+    let same = ok(&apply(&pki, &agent.addr, &Spec::checked("life", "v1")));
     assert!(same.contains("unchanged"), "{same}");
-    assert_eq!(only_running(&pki, "life"), v1);
+    assert_eq!(only_container(&pki.instance, "life"), v1);
 
     let out = ok(&berthctl(
         &pki,
@@ -85,7 +37,7 @@ fn deploy_v1_v2_bad_then_rollback() {
         &["deploy", "life", "--image", &image("v2")],
     ));
     assert!(out.contains("revision 2 is running and healthy"), "{out}");
-    let v2 = only_running(&pki, "life");
+    let v2 = only_container(&pki.instance, "life");
     assert_ne!(v1, v2, "v1's container is gone");
     assert_eq!(http_get(host_port(&v2), "/").as_deref(), Some("v2"));
 
@@ -97,21 +49,17 @@ fn deploy_v1_v2_bad_then_rollback() {
     assert!(stdout.contains("bad: starting"), "log tail shown: {stdout}");
     assert!(stdout.contains("rolled back: revision 2 is running again"), "{stdout}");
     assert!(stderr.contains("failed"), "{stderr}");
-    let restored = only_running(&pki, "life");
+    let restored = only_container(&pki.instance, "life");
     assert_eq!(restored, v2, "v2's own container was started again");
     assert_eq!(http_get(host_port(&restored), "/").as_deref(), Some("v2"));
-    assert_eq!(service(&ps(&pki, &agent), "life")["revision"], 2);
+    assert_eq!(service(&ps(&pki, &agent.addr), "life")["revision"], 2);
 
     let out = ok(&berthctl(&pki, &agent.addr, &["rollback", "life", "--to", "1"]));
     assert!(out.contains("revision 4 is running and healthy"), "{out}");
-    let back = only_running(&pki, "life");
+    let back = only_container(&pki.instance, "life");
     assert_eq!(http_get(host_port(&back), "/").as_deref(), Some("v1"));
 
-    let history: Value =
-        serde_json::from_str(&ok(&berthctl(&pki, &agent.addr, &["history", "life", "-o", "json"]))).expect("json");
-    let statuses: Vec<String> = history
-        .as_array()
-        .expect("array")
+    let statuses: Vec<String> = history(&pki, &agent.addr, "life")
         .iter()
         .map(|r| {
             format!(
@@ -132,31 +80,37 @@ fn deploy_v1_v2_bad_then_rollback() {
 fn crashed_removed_and_drifted_containers_are_repaired() {
     let pki = Pki::new();
     let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
-    let text = spec("heal", "v1", "[resources]\nmemory = \"64m\"\ncpus = 0.5\n");
-    ok(&apply(&pki, &agent, "heal", &text));
-    let id = only_running(&pki, "heal");
+    let heal = Spec::checked("heal", "v1")
+        .set("resources", "memory", "64m")
+        .set("resources", "cpus", 0.5);
+    ok(&apply(&pki, &agent.addr, &heal));
+    let id = only_container(&pki.instance, "heal");
     assert_eq!(inspect(&id, "{{.HostConfig.Memory}}"), (64 * 1024 * 1024).to_string());
     assert_eq!(inspect(&id, "{{.HostConfig.NanoCpus}}"), "500000000");
 
     docker(&["kill", &id]);
     wait_until(T, "the killed container to run again", || {
-        running(&pki, "heal").len() == 1
+        running(&pki.instance, "heal").len() == 1
     });
-    assert_eq!(service(&ps(&pki, &agent), "heal")["restarts"], 1);
+    assert_eq!(service(&ps(&pki, &agent.addr), "heal")["restarts"], 1);
 
     docker(&["rm", "-f", &id]);
     wait_until(T, "a new container after docker rm -f", || {
-        let r = running(&pki, "heal");
+        let r = running(&pki.instance, "heal");
         r.len() == 1 && r[0] != id
     });
-    let id = only_running(&pki, "heal");
+    let id = only_container(&pki.instance, "heal");
     assert_eq!(http_get(host_port(&id), "/").as_deref(), Some("v1"));
 
     docker(&["update", "--memory", "32m", "--memory-swap", "32m", &id]);
     wait_until(T, "the memory limit to be set back to 64m", || {
         inspect(&id, "{{.HostConfig.Memory}}") == (64 * 1024 * 1024).to_string()
     });
-    assert_eq!(only_running(&pki, "heal"), id, "repaired in place, not recreated");
+    assert_eq!(
+        only_container(&pki.instance, "heal"),
+        id,
+        "repaired in place, not recreated"
+    );
     assert!(agent.logs().contains("drift-repaired"), "{}", agent.logs());
 }
 
@@ -168,15 +122,15 @@ fn crash_loop_backs_off_and_shows_in_ps() {
     std::fs::create_dir_all(pki.path("env")).expect("env dir");
     std::fs::write(pki.path("env/loop.env"), "CRASHY_DELAY=3\n").expect("env file");
     let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
-    let text = format!(
-        "name = \"loop\"\nimage = \"{}\"\nstop_timeout = \"1s\"\n",
-        image("crashy")
-    );
-    ok(&apply(&pki, &agent, "loop", &text));
+    ok(&apply(
+        &pki,
+        &agent.addr,
+        &Spec::new("loop", "crashy").key("stop_timeout", "1s"),
+    ));
     wait_until(T, "ps to show crash-loop", || {
-        service(&ps(&pki, &agent), "loop")["state"] == "crash-loop"
+        service(&ps(&pki, &agent.addr), "loop")["state"] == "crash-loop"
     });
-    let s = ps(&pki, &agent);
+    let s = ps(&pki, &agent.addr);
     let detail = service(&s, "loop")["detail"].as_str().unwrap_or("").to_owned();
     assert!(detail.contains("exit 3"), "{detail}");
     assert!(service(&s, "loop")["restarts"].as_u64().unwrap_or(0) >= 3, "{s}");
@@ -191,18 +145,22 @@ fn agent_restart_adopts_containers_without_restarting_them() {
     let pki = Pki::new();
     let config = agent_config(&pki, "");
     let mut agent = Agent::start_ready(&pki, &config);
-    ok(&apply(&pki, &agent, "adopt", &spec("adopt", "v1", "")));
-    let id = only_running(&pki, "adopt");
+    ok(&apply(&pki, &agent.addr, &Spec::checked("adopt", "v1")));
+    let id = only_container(&pki.instance, "adopt");
     let started = inspect(&id, "{{.State.StartedAt}}");
     agent.signal_and_wait(9, Duration::from_secs(10)).expect("SIGKILL");
 
     let agent = Agent::start_ready(&pki, &config);
     // Let it run a few reconcile passes and health probes.
     wait_until(T, "ps to show the adopted service healthy", || {
-        service(&ps(&pki, &agent), "adopt")["state"] == "running"
+        service(&ps(&pki, &agent.addr), "adopt")["state"] == "running"
     });
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(only_running(&pki, "adopt"), id, "same container, no duplicate");
+    assert_eq!(
+        only_container(&pki.instance, "adopt"),
+        id,
+        "same container, no duplicate"
+    );
     assert_eq!(inspect(&id, "{{.State.StartedAt}}"), started, "not restarted");
 }
 
@@ -211,17 +169,13 @@ fn sigkill_mid_deploy_converges_to_one_container() {
     let pki = Pki::new();
     let config = agent_config(&pki, "");
     let mut agent = Agent::start_ready(&pki, &config);
-    ok(&apply(&pki, &agent, "kill9", &spec("kill9", "v1", "")));
-    let v1 = only_running(&pki, "kill9");
+    ok(&apply(&pki, &agent.addr, &Spec::checked("kill9", "v1")));
+    let v1 = only_container(&pki.instance, "kill9");
 
     // A deploy whose gate waits a long time: bad never passes, with many retries.
-    let slow = spec("kill9", "bad", "").replace("retries = 3", "retries = 1000");
-    let path = pki.path("kill9-bad.toml");
-    std::fs::write(&path, slow).expect("write");
-    let bin = berth_tests::bin("berthctl");
-    let mut deploy = std::process::Command::new(bin)
-        .args(["--host", &agent.addr, "--tls-dir"])
-        .arg(pki.tls_dir())
+    let slow = Spec::checked("kill9", "bad").set("health", "retries", 1000);
+    let path = slow.write_in(pki.dir.path());
+    let mut deploy = berthctl_command(&pki, &agent.addr)
         .args(["apply", "-f"])
         .arg(&path)
         .stdout(std::process::Stdio::null())
@@ -230,8 +184,8 @@ fn sigkill_mid_deploy_converges_to_one_container() {
         .expect("spawn deploy");
     wait_until(T, "the new revision's container to run", || {
         containers(&pki.instance, Some("kill9")).iter().any(|id| {
-            inspect(id, "{{index .Config.Labels \"berth.revision\"}}") == "2"
-                && inspect(id, "{{.State.Running}}") == "true"
+            try_inspect(id, "{{index .Config.Labels \"berth.revision\"}}").as_deref() == Some("2")
+                && try_inspect(id, "{{.State.Running}}").as_deref() == Some("true")
         })
     });
     agent
@@ -242,10 +196,10 @@ fn sigkill_mid_deploy_converges_to_one_container() {
     let agent = Agent::start_ready(&pki, &config);
     wait_until(T, "exactly one running container of revision 1", || {
         let all = containers(&pki.instance, Some("kill9"));
-        all.len() == 1 && inspect(&all[0], "{{.State.Running}}") == "true"
+        all.len() == 1 && try_inspect(&all[0], "{{.State.Running}}").as_deref() == Some("true")
     });
     assert_eq!(
-        only_running(&pki, "kill9"),
+        only_container(&pki.instance, "kill9"),
         v1,
         "the stopped v1 container was started again"
     );
@@ -258,7 +212,7 @@ fn sigkill_mid_deploy_converges_to_one_container() {
         &["deploy", "kill9", "--image", &image("v2")],
     ));
     assert_eq!(
-        http_get(host_port(&only_running(&pki, "kill9")), "/").as_deref(),
+        http_get(host_port(&only_container(&pki.instance, "kill9")), "/").as_deref(),
         Some("v2")
     );
 }
@@ -268,8 +222,8 @@ fn corrupt_state_is_rebuilt_from_labels() {
     let pki = Pki::new();
     let config = agent_config(&pki, "");
     let mut agent = Agent::start_ready(&pki, &config);
-    ok(&apply(&pki, &agent, "phoenix", &spec("phoenix", "v2", "")));
-    let id = only_running(&pki, "phoenix");
+    ok(&apply(&pki, &agent.addr, &Spec::checked("phoenix", "v2")));
+    let id = only_container(&pki.instance, "phoenix");
     agent.signal_and_wait(15, Duration::from_secs(20)).expect("stop");
     std::fs::write(pki.path("state/state.json"), b"{\"services\": [garbage").expect("corrupt");
 
@@ -284,10 +238,10 @@ fn corrupt_state_is_rebuilt_from_labels() {
                     .is_some_and(|s| s.iter().any(|s| s["name"] == "phoenix"))
             })
     });
-    let s = ps(&pki, &agent);
+    let s = ps(&pki, &agent.addr);
     assert_eq!(service(&s, "phoenix")["revision"], 1);
     assert_eq!(service(&s, "phoenix")["image"], image("v2"));
-    assert_eq!(only_running(&pki, "phoenix"), id);
+    assert_eq!(only_container(&pki.instance, "phoenix"), id);
     assert!(agent.logs().contains("rebuilt it from the labels"), "{}", agent.logs());
 }
 
@@ -295,56 +249,47 @@ fn corrupt_state_is_rebuilt_from_labels() {
 fn bad_specs_are_refused_and_nothing_changes() {
     let pki = Pki::new();
     let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
-    ok(&apply(&pki, &agent, "keep", &spec("keep", "v1", "")));
+    ok(&apply(&pki, &agent.addr, &Spec::checked("keep", "v1")));
     let before = containers(&pki.instance, None);
 
-    let cases: [(&str, String, &str); 5] = [
+    let cases = [
         (
-            "mem",
-            spec("mem", "v1", "[resources]\nmemory = \"16x\"\n"),
+            Spec::checked("mem", "v1").set("resources", "memory", "16x"),
             "resources.memory \"16x\": expected a size like 512m or 16g",
         ),
-        ("unk", spec("unk", "v1", "colour = \"blue\"\n"), "colour"),
+        (Spec::checked("unk", "v1").key("colour", "blue"), "colour"),
+        (Spec::checked("img", "v1").key("image", "Not A/Valid:Image"), "image"),
         (
-            "img",
-            spec("img", "v1", "").replace(&image("v1"), "Not A/Valid:Image"),
-            "image",
-        ),
-        (
-            "cpu",
-            spec("cpu", "v1", "[resources]\ncpus = 512\n"),
+            Spec::checked("cpu", "v1").set("resources", "cpus", 512),
             "the host has only",
         ),
-        ("nope", spec("nope", "does-not-exist", ""), "cannot pull"),
+        (Spec::checked("nope", "does-not-exist"), "cannot pull"),
     ];
-    for (name, text, expected) in cases {
-        let err = fails(&apply(&pki, &agent, name, &text));
+    for (spec, expected) in cases {
+        let err = fails(&apply(&pki, &agent.addr, &spec));
+        let name = spec.name();
         assert!(err.contains(expected), "{name}: expected {expected:?} in {err}");
     }
 
     // A fixed host port already used by another service.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let port = free_port();
+    let pinned = [format!("{port}:8000")];
     ok(&apply(
         &pki,
-        &agent,
-        "fixed",
-        &spec("fixed", "v1", "").replace("\"8000\"", &format!("\"{port}:8000\"")),
+        &agent.addr,
+        &Spec::checked("fixed", "v1").key("ports", pinned.clone()),
     ));
     let err = fails(&apply(
         &pki,
-        &agent,
-        "clash",
-        &spec("clash", "v1", "").replace("\"8000\"", &format!("\"{port}:8000\"")),
+        &agent.addr,
+        &Spec::checked("clash", "v1").key("ports", pinned),
     ));
     assert!(
         err.contains(&format!("host port {port} is already used by service \"fixed\"")),
         "{err}"
     );
 
-    let names: Vec<String> = ps(&pki, &agent)["services"]
+    let names: Vec<String> = ps(&pki, &agent.addr)["services"]
         .as_array()
         .expect("services")
         .iter()
@@ -362,17 +307,9 @@ fn bad_specs_are_refused_and_nothing_changes() {
 #[test]
 fn viewers_can_look_but_not_change() {
     let pki = Pki::new();
-    berthctl::certs::issue_client(
-        &pki.tls_dir(),
-        "vic",
-        berthctl::certs::Role::Viewer,
-        berthctl::certs::Validity::days(1),
-        false,
-    )
-    .expect("viewer");
+    pki.issue_client("vic", Role::Viewer);
     let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
-    let path = pki.path("v.toml");
-    std::fs::write(&path, spec("peek", "v1", "")).expect("write");
+    let path = Spec::checked("peek", "v1").write_in(pki.dir.path());
     let err = fails(&berthctl(
         &pki,
         &agent.addr,
@@ -392,7 +329,7 @@ fn the_agent_reconnects_when_dockerd_comes_back() {
         &format!("[docker]\nsocket = {:?}\n", proxy.socket.display().to_string()),
     );
     let agent = Agent::start_ready(&pki, &config);
-    ok(&apply(&pki, &agent, "lazarus", &spec("lazarus", "v1", "")));
+    ok(&apply(&pki, &agent.addr, &Spec::checked("lazarus", "v1")));
 
     proxy.cut();
     wait_until(T, "the agent to notice Docker is gone", || {
@@ -406,15 +343,20 @@ fn the_agent_reconnects_when_dockerd_comes_back() {
     });
 
     // Events flow again: a killed container is restarted.
-    let id = only_running(&pki, "lazarus");
+    let id = only_container(&pki.instance, "lazarus");
     docker(&["kill", &id]);
     wait_until(T, "the killed container to run again after the reconnect", || {
-        running(&pki, "lazarus").len() == 1
+        running(&pki.instance, "lazarus").len() == 1
     });
     wait_until(T, "ps to show it running", || {
-        service(&ps(&pki, &agent), "lazarus")["state"] == "running"
+        service(&ps(&pki, &agent.addr), "lazarus")["state"] == "running"
     });
-    assert!(service(&ps(&pki, &agent), "lazarus")["restarts"].as_u64().unwrap_or(0) >= 1);
+    assert!(
+        service(&ps(&pki, &agent.addr), "lazarus")["restarts"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    );
 }
 
 #[test]
@@ -422,27 +364,19 @@ fn a_container_that_stays_unhealthy_is_replaced() {
     let pki = Pki::new();
     let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
     // An exec check the test can break from outside: healthy until /tmp/sick exists.
-    let text = format!(
-        r#"name = "sickly"
-image = "{}"
-stop_timeout = "1s"
-[health]
-exec = ["sh", "-c", "test ! -f /tmp/sick"]
-interval = "500ms"
-timeout = "500ms"
-retries = 2
-"#,
-        image("v1")
-    );
-    ok(&apply(&pki, &agent, "sickly", &text));
-    let id = only_running(&pki, "sickly");
+    let sickly = Spec::new("sickly", "v1")
+        .key("stop_timeout", "1s")
+        .health_exec(&["sh", "-c", "test ! -f /tmp/sick"])
+        .set("health", "retries", 2);
+    ok(&apply(&pki, &agent.addr, &sickly));
+    let id = only_container(&pki.instance, "sickly");
     docker(&["exec", &id, "touch", "/tmp/sick"]);
     wait_until(T, "a fresh container replacing the unhealthy one", || {
-        let r = running(&pki, "sickly");
+        let r = running(&pki.instance, "sickly");
         r.len() == 1 && r[0] != id
     });
     wait_until(T, "ps to show it running", || {
-        service(&ps(&pki, &agent), "sickly")["state"] == "running"
+        service(&ps(&pki, &agent.addr), "sickly")["state"] == "running"
     });
     assert!(
         agent.logs().contains("Health check failed 2 times in a row"),

@@ -1,0 +1,113 @@
+//! The Docker side of the tests: the test registry and images, and the
+//! `docker` CLI to look at (and clean up) what the agents created.
+
+use std::process::Command;
+
+/// The test registry (`BERTH_TEST_REGISTRY`, default 127.0.0.1:5000).
+pub fn registry() -> String {
+    std::env::var("BERTH_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".to_owned())
+}
+
+/// A test image reference: v1, v2, bad, crashy, cpu, mem.
+pub fn image(tag: &str) -> String {
+    format!("{}/berth-test/app:{tag}", registry())
+}
+
+/// Runs the docker CLI; panics with its stderr on failure.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Ids of the containers of `instance` (and `service`), in any state.
+pub fn containers(instance: &str, service: Option<&str>) -> Vec<String> {
+    ids(instance, service, &[])
+}
+
+/// Ids of the running containers of `instance` and `service`.
+pub fn running(instance: &str, service: &str) -> Vec<String> {
+    ids(instance, Some(service), &["status=running"])
+}
+
+/// The one running container of `service` (others may be stopped);
+/// panics unless exactly one runs.
+pub fn one_running(instance: &str, service: &str) -> String {
+    let all = running(instance, service);
+    assert_eq!(all.len(), 1, "exactly one running container of {service}: {all:?}");
+    all[0].clone()
+}
+
+/// The only container of `service`, which runs; panics unless there is
+/// exactly one and it runs.
+pub fn only_container(instance: &str, service: &str) -> String {
+    let all = containers(instance, Some(service));
+    assert_eq!(all.len(), 1, "exactly one container of {service}: {all:?}");
+    assert_eq!(inspect(&all[0], "{{.State.Running}}"), "true");
+    all[0].clone()
+}
+
+fn ids(instance: &str, service: Option<&str>, more: &[&str]) -> Vec<String> {
+    let mut filters = vec![format!("label=berth.instance={instance}")];
+    filters.extend(service.map(|s| format!("label=berth.service={s}")));
+    filters.extend(more.iter().map(|f| (*f).to_owned()));
+    let mut cmd = Command::new("docker");
+    cmd.args(["ps", "-aq", "--no-trunc"]);
+    for f in &filters {
+        cmd.args(["--filter", f]);
+    }
+    let out = cmd.output().expect("run docker");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Force-removes (with their volumes) every container of `instance` and of
+/// the instances named `instance-*` (a fleet's agents), in any state.
+pub fn remove_instance_containers(instance: &str) {
+    let out = Command::new("docker")
+        .args(["ps", "-a", "--no-trunc", "--filter", "label=berth.instance"])
+        .args(["--format", "{{.ID}} {{.Label \"berth.instance\"}}"])
+        .output()
+        .expect("run docker");
+    let fleet = format!("{instance}-");
+    let doomed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, i)| *i == instance || i.starts_with(&fleet))
+        .map(|(id, _)| id.to_owned())
+        .collect();
+    if !doomed.is_empty() {
+        let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&doomed).output();
+    }
+}
+
+/// `docker inspect -f FORMAT ID`.
+pub fn inspect(id: &str, format: &str) -> String {
+    docker(&["inspect", "-f", format, id])
+}
+
+/// Like [`inspect`], for polling: `None` once the container is gone (a
+/// deploy may remove one between a listing and the look), not a panic.
+pub fn try_inspect(id: &str, format: &str) -> Option<String> {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", format, id])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The host port Docker published for container port 8000 of `id`.
+pub fn host_port(id: &str) -> u16 {
+    let p = inspect(id, "{{(index (index .NetworkSettings.Ports \"8000/tcp\") 0).HostPort}}");
+    p.parse()
+        .unwrap_or_else(|_| panic!("no published port 8000 on {id}: {p:?}"))
+}
