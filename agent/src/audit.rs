@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use serde_json::json;
 use tracing::warn;
 
-use crate::hostinfo::now_ms;
+use crate::clock::now_ms;
 
 /// Appends audit records.
 pub struct Audit {

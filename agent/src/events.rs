@@ -7,7 +7,7 @@
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use crate::hostinfo::now_ms;
+use crate::clock::now_ms;
 
 /// Events buffered per watcher before the slowest starts losing them.
 const CAPACITY: usize = 1024;

@@ -8,6 +8,7 @@
 
 pub mod atomicfile;
 pub mod audit;
+pub mod clock;
 pub mod config;
 pub mod docker;
 pub mod envfiles;

@@ -325,7 +325,7 @@ impl Services for ServicesApi {
                 let ev = match rx.recv().await {
                     Ok(ev) => ev,
                     Err(broadcast::error::RecvError::Lagged(n)) => crate::events::Event {
-                        timestamp_ms: crate::hostinfo::now_ms(),
+                        timestamp_ms: crate::clock::now_ms(),
                         kind: "dropped",
                         service: String::new(),
                         revision: 0,

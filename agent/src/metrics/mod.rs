@@ -444,7 +444,7 @@ async fn collect_loop(
         seq += 1;
         let snapshot = Snapshot {
             seq,
-            timestamp_ms: crate::hostinfo::now_ms(),
+            timestamp_ms: crate::clock::now_ms(),
             host,
             containers,
             source,

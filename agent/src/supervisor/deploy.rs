@@ -24,10 +24,10 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use super::{Supervisor, SupervisorError};
+use crate::clock::now_ms;
 use crate::docker::{ContainerInfo, PullProgress};
 use crate::events::Severity;
 use crate::health;
-use crate::hostinfo::now_ms;
 use crate::nginx;
 use crate::state::{NewRevision, RevisionStatus};
 use berth_core::envfile::{self, Vars};

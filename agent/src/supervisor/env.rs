@@ -31,10 +31,10 @@ use super::deploy::{Mode, Outcome, ProgressTx, keys_detail};
 use super::{Supervisor, SupervisorError};
 use berth_core::envfile::{self, Vars};
 
+use crate::clock::now_ms;
 use crate::envfiles;
 use crate::envwatch::{self, EnvWatch};
 use crate::events::Severity;
-use crate::hostinfo::now_ms;
 use crate::state::{NewRevision, RevisionStatus, ServiceRecord};
 use berth_core::spec::{EnvChange, ServiceName, ServiceSpec};
 

@@ -534,7 +534,7 @@ impl Supervisor {
             // (not by when this pass happens to look), so a crash after a
             // long healthy run restarts at once.
             rt.primaries.clear();
-            let now_ms = crate::hostinfo::now_ms() as i64;
+            let now_ms = crate::clock::now_ms_signed();
             let stable = STABLE_AFTER.as_millis() as i64;
             for (name, record) in &records {
                 let mine = observed
@@ -957,7 +957,7 @@ impl Supervisor {
     ) {
         let in_start_period = container
             .started_at_ms
-            .is_some_and(|t| (crate::hostinfo::now_ms() as i64 - t) < check.start_period.as_millis() as i64);
+            .is_some_and(|t| (crate::clock::now_ms_signed() - t) < check.start_period.as_millis() as i64);
         let mut newly_unhealthy = None;
         {
             let mut rt = self.runtime();
@@ -1066,7 +1066,7 @@ pub fn rebuild_from_labels(observed: &[ContainerInfo]) -> StateFile {
                 active: revision,
                 revisions: vec![Revision {
                     number: revision,
-                    created_at_ms: crate::hostinfo::now_ms(),
+                    created_at_ms: crate::clock::now_ms(),
                     spec,
                     reason: "rebuilt from container labels".into(),
                     author: "agent".into(),
