@@ -8,10 +8,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
 
 use serde::Deserialize;
 
-use berth_core::units::Duration;
+use berth_core::units::{ByteSize, Duration};
 
 /// Where the agent looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/agent.toml";
@@ -231,6 +232,46 @@ pub struct LimitsConfig {
     /// `""` turns it off.
     #[serde(default = "defaults::kernel_log")]
     pub kernel_log: PathBuf,
+}
+
+/// The available-memory level under which the host is under pressure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MemoryThreshold {
+    /// An absolute amount.
+    Bytes(u64),
+    /// A share of total memory, 0-100.
+    Percent(f64),
+}
+
+impl MemoryThreshold {
+    /// Parses `"500m"`, `"2g"` or `"5%"`; `""` is `None` (policy off). The
+    /// error reads as a sentence for the config's `key: message`.
+    pub fn parse(text: &str) -> Result<Option<Self>, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let bad =
+            || format!("{text:?}: expected a size like 500m or 2g, or a share of memory like 5%, or \"\" for off");
+        if let Some(p) = text.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad());
+            }
+            return Ok(Some(MemoryThreshold::Percent(p)));
+        }
+        ByteSize::from_str(text)
+            .map(|b| Some(MemoryThreshold::Bytes(b.bytes())))
+            .map_err(|_| bad())
+    }
+
+    /// The threshold in bytes for a host with `total` bytes of memory.
+    pub fn bytes(self, total: u64) -> u64 {
+        match self {
+            MemoryThreshold::Bytes(b) => b,
+            MemoryThreshold::Percent(p) => (total as f64 * p / 100.0) as u64,
+        }
+    }
 }
 
 /// What the memory-pressure policy does to a service.
@@ -477,7 +518,7 @@ impl Config {
                 ),
             ));
         }
-        if let Err(e) = crate::limits::MemoryThreshold::parse(&self.limits.memory_pressure_threshold) {
+        if let Err(e) = MemoryThreshold::parse(&self.limits.memory_pressure_threshold) {
             return Err(invalid("limits.memory_pressure_threshold", e));
         }
         for (key, cmd) in [
@@ -581,6 +622,22 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("agent.toml"))
+    }
+
+    #[test]
+    fn thresholds_parse() {
+        assert_eq!(MemoryThreshold::parse(""), Ok(None));
+        assert_eq!(
+            MemoryThreshold::parse("500m"),
+            Ok(Some(MemoryThreshold::Bytes(500 * 1024 * 1024)))
+        );
+        assert_eq!(MemoryThreshold::parse("5%"), Ok(Some(MemoryThreshold::Percent(5.0))));
+        for bad in ["0%", "101%", "lots", "-1%", "5 %%"] {
+            let err = MemoryThreshold::parse(bad).expect_err(bad);
+            assert!(err.contains("500m"), "{err}");
+        }
+        assert_eq!(MemoryThreshold::Percent(50.0).bytes(1000), 500);
+        assert_eq!(MemoryThreshold::Bytes(7).bytes(1000), 7);
     }
 
     #[test]
