@@ -13,7 +13,10 @@
 //!
 //! [`PressurePolicy`] is the pure decision logic; [`run`] is the task that
 //! feeds it each metrics snapshot and carries out its decisions through the
-//! supervisor. It stops when the collector does or on cancel.
+//! supervisor's handle (a restart is a health-gated change; a stop holds
+//! the service through the supervisor). Before the supervisor runs there is
+//! nothing to act on, and snapshots are skipped. It stops when the
+//! collector does or on cancel.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,9 +26,9 @@ use tracing::{debug, warn};
 
 use crate::config::{LimitsConfig, MemoryThreshold, PressureAction};
 use crate::events::Severity;
-use crate::grpc::services::SupervisorSlot;
 use crate::metrics::{ContainerSample, MetricsHub, Snapshot};
-use crate::supervisor::SupervisorError;
+use crate::supervisor::deploy::ProgressTx;
+use crate::supervisor::{Supervisor, SupervisorError};
 
 /// What the policy decided after one observation.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,7 +161,7 @@ fn mib(b: u64) -> String {
 
 /// Runs the policy on every snapshot until the collector stops or `cancel`
 /// fires. Does nothing when the policy is off.
-pub async fn run(config: LimitsConfig, hub: MetricsHub, slot: SupervisorSlot, cancel: CancellationToken) {
+pub async fn run(config: LimitsConfig, hub: MetricsHub, sup: Supervisor, cancel: CancellationToken) {
     let threshold = match MemoryThreshold::parse(&config.memory_pressure_threshold) {
         Ok(Some(t)) => t,
         // Off, or refused by config validation already.
@@ -175,7 +178,9 @@ pub async fn run(config: LimitsConfig, hub: MetricsHub, slot: SupervisorSlot, ca
         }
         let snapshot: Arc<Snapshot> = rx.borrow_and_update().clone();
         // Without the supervisor there is nothing to act on or report to.
-        let Ok(sup) = slot.get() else { continue };
+        if !sup.is_running() {
+            continue;
+        }
         // A held service someone started again (a deploy, a restart) is no
         // longer held.
         for c in snapshot
@@ -183,7 +188,7 @@ pub async fn run(config: LimitsConfig, hub: MetricsHub, slot: SupervisorSlot, ca
             .iter()
             .filter(|c| c.held.is_some() && !c.container_id.is_empty())
         {
-            sup.release_hold(&c.service);
+            let _ = sup.release_hold(&c.service).await;
         }
         let h = &snapshot.host;
         for decision in policy.observe(
@@ -227,7 +232,7 @@ pub async fn run(config: LimitsConfig, hub: MetricsHub, slot: SupervisorSlot, ca
                         .map(|c| c.service.as_str())
                         .collect();
                     for s in &held {
-                        sup.release_hold(s);
+                        let _ = sup.release_hold(s).await;
                     }
                     let restart = if held.is_empty() {
                         String::new()
@@ -286,7 +291,7 @@ pub async fn run(config: LimitsConfig, hub: MetricsHub, slot: SupervisorSlot, ca
                             // A health-gated restart takes a while; collection
                             // and this policy go on meanwhile.
                             tokio::spawn(async move {
-                                let progress = crate::supervisor::deploy::ProgressTx::new(None);
+                                let progress = ProgressTx::new(None);
                                 if let Err(e) = sup.restart(&service, "agent (memory pressure)", progress).await {
                                     warn!(service = %service, error = %e, "Memory-pressure restart failed.");
                                 }

@@ -1,4 +1,5 @@
-//! The `berth.v1.Services` service: thin adapters over the [`Supervisor`].
+//! The `berth.v1.Services` service: thin adapters over the [`Supervisor`]
+//! handle.
 //!
 //! Owns proto↔domain conversions for services and the mapping of
 //! [`SupervisorError`] to gRPC status codes. Mutating calls need an operator
@@ -7,7 +8,6 @@
 //! stopping half-way would leave the host worse off.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 
 use berth_proto::v1::services_server::Services;
 use berth_proto::v1::{
@@ -16,7 +16,7 @@ use berth_proto::v1::{
     WatchEventsRequest, deploy_event,
 };
 use futures::{Stream, StreamExt as _};
-use tokio::sync::{OnceCell, broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -27,53 +27,26 @@ use crate::supervisor::{ServiceView, Supervisor, SupervisorError};
 /// (the final result is always delivered).
 const DEPLOY_STREAM: usize = 64;
 
-/// The supervisor once Docker has been reached; calls before then get
-/// UNAVAILABLE with the reason.
-#[derive(Clone, Default)]
-pub struct SupervisorSlot {
-    cell: Arc<OnceCell<Arc<Supervisor>>>,
-    waiting_for: Arc<Mutex<String>>,
-}
-
-impl SupervisorSlot {
-    /// Installs the supervisor.
-    pub fn set(&self, sup: Arc<Supervisor>) {
-        let _ = self.cell.set(sup);
-    }
-
-    /// Records why the supervisor is not there yet.
-    pub fn waiting(&self, why: String) {
-        *self.waiting_for.lock().unwrap_or_else(|p| p.into_inner()) = why;
-    }
-
-    /// The supervisor, or UNAVAILABLE saying what the agent waits for.
-    pub fn get(&self) -> Result<Arc<Supervisor>, Status> {
-        self.cell.get().cloned().ok_or_else(|| {
-            let why = self.waiting_for.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            Status::unavailable(format!("the agent is not supervising services yet: {why}"))
-        })
-    }
-}
-
 /// Maps supervisor errors to gRPC codes, in one place.
 pub fn status(e: SupervisorError) -> Status {
     match e {
         SupervisorError::Invalid(m) => Status::invalid_argument(m),
         SupervisorError::NotFound(m) => Status::not_found(m),
         SupervisorError::Refused(m) => Status::failed_precondition(m),
+        SupervisorError::Unavailable(m) => Status::unavailable(m),
         SupervisorError::Internal(m) => Status::internal(m),
     }
 }
 
 /// The Services API.
 pub struct ServicesApi {
-    slot: SupervisorSlot,
+    sup: Supervisor,
 }
 
 impl ServicesApi {
-    /// Serves the supervisor in `slot`.
-    pub fn new(slot: SupervisorSlot) -> Self {
-        ServicesApi { slot }
+    /// Serves `sup`.
+    pub fn new(sup: Supervisor) -> Self {
+        ServicesApi { sup }
     }
 }
 
@@ -182,6 +155,14 @@ pub fn status_of(v: ServiceView) -> ServiceStatus {
     }
 }
 
+impl ServicesApi {
+    /// The supervisor, if it runs; UNAVAILABLE with the reason otherwise.
+    fn ready(&self) -> Result<Supervisor, Status> {
+        self.sup.engine().map_err(status)?;
+        Ok(self.sup.clone())
+    }
+}
+
 #[tonic::async_trait]
 impl Services for ServicesApi {
     type ApplyStream = BoxStream<DeployEvent>;
@@ -193,7 +174,7 @@ impl Services for ServicesApi {
 
     async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<Self::ApplyStream>, Status> {
         let who = super::require_operator(&request)?;
-        let sup = self.slot.get()?;
+        let sup = self.ready()?;
         let spec = berth_core::spec::parse(&request.into_inner().spec_toml)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(deploy_stream(move |p| async move {
@@ -203,7 +184,7 @@ impl Services for ServicesApi {
 
     async fn deploy(&self, request: Request<DeployRequest>) -> Result<Response<Self::DeployStream>, Status> {
         let who = super::require_operator(&request)?;
-        let sup = self.slot.get()?;
+        let sup = self.ready()?;
         let req = request.into_inner();
         Ok(Response::new(deploy_stream(move |p| async move {
             sup.deploy_image(&req.service, &req.image, &who.name, p).await
@@ -212,7 +193,7 @@ impl Services for ServicesApi {
 
     async fn rollback(&self, request: Request<RollbackRequest>) -> Result<Response<Self::RollbackStream>, Status> {
         let who = super::require_operator(&request)?;
-        let sup = self.slot.get()?;
+        let sup = self.ready()?;
         let req = request.into_inner();
         let to = (req.to_revision != 0).then_some(req.to_revision);
         Ok(Response::new(deploy_stream(move |p| async move {
@@ -222,7 +203,7 @@ impl Services for ServicesApi {
 
     async fn restart(&self, request: Request<RestartRequest>) -> Result<Response<Self::RestartStream>, Status> {
         let who = super::require_operator(&request)?;
-        let sup = self.slot.get()?;
+        let sup = self.ready()?;
         let req = request.into_inner();
         Ok(Response::new(deploy_stream(move |p| async move {
             sup.restart(&req.service, &who.name, p).await
@@ -231,9 +212,8 @@ impl Services for ServicesApi {
 
     async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
         let who = super::require_operator(&request)?;
-        let sup = self.slot.get()?;
         let service = request.into_inner().service;
-        let removed = sup.remove(&service, &who.name).await.map_err(status)?;
+        let removed = self.ready()?.remove(&service, &who.name).await.map_err(status)?;
         Ok(Response::new(RemoveResponse {
             containers_removed: removed,
         }))
@@ -241,15 +221,13 @@ impl Services for ServicesApi {
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<ServiceStatus>, Status> {
         super::caller(&request)?;
-        let sup = self.slot.get()?;
-        let view = sup.view(&request.into_inner().service).await.map_err(status)?;
+        let view = self.sup.view(&request.into_inner().service).await.map_err(status)?;
         Ok(Response::new(status_of(view)))
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
         super::caller(&request)?;
-        let sup = self.slot.get()?;
-        let views = sup.views().await.map_err(status)?;
+        let views = self.sup.views().await.map_err(status)?;
         Ok(Response::new(ListResponse {
             services: views.into_iter().map(status_of).collect(),
         }))
@@ -257,11 +235,8 @@ impl Services for ServicesApi {
 
     async fn history(&self, request: Request<HistoryRequest>) -> Result<Response<HistoryResponse>, Status> {
         super::caller(&request)?;
-        let sup = self.slot.get()?;
         let service = request.into_inner().service;
-        let record = sup
-            .record(&service)
-            .ok_or_else(|| Status::not_found(format!("no service named {service:?} on this host (see berthctl ps)")))?;
+        let record = self.sup.record(&service).map_err(status)?;
         let revisions = record
             .revisions
             .iter()
@@ -285,9 +260,8 @@ impl Services for ServicesApi {
 
     async fn logs(&self, request: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
         super::caller(&request)?;
-        let sup = self.slot.get()?;
         let req = request.into_inner();
-        let view = sup.view(&req.service).await.map_err(status)?;
+        let view = self.sup.view(&req.service).await.map_err(status)?;
         // The running container of the active revision, else the newest.
         let mut containers = view.containers;
         containers.sort_by_key(|c| {
@@ -300,7 +274,8 @@ impl Services for ServicesApi {
             .pop()
             .ok_or_else(|| Status::not_found(format!("{} has no container to read logs from", req.service)))?;
         let name = container.name.clone();
-        let stream = sup.engine().logs(&container.id, req.follow, req.tail).map(move |line| {
+        let engine = self.sup.engine().map_err(status)?;
+        let stream = engine.logs(&container.id, req.follow, req.tail).map(move |line| {
             line.map(|l| LogLine {
                 stream: l.stream,
                 line: l.line,
@@ -316,9 +291,9 @@ impl Services for ServicesApi {
         request: Request<WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         super::caller(&request)?;
-        let sup = self.slot.get()?;
+        self.sup.engine().map_err(status)?;
         let filter = request.into_inner().services;
-        let mut rx = sup.bus().subscribe();
+        let mut rx = self.sup.bus().subscribe();
         let (tx, out) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {

@@ -1,13 +1,22 @@
-//! The reconciler's decisions: a pure [`plan`] from desired state and what
-//! Docker shows to a list of [`Action`]s.
+//! The reconciler: keeps the host converged to the desired state.
 //!
 //! Level-triggered: whatever woke the loop (a Docker event, a health
-//! verdict, the periodic resync, a finished deploy), the whole host is
+//! verdict, the periodic resync, a finished change), the whole host is
 //! re-read and re-planned, so a missed event costs at most one resync
-//! interval. Services with a deploy in progress are left alone; the deploy
-//! owns them until it finishes. The loop itself and the execution of actions
-//! live in the supervisor, which talks to Docker.
+//! interval. [`plan`] is pure (desired state, Docker's containers and
+//! nginx's site files in, [`Action`]s out); [`apply`] carries actions out
+//! against Docker and nginx; [`run`] is the loop. Services a change holds
+//! are left alone: the change owns them until it ends, and the pass takes a
+//! lease from the supervisor for every service it acts on.
+//!
+//! Inputs: the supervisor's snapshot and wake-ups, Docker, the sites dir.
+//! Outputs: container and site changes, events, restart counts (to the
+//! supervisor's owner). Shutdown: [`run`] ends on cancel.
 
+mod apply;
 mod plan;
+mod run;
 
-pub use plan::{Action, Context, Desired, MAX_BACKOFF, Plan, backoff, plan};
+pub use apply::apply;
+pub use plan::{Action, Context, Desired, Plan, SiteFiles, plan};
+pub use run::{pass, run};

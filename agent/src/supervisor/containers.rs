@@ -1,5 +1,6 @@
 //! Creating berth's containers: name, labels, env, ports and limits of one
-//! revision; and where nginx reaches a container.
+//! revision; and where nginx reaches a container. Used by deploy workers and
+//! reconcile passes, on their own tasks; owns nothing.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,16 +12,15 @@ use berth_core::labels;
 use berth_core::spec::ServiceSpec;
 
 impl Supervisor {
-    // -------------------------------------------------------------- containers
-
     /// Creates and starts a container of `spec` at `revision`, with the
     /// env that revision keeps (see [`Supervisor::revision_env`]). Returns
     /// its id.
     pub(crate) async fn create_container(&self, spec: &ServiceSpec, revision: u64) -> Result<String, SupervisorError> {
+        let engine = self.engine()?;
         let env = self.revision_env(spec, revision)?;
         let mut labels: HashMap<String, String> = spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         labels.insert(labels::MANAGED.into(), "true".into());
-        labels.insert(labels::INSTANCE.into(), self.engine.instance().to_owned());
+        labels.insert(labels::INSTANCE.into(), engine.instance().to_owned());
         labels.insert(labels::SERVICE.into(), spec.name.as_str().to_owned());
         labels.insert(labels::REVISION.into(), revision.to_string());
         labels.insert(
@@ -49,13 +49,12 @@ impl Supervisor {
             stop_signal: spec.stop_signal.as_str().to_owned(),
             stop_timeout: spec.stop_timeout.as_std(),
         };
-        let id = self
-            .engine
+        let id = engine
             .create(&req)
             .await
             .map_err(|e| SupervisorError::Internal(e.to_string()))?;
-        if let Err(e) = self.engine.start(&id).await {
-            let _ = self.engine.remove(&id).await;
+        if let Err(e) = engine.start(&id).await {
+            let _ = engine.remove(&id).await;
             return Err(SupervisorError::Internal(e.to_string()));
         }
         Ok(id)
@@ -63,11 +62,12 @@ impl Supervisor {
 
     /// Stops then removes a container, giving it the spec's stop timeout.
     pub(crate) async fn stop_and_remove(&self, id: &str, timeout: Duration) -> Result<(), SupervisorError> {
-        self.engine
+        let engine = self.engine()?;
+        engine
             .stop(id, timeout)
             .await
             .map_err(|e| SupervisorError::Internal(e.to_string()))?;
-        self.engine
+        engine
             .remove(id)
             .await
             .map_err(|e| SupervisorError::Internal(e.to_string()))

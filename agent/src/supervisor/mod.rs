@@ -1,65 +1,92 @@
 //! The supervisor: owns the host's services and keeps them converged.
 //!
-//! It holds the desired state ([`Store`]), what it has learnt at run time
-//! (backoff, restarts, OOM kills, health verdicts), one lock per service, and
-//! the Docker [`Engine`]. Three tasks run on the agent's tracker until
-//! cancelled:
-//! - the reconcile loop: woken by triggers, a periodic resync and backoff
-//!   timers; re-reads Docker, [`plan`](crate::reconcile::plan)s and applies;
-//! - the Docker event watcher: turns die/oom/destroy into triggers and
-//!   counters, reconnecting (and renegotiating the API version) when dockerd
-//!   goes away;
-//! - the health monitor: probes each running service at its interval and
-//!   marks a container unhealthy after `retries` failures in a row.
+//! **One owner.** A single task ([`owner`]) owns the desired state (the
+//! [`StateFile`], written durably before any change is acknowledged) and
+//! everything learnt at run time ([`runtime`]: crash counts and backoff,
+//! restarts, OOM kills, health verdicts, memory-pressure holds, env-file
+//! fingerprints) and decides who may act on which service ([`lease`]).
+//! Everyone else holds a cloneable [`Supervisor`] handle and sends it
+//! commands ([`command`]) over one bounded channel, with replies on
+//! oneshots. After each change the owner publishes an immutable
+//! [`Snapshot`]; reads (`List`, `Get`, `History`, `GetEnv`, the metrics
+//! targets) derive their views from it, plus a Docker listing, and never
+//! wait for the owner or an fsync.
 //!
-//! A fourth task, the env loop ([`env`]), turns env-dir watcher messages and
-//! a slower resync into checks of each service's env file.
+//! **Workers.** Long work runs outside the owner in tasks on the agent's
+//! tracker that report back: changes ([`deploy`], [`rollout`], [`env`]),
+//! env-file checks ([`envcheck`]), the Docker event watcher ([`docker_events`]),
+//! the health monitor ([`monitor`]), the kernel-log OOM consumer ([`oom`]),
+//! and the reconcile passes ([`crate::reconcile`], started by `lib.rs`).
+//! The owner never calls Docker. A change holds its service's lease for
+//! its whole length and a second change of that service queues behind it;
+//! the reconciler acts only on services it can lease without waiting and
+//! whose state did not move since it looked, so a deploy and the
+//! reconciler never act on one service at once.
 //!
-//! Deploys ([`deploy`]) take the service's lock; the reconciler only acts on
-//! a service whose lock it can take, so the two never fight over containers.
+//! **Inputs**: calls through the handle (gRPC, the pressure policy), Docker
+//! events, probe results, env-dir watcher messages, container ids from the
+//! kernel log. **Outputs**: containers (through [`crate::docker`]), env
+//! files, nginx sites, `state_dir/state.json`, events on the [`EventBus`],
+//! audit lines, the snapshot and the metrics targets.
+//!
+//! **Before Docker answers** the handle exists but every call gets
+//! UNAVAILABLE, "the agent is not supervising services yet: WHY";
+//! [`Starter::start`] brings the owner and its helpers up once `lib.rs` has
+//! reached Docker.
+//!
+//! **Shutdown.** On cancel the helpers stop and changes still queued are
+//! refused. The owner stops once no lease is held, so a change in progress
+//! can still record how it ended.
 
+mod command;
 mod containers;
 pub mod deploy;
+mod docker_events;
 pub mod env;
+mod envcheck;
+mod handle;
+mod lease;
 mod monitor;
-mod observe;
-mod pass;
+mod oom;
+mod owner;
 mod rebuild;
+mod rollout;
+mod runtime;
+mod snapshot;
 mod view;
-mod watch;
 
 pub use containers::upstream_of;
-pub use observe::{MetricsTarget, OomSource};
 pub use rebuild::rebuild_from_labels;
+pub use runtime::{HealthState, OomSource, ServiceRuntime, backoff};
+pub use snapshot::Snapshot;
 pub use view::ServiceView;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, info_span};
 
 use crate::audit::Audit;
-
-use crate::docker::{ContainerInfo, Engine};
+use crate::docker::Engine;
 use crate::events::{EventBus, Severity};
+use crate::metrics::MetricsTarget;
 use crate::nginx::Sites;
-use crate::state::{Loaded, ServiceRecord, Store};
+use crate::state::{Loaded, StateDir, StateFile};
 use berth_core::spec::ServiceSpec;
 
-/// How often the whole host is re-read even without events.
-const RESYNC: Duration = Duration::from_secs(10);
-/// How long a restarted container must run before its crash count resets
-/// (as long as Docker's own restart policy waits).
-const STABLE_AFTER: Duration = Duration::from_secs(10);
-/// Restarts in a row after which `ps` calls a service crash-looping.
-const CRASH_LOOP_AT: u32 = 3;
-/// How often the health monitor looks for due probes.
-const HEALTH_TICK: Duration = Duration::from_millis(250);
+use command::Command;
+use lease::Leases;
+use owner::Owner;
+
+/// Commands queued for the owner. Senders are a handful of tasks (gRPC
+/// handlers, workers, the event watcher, the health monitor), most of which
+/// wait for a reply before sending again, so the queue rarely holds more
+/// than one per task; 64 absorbs a burst of Docker events, and beyond it
+/// senders wait instead of memory growing.
+const COMMAND_QUEUE: usize = 64;
 
 /// A supervisor call that failed, mapped to a gRPC status in one place.
 #[derive(Debug, thiserror::Error)]
@@ -73,54 +100,12 @@ pub enum SupervisorError {
     /// The request conflicts with the host's state; nothing changed.
     #[error("{0}")]
     Refused(String),
+    /// Not supervising (Docker not reached yet, or shutting down); try again.
+    #[error("{0}")]
+    Unavailable(String),
     /// Docker or the disk failed.
     #[error("{0}")]
     Internal(String),
-}
-
-/// What the reconciler has learnt about one service at run time.
-#[derive(Debug, Default, Clone)]
-struct ServiceRuntime {
-    /// Restarts in a row that did not last [`STABLE_AFTER`].
-    failures: u32,
-    /// No automatic restart before this.
-    not_before: Option<Instant>,
-    /// Restarts by the agent since it started.
-    restarts: u32,
-    /// OOM kills seen since the agent started.
-    oom_kills: u32,
-    /// The last exit code seen.
-    last_exit: Option<i64>,
-    /// Why the memory-pressure policy keeps it stopped (see `observe`).
-    held: Option<String>,
-}
-
-/// The health monitor's view of one container.
-#[derive(Debug, Clone)]
-struct HealthState {
-    failures: u32,
-    healthy: Option<bool>,
-    last_output: String,
-    next_probe: Instant,
-    unhealthy: bool,
-}
-
-#[derive(Default)]
-struct Runtime {
-    busy: HashSet<String>,
-    services: HashMap<String, ServiceRuntime>,
-    health: HashMap<String, HealthState>,
-    /// The running container of each desired service, as last observed.
-    primaries: HashMap<String, ContainerInfo>,
-    /// Fingerprint of each service's env file as last handled (applied,
-    /// refused, or written by the agent itself), so neither the agent's own
-    /// writes nor a refused edit are handled twice.
-    env_seen: HashMap<String, u64>,
-    /// Services with an env file check waiting for their lock.
-    env_checks: HashSet<String>,
-    /// The last OOM kill counted per container and who reported it, so one
-    /// kill seen by both Docker and the kernel log counts once (`observe`).
-    oom_recent: HashMap<String, (Instant, observe::OomSource)>,
 }
 
 /// Host capacity, for refusing specs that cannot fit.
@@ -133,7 +118,6 @@ pub struct Capacity {
 }
 
 /// Where the supervisor keeps things and what it may use.
-#[derive(Debug, Clone)]
 pub struct Setup {
     /// State file and audit log.
     pub state_dir: PathBuf,
@@ -143,47 +127,205 @@ pub struct Setup {
     pub sites: Sites,
     /// Host capacity, for refusing specs that cannot fit.
     pub capacity: Capacity,
+    /// Where events go.
+    pub bus: EventBus,
+    /// Where the owner publishes what the metrics collector reads.
+    pub metrics_targets: watch::Sender<Arc<Vec<MetricsTarget>>>,
+    /// Ids of containers the kernel log says were OOM-killed, if read.
+    pub oom_ids: Option<mpsc::Receiver<String>>,
 }
 
-/// The host's service supervisor. Shared as `Arc<Supervisor>`.
+/// Whether the supervisor runs yet.
+#[derive(Clone)]
+enum Phase {
+    /// Docker has not been reached; why.
+    Waiting(String),
+    /// Supervising, through this engine.
+    Running(Engine),
+}
+
+/// The handle to the supervisor: cheap to clone, safe to hold before the
+/// supervisor runs (calls are refused with the reason until then).
+#[derive(Clone)]
 pub struct Supervisor {
-    engine: Engine,
-    store: Mutex<Store>,
-    runtime: Mutex<Runtime>,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    commands: mpsc::Sender<Command>,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    phase: watch::Receiver<Phase>,
     bus: EventBus,
     audit: Audit,
-    trigger: mpsc::Sender<()>,
     env_dir: PathBuf,
     sites: Sites,
     capacity: Capacity,
+    trigger: mpsc::Sender<()>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+/// What [`Starter::start`] needs and hands to the owner; used once.
+pub struct Starter {
+    sup: Supervisor,
+    state_dir: PathBuf,
+    phase: watch::Sender<Phase>,
+    parts: Option<OwnerParts>,
+}
+
+struct OwnerParts {
+    commands: mpsc::Receiver<Command>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    targets: watch::Sender<Arc<Vec<MetricsTarget>>>,
+    released: (mpsc::UnboundedSender<u64>, mpsc::UnboundedReceiver<u64>),
+    triggers: mpsc::Receiver<()>,
+    oom_ids: Option<mpsc::Receiver<String>>,
 }
 
 impl Supervisor {
-    /// Opens the state (rebuilding it from Docker labels if it is corrupt),
-    /// settles deploys a crash cut short, and starts the reconcile loop, the
-    /// event watcher and the health monitor on `tracker`.
-    pub async fn start(
-        engine: Engine,
-        setup: Setup,
-        bus: EventBus,
-        tracker: &TaskTracker,
-        cancel: CancellationToken,
-    ) -> Result<Arc<Supervisor>, SupervisorError> {
+    /// A handle, not yet supervising, and the [`Starter`] that makes it
+    /// supervise. Workers run on `tracker`; `cancel` stops everything.
+    pub fn new(setup: Setup, tracker: TaskTracker, cancel: CancellationToken) -> (Supervisor, Starter) {
         let Setup {
             state_dir,
             env_dir,
             sites,
             capacity,
+            bus,
+            metrics_targets,
+            oom_ids,
         } = setup;
-        let (mut store, loaded) = Store::open(&state_dir).map_err(|e| SupervisorError::Internal(e.to_string()))?;
+        let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+        let (snapshot_tx, snapshot) = watch::channel(Arc::new(Snapshot::default()));
+        let (phase_tx, phase) = watch::channel(Phase::Waiting("Docker has not been reached yet".into()));
+        // One pending wake-up is enough: a pass re-reads everything.
+        let (trigger, triggers) = mpsc::channel(1);
+        let sup = Supervisor {
+            inner: Arc::new(Inner {
+                commands: commands_tx,
+                snapshot,
+                phase,
+                bus,
+                audit: Audit::new(&state_dir),
+                env_dir,
+                sites,
+                capacity,
+                trigger,
+                tracker,
+                cancel,
+            }),
+        };
+        let starter = Starter {
+            sup: sup.clone(),
+            state_dir,
+            phase: phase_tx,
+            parts: Some(OwnerParts {
+                commands,
+                snapshot: snapshot_tx,
+                targets: metrics_targets,
+                released: mpsc::unbounded_channel(),
+                triggers,
+                oom_ids,
+            }),
+        };
+        (sup, starter)
+    }
+
+    /// The event bus, for `WatchEvents`.
+    pub fn bus(&self) -> &EventBus {
+        &self.inner.bus
+    }
+
+    /// The audit trail.
+    pub fn audit(&self) -> &Audit {
+        &self.inner.audit
+    }
+
+    /// The nginx sites.
+    pub(crate) fn sites(&self) -> &Sites {
+        &self.inner.sites
+    }
+
+    /// The env file of a service.
+    pub fn env_path(&self, spec: &ServiceSpec) -> PathBuf {
+        self.inner.env_dir.join(spec.env_file_name())
+    }
+
+    pub(crate) fn env_dir(&self) -> &Path {
+        &self.inner.env_dir
+    }
+
+    pub(crate) fn capacity(&self) -> Capacity {
+        self.inner.capacity
+    }
+
+    /// The tracker workers run on.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.inner.tracker
+    }
+
+    /// Fires when the agent shuts down.
+    pub fn cancel(&self) -> &CancellationToken {
+        &self.inner.cancel
+    }
+
+    /// Whether the supervisor runs (Docker was reached and the state read).
+    pub fn is_running(&self) -> bool {
+        matches!(*self.inner.phase.borrow(), Phase::Running(_))
+    }
+
+    /// The Docker engine, or UNAVAILABLE saying what the agent waits for.
+    pub fn engine(&self) -> Result<Engine, SupervisorError> {
+        match &*self.inner.phase.borrow() {
+            Phase::Running(engine) => Ok(engine.clone()),
+            Phase::Waiting(why) => Err(SupervisorError::Unavailable(format!(
+                "the agent is not supervising services yet: {why}"
+            ))),
+        }
+    }
+
+    /// The newest snapshot (empty before the supervisor runs).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.snapshot.borrow().clone()
+    }
+
+    /// The newest snapshot, once the supervisor runs.
+    pub fn ready_snapshot(&self) -> Result<Arc<Snapshot>, SupervisorError> {
+        self.engine()?;
+        Ok(self.snapshot())
+    }
+
+    /// Wakes the reconcile loop. Coalesces: one pending wake-up is enough,
+    /// since a pass re-reads everything.
+    pub fn trigger(&self) {
+        let _ = self.inner.trigger.try_send(());
+    }
+}
+
+impl Starter {
+    /// Records why the supervisor does not run yet (shown to callers).
+    pub fn waiting(&self, why: String) {
+        self.phase.send_replace(Phase::Waiting(why));
+    }
+
+    /// Opens the state (rebuilding it from Docker labels if it is corrupt),
+    /// settles deploys an agent crash cut short, and starts the owner, the
+    /// Docker event watcher, the health monitor, the env loop and the OOM
+    /// consumer on the tracker. Returns the reconcile loop's wake-ups, for
+    /// `lib.rs` to start it. May be called again after an error.
+    pub async fn start(&mut self, engine: Engine) -> Result<mpsc::Receiver<()>, SupervisorError> {
+        let sup = self.sup.clone();
+        let bus = sup.bus().clone();
+        let internal = |e: crate::state::StateError| SupervisorError::Internal(e.to_string());
+        let (dir, mut state, loaded) = StateDir::open(&self.state_dir).map_err(internal)?;
         if let Loaded::Corrupt(why) = &loaded {
             let observed = engine
                 .list_managed()
                 .await
                 .map_err(|e| SupervisorError::Internal(format!("cannot rebuild state from Docker: {e}")))?;
-            let rebuilt = rebuild_from_labels(&observed);
-            let names: Vec<&String> = rebuilt.services.keys().collect();
+            state = rebuild_from_labels(&observed);
+            dir.write(&state).map_err(internal)?;
+            let names: Vec<&String> = state.services.keys().collect();
             bus.publish(
                 "state-rebuilt",
                 "",
@@ -194,13 +336,11 @@ impl Supervisor {
                     observed.len()
                 ),
             );
-            store
-                .replace(rebuilt)
-                .map_err(|e| SupervisorError::Internal(e.to_string()))?;
         }
-        let settled = store
-            .settle_interrupted()
-            .map_err(|e| SupervisorError::Internal(e.to_string()))?;
+        let settled = state.settle_interrupted();
+        if !settled.is_empty() {
+            dir.write(&state).map_err(internal)?;
+        }
         for (service, revision) in settled.iter().cloned() {
             bus.publish(
                 "deploy-interrupted",
@@ -210,97 +350,50 @@ impl Supervisor {
                 format!("The agent stopped during the deploy of revision {revision}; it never took over, so the previous revision stays."),
             );
         }
-        let (trigger, trigger_rx) = mpsc::channel(1);
-        let sup = Arc::new(Supervisor {
-            engine,
-            store: Mutex::new(store),
-            runtime: Mutex::new(Runtime::default()),
-            locks: Mutex::new(HashMap::new()),
-            bus,
-            audit: Audit::new(&state_dir),
-            trigger,
-            env_dir,
-            sites,
-            capacity,
-        });
+        let Some(parts) = self.parts.take() else {
+            return Err(SupervisorError::Internal("the supervisor was started twice".into()));
+        };
+        self.spawn(parts, dir, state, engine, &settled).await
+    }
+
+    async fn spawn(
+        &self,
+        parts: OwnerParts,
+        dir: StateDir,
+        state: StateFile,
+        engine: Engine,
+        settled: &[(String, u64)],
+    ) -> Result<mpsc::Receiver<()>, SupervisorError> {
+        let sup = &self.sup;
+        let tracker = sup.tracker();
+        let cancel = sup.cancel();
+        let (released_tx, released_rx) = parts.released;
+        let owner = Owner::new(
+            dir,
+            state,
+            Leases::new(released_tx),
+            sup.bus().clone(),
+            sup.inner.trigger.clone(),
+            parts.snapshot,
+            parts.targets,
+        );
+        tracker.spawn(
+            owner
+                .run(parts.commands, released_rx, cancel.child_token())
+                .instrument(info_span!("supervisor")),
+        );
+        self.phase.send_replace(Phase::Running(engine));
         // Events first, so nothing that happens during the first listing is missed.
-        tracker.spawn(
-            sup.clone()
-                .watch_events(cancel.child_token())
-                .instrument(info_span!("docker-events")),
-        );
-        tracker.spawn(
-            sup.clone()
-                .reconcile_loop(trigger_rx, cancel.child_token())
-                .instrument(info_span!("reconcile")),
-        );
-        tracker.spawn(
-            sup.clone()
-                .health_loop(cancel.child_token())
-                .instrument(info_span!("health")),
-        );
-        sup.restore_interrupted_env(&settled);
-        let watch = sup.watch_env_dir(tracker, cancel.child_token());
-        tracker.spawn(
-            sup.clone()
-                .env_loop(watch, tracker.clone(), cancel.child_token())
-                .instrument(info_span!("env")),
-        );
-        Ok(sup)
+        tracker.spawn(docker_events::run(sup.clone(), cancel.child_token()).instrument(info_span!("docker-events")));
+        tracker.spawn(monitor::run(sup.clone(), cancel.child_token()).instrument(info_span!("health")));
+        sup.restore_interrupted_env(settled).await;
+        let env_watch = envcheck::watch_env_dir(sup, cancel.child_token());
+        tracker.spawn(envcheck::run(sup.clone(), env_watch, cancel.child_token()).instrument(info_span!("env")));
+        if let Some(ids) = parts.oom_ids {
+            tracker.spawn(oom::run(sup.clone(), ids, cancel.child_token()).instrument(info_span!("oomwatch")));
+        }
+        Ok(parts.triggers)
     }
-
-    /// The event bus, for `WatchEvents`.
-    pub fn bus(&self) -> &EventBus {
-        &self.bus
-    }
-
-    /// The Docker engine.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
-    /// The audit trail.
-    pub fn audit(&self) -> &Audit {
-        &self.audit
-    }
-
-    /// Wakes the reconcile loop. Coalesces: one pending wake-up is enough,
-    /// since a pass re-reads everything.
-    pub fn trigger(&self) {
-        let _ = self.trigger.try_send(());
-    }
-
-    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn runtime(&self) -> std::sync::MutexGuard<'_, Runtime> {
-        self.runtime.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lock_for(&self, service: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(service.to_owned()).or_default().clone()
-    }
-
-    /// A service's record, if it is desired.
-    pub fn record(&self, service: &str) -> Option<ServiceRecord> {
-        self.store().service(service).cloned()
-    }
-
-    /// Every desired service's record.
-    pub fn records(&self) -> BTreeMap<String, ServiceRecord> {
-        self.store().state().services.clone()
-    }
-
-    /// The env file of a service.
-    pub fn env_path(&self, spec: &ServiceSpec) -> PathBuf {
-        self.env_dir.join(spec.env_file_name())
-    }
-}
-
-fn revision_of(records: &BTreeMap<String, ServiceRecord>, service: &str) -> u64 {
-    records.get(service).map_or(0, |r| r.active)
 }
 
 fn short(id: &str) -> &str {
