@@ -58,7 +58,7 @@ use tracing::{Instrument as _, info, info_span, warn};
 use crate::config::Config;
 use crate::docker::{Engine, RegistryAuth};
 use crate::events::EventBus;
-use crate::grpc::services::ServicesApi;
+use crate::grpc::services::{ServicesApi, Streams};
 use crate::hostinfo::{DockerProbe, HostFacts};
 use crate::supervisor::{Capacity, Setup, Starter, Supervisor};
 
@@ -163,12 +163,22 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         );
     }
     tracker.spawn(
-        limits::run(config.limits.clone(), hub.clone(), sup.clone(), cancel.child_token())
-            .instrument(info_span!("limits")),
+        limits::run(
+            config.limits.clone(),
+            hub.clone(),
+            sup.clone(),
+            tracker.clone(),
+            cancel.child_token(),
+        )
+        .instrument(info_span!("limits")),
     );
-    let metrics_api = grpc::metrics::MetricsApi::new(hub, cancel.child_token());
-    let services = ServicesApi::new(sup.clone());
-    let env = grpc::env::EnvApi::new(sup.clone());
+    let streams = Streams {
+        tracker: tracker.clone(),
+        cancel: cancel.child_token(),
+    };
+    let metrics_api = grpc::metrics::MetricsApi::new(hub, streams.clone());
+    let services = ServicesApi::new(sup.clone(), streams.clone());
+    let env = grpc::env::EnvApi::new(sup.clone(), streams);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<HostServer<grpc::host::HostApi>>().await;

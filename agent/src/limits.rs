@@ -13,16 +13,18 @@
 //!
 //! [`PressurePolicy`] is the pure decision logic; [`run`] is the task that
 //! feeds it each metrics snapshot and carries out its decisions through the
-//! supervisor's handle (a restart is a health-gated change; a stop holds
-//! the service through the supervisor). Before the supervisor runs there is
-//! nothing to act on, and snapshots are skipped. It stops when the
-//! collector does or on cancel.
+//! supervisor's handle (a restart is a health-gated change on its own
+//! tracked task; a stop holds the service through the supervisor). Before
+//! the supervisor runs there is nothing to act on, and snapshots are
+//! skipped. It stops when the collector does or on cancel; a restart it
+//! started settles like any change.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument as _, debug, info_span, warn};
 
 use crate::config::{LimitsConfig, MemoryThreshold, PressureAction};
 use crate::events::Severity;
@@ -161,7 +163,13 @@ fn mib(b: u64) -> String {
 
 /// Runs the policy on every snapshot until the collector stops or `cancel`
 /// fires. Does nothing when the policy is off.
-pub async fn run(config: LimitsConfig, hub: MetricsHub, sup: Supervisor, cancel: CancellationToken) {
+pub async fn run(
+    config: LimitsConfig,
+    hub: MetricsHub,
+    sup: Supervisor,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+) {
     let threshold = match MemoryThreshold::parse(&config.memory_pressure_threshold) {
         Ok(Some(t)) => t,
         // Off, or refused by config validation already.
@@ -288,14 +296,18 @@ pub async fn run(config: LimitsConfig, hub: MetricsHub, sup: Supervisor, cancel:
                                 format!("Restarting {service}: {why}."),
                             );
                             let sup = sup.clone();
+                            let span = info_span!("pressure-restart", service = %service);
                             // A health-gated restart takes a while; collection
                             // and this policy go on meanwhile.
-                            tokio::spawn(async move {
-                                let progress = ProgressTx::new(None);
-                                if let Err(e) = sup.restart(&service, "agent (memory pressure)", progress).await {
-                                    warn!(service = %service, error = %e, "Memory-pressure restart failed.");
+                            tracker.spawn(
+                                async move {
+                                    let progress = ProgressTx::new(None);
+                                    if let Err(e) = sup.restart(&service, "agent (memory pressure)", progress).await {
+                                        warn!(service = %service, error = %e, "Memory-pressure restart failed.");
+                                    }
                                 }
-                            });
+                                .instrument(span),
+                            );
                         }
                         PressureAction::Stop => {
                             // Awaited here (a stop takes at most the spec's

@@ -318,6 +318,13 @@ impl StateFile {
         self.end_pending(service, number, RevisionStatus::Failed, error);
     }
 
+    /// Marks a pending revision interrupted (the agent shut down during its
+    /// deploy and brought the previous revision back), saying why. As with
+    /// [`StateFile::fail`], a service whose first deploy it was is forgotten.
+    pub fn interrupt(&mut self, service: &str, number: u64, why: &str) {
+        self.end_pending(service, number, RevisionStatus::Interrupted, why);
+    }
+
     fn end_pending(&mut self, service: &str, number: u64, status: RevisionStatus, why: &str) {
         let forget = match self.services.get_mut(service) {
             Some(record) => {
@@ -449,11 +456,29 @@ mod tests {
     }
 
     #[test]
-    fn failed_first_deploy_leaves_nothing() {
+    fn failed_or_interrupted_first_deploy_leaves_nothing() {
         let mut state = StateFile::default();
         let r = pending(&mut state, "w", "app:bad", "apply", 1);
         state.fail("w", r, "boom");
         assert!(state.service("w").is_none());
+        let r = pending(&mut state, "w", "app:v1", "apply", 2);
+        state.interrupt("w", r, "the agent shut down");
+        assert!(state.service("w").is_none());
+    }
+
+    #[test]
+    fn an_interrupted_deploy_keeps_the_previous_revision_and_says_why() {
+        let mut state = StateFile::default();
+        let r1 = pending(&mut state, "web", "app:v1", "apply", 1);
+        state.activate("web", r1);
+        let r2 = pending(&mut state, "web", "app:v2", "deploy", 2);
+        state.interrupt("web", r2, "the agent shut down during the deploy");
+        let web = state.service("web").expect("web");
+        assert_eq!(web.active, r1);
+        let r2 = web.revision(r2).expect("kept");
+        assert_eq!(r2.status, RevisionStatus::Interrupted);
+        assert_eq!(r2.error.as_deref(), Some("the agent shut down during the deploy"));
+        assert_eq!(web.previous(), None, "an interrupted revision never ran");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use berth_proto::v1::env_server::Env;
 use berth_proto::v1::{DeployEvent, EnvVar, GetEnvRequest, GetEnvResponse, SetEnvRequest, UnsetEnvRequest};
 use tonic::{Request, Response, Status};
 
-use super::services::{BoxStream, deploy_stream, status};
+use super::services::{BoxStream, Streams, deploy_stream, status};
 use crate::supervisor::Supervisor;
 use crate::supervisor::env::EnvEdit;
 use berth_core::envfile::{self, Vars};
@@ -24,12 +24,13 @@ pub const MASK: &str = "****";
 /// The Env API.
 pub struct EnvApi {
     sup: Supervisor,
+    streams: Streams,
 }
 
 impl EnvApi {
-    /// Serves `sup`.
-    pub fn new(sup: Supervisor) -> Self {
-        EnvApi { sup }
+    /// Serves `sup`; change streams run on `streams`.
+    pub fn new(sup: Supervisor, streams: Streams) -> Self {
+        EnvApi { sup, streams }
     }
 
     fn ready(&self) -> Result<Supervisor, Status> {
@@ -70,7 +71,7 @@ impl Env for EnvApi {
         let sup = self.ready()?;
         let req = request.into_inner();
         let edit = edit_of(&req)?;
-        Ok(Response::new(deploy_stream(move |p| async move {
+        Ok(Response::new(deploy_stream(&self.streams, move |p| async move {
             sup.change_env(&req.service, edit, &who.name, p).await
         })))
     }
@@ -82,7 +83,7 @@ impl Env for EnvApi {
         for k in &req.keys {
             envfile::check_var(k, "").map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
-        Ok(Response::new(deploy_stream(move |p| async move {
+        Ok(Response::new(deploy_stream(&self.streams, move |p| async move {
             sup.change_env(&req.service, EnvEdit::Unset(req.keys), &who.name, p)
                 .await
         })))

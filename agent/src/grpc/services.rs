@@ -3,11 +3,14 @@
 //!
 //! Owns proto↔domain conversions for services and the mapping of
 //! [`SupervisorError`] to gRPC status codes. Mutating calls need an operator
-//! certificate. Streaming calls run their work on a spawned task feeding a
-//! bounded channel; a deploy keeps going if the caller hangs up, since
-//! stopping half-way would leave the host worse off.
+//! certificate. Streaming calls feed a bounded channel from a task on the
+//! agent's tracker; a deploy keeps going if the caller hangs up, since
+//! stopping half-way would leave the host worse off. Every stream ends when
+//! the agent shuts down: `WatchEvents` and `Logs -f` at once, a deploy's
+//! once the deploy has settled (which shutdown makes prompt).
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use berth_proto::v1::services_server::Services;
 use berth_proto::v1::{
@@ -18,7 +21,10 @@ use berth_proto::v1::{
 use futures::{Stream, StreamExt as _};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::supervisor::deploy::{Outcome, Progress, ProgressTx};
 use crate::supervisor::{ServiceView, Supervisor, SupervisorError};
@@ -26,6 +32,13 @@ use crate::supervisor::{ServiceView, Supervisor, SupervisorError};
 /// Deploy events buffered for a slow caller; progress beyond it is dropped
 /// (the final result is always delivered).
 const DEPLOY_STREAM: usize = 64;
+
+/// Events buffered per `WatchEvents` caller between the bus and the wire.
+const EVENT_STREAM: usize = 64;
+
+/// Once the agent shuts down, how long a stream waits for a caller that
+/// does not read before it gives up on the rest.
+const FLUSH_ON_SHUTDOWN: Duration = Duration::from_secs(2);
 
 /// Maps supervisor errors to gRPC codes, in one place.
 pub fn status(e: SupervisorError) -> Status {
@@ -41,47 +54,81 @@ pub fn status(e: SupervisorError) -> Status {
 /// The Services API.
 pub struct ServicesApi {
     sup: Supervisor,
+    streams: Streams,
 }
 
 impl ServicesApi {
-    /// Serves `sup`.
-    pub fn new(sup: Supervisor) -> Self {
-        ServicesApi { sup }
+    /// Serves `sup`; stream tasks run on `streams`.
+    pub fn new(sup: Supervisor, streams: Streams) -> Self {
+        ServicesApi { sup, streams }
     }
+}
+
+/// Where streaming calls run their forwarding tasks, and when they end.
+#[derive(Clone)]
+pub struct Streams {
+    /// The agent's tracker.
+    pub tracker: TaskTracker,
+    /// Fires when the agent shuts down.
+    pub cancel: CancellationToken,
 }
 
 /// A boxed response stream.
 pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// Runs a deploy-like call on its own task and streams its progress and
-/// result. Errors raised before anything changed end the stream with that
-/// status instead of a result.
-pub fn deploy_stream<F, Fut>(run: F) -> BoxStream<DeployEvent>
+/// Runs a deploy-like call and streams its progress and result, from a
+/// task on the tracker. Errors raised before anything changed end the
+/// stream with that status instead of a result. The stream ends with the
+/// result; on shutdown the call settles promptly, and a caller that stops
+/// reading then loses what it has not read after [`FLUSH_ON_SHUTDOWN`].
+pub fn deploy_stream<F, Fut>(streams: &Streams, run: F) -> BoxStream<DeployEvent>
 where
     F: FnOnce(ProgressTx) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<Outcome, SupervisorError>> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel::<Result<DeployEvent, Status>>(DEPLOY_STREAM);
     let (ptx, mut prx) = mpsc::channel::<Progress>(DEPLOY_STREAM);
-    let forward_tx = tx.clone();
-    let forward = tokio::spawn(async move {
-        while let Some(p) = prx.recv().await {
-            let _ = forward_tx.send(Ok(progress_event(p))).await;
+    let cancel = streams.cancel.clone();
+    streams.tracker.spawn(
+        async move {
+            let work = run(ProgressTx::new(Some(ptx)));
+            tokio::pin!(work);
+            let result = loop {
+                tokio::select! {
+                    // All progress first, then the result.
+                    biased;
+                    Some(p) = prx.recv() => { send(&tx, Ok(progress_event(p)), &cancel).await; }
+                    result = &mut work => break result,
+                }
+            };
+            while let Ok(p) = prx.try_recv() {
+                send(&tx, Ok(progress_event(p)), &cancel).await;
+            }
+            let item = match result {
+                Ok(outcome) => Ok(DeployEvent {
+                    event: Some(deploy_event::Event::Result(result_of(outcome))),
+                }),
+                Err(e) => Err(status(e)),
+            };
+            send(&tx, item, &cancel).await;
         }
-    });
-    tokio::spawn(async move {
-        let result = run(ProgressTx::new(Some(ptx))).await;
-        // All progress first, then the result.
-        let _ = forward.await;
-        let item = match result {
-            Ok(outcome) => Ok(DeployEvent {
-                event: Some(deploy_event::Event::Result(result_of(outcome))),
-            }),
-            Err(e) => Err(status(e)),
-        };
-        let _ = tx.send(item).await;
-    });
+        .instrument(tracing::Span::current()),
+    );
     Box::pin(ReceiverStream::new(rx))
+}
+
+/// Sends `item` to a stream's caller; after shutdown began, gives up on a
+/// caller that does not read within [`FLUSH_ON_SHUTDOWN`]. False when the
+/// item was not delivered.
+async fn send<T>(tx: &mpsc::Sender<T>, item: T, cancel: &CancellationToken) -> bool {
+    let gave_up = async {
+        cancel.cancelled().await;
+        tokio::time::sleep(FLUSH_ON_SHUTDOWN).await;
+    };
+    tokio::select! {
+        sent = tx.send(item) => sent.is_ok(),
+        () = gave_up => false,
+    }
 }
 
 fn progress_event(p: Progress) -> DeployEvent {
@@ -177,7 +224,7 @@ impl Services for ServicesApi {
         let sup = self.ready()?;
         let spec = berth_core::spec::parse(&request.into_inner().spec_toml)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        Ok(Response::new(deploy_stream(move |p| async move {
+        Ok(Response::new(deploy_stream(&self.streams, move |p| async move {
             sup.apply_spec(spec, &who.name, p).await
         })))
     }
@@ -186,7 +233,7 @@ impl Services for ServicesApi {
         let who = super::require_operator(&request)?;
         let sup = self.ready()?;
         let req = request.into_inner();
-        Ok(Response::new(deploy_stream(move |p| async move {
+        Ok(Response::new(deploy_stream(&self.streams, move |p| async move {
             sup.deploy_image(&req.service, &req.image, &who.name, p).await
         })))
     }
@@ -196,7 +243,7 @@ impl Services for ServicesApi {
         let sup = self.ready()?;
         let req = request.into_inner();
         let to = (req.to_revision != 0).then_some(req.to_revision);
-        Ok(Response::new(deploy_stream(move |p| async move {
+        Ok(Response::new(deploy_stream(&self.streams, move |p| async move {
             sup.rollback(&req.service, to, &who.name, p).await
         })))
     }
@@ -205,7 +252,7 @@ impl Services for ServicesApi {
         let who = super::require_operator(&request)?;
         let sup = self.ready()?;
         let req = request.into_inner();
-        Ok(Response::new(deploy_stream(move |p| async move {
+        Ok(Response::new(deploy_stream(&self.streams, move |p| async move {
             sup.restart(&req.service, &who.name, p).await
         })))
     }
@@ -275,14 +322,18 @@ impl Services for ServicesApi {
             .ok_or_else(|| Status::not_found(format!("{} has no container to read logs from", req.service)))?;
         let name = container.name.clone();
         let engine = self.sup.engine().map_err(status)?;
-        let stream = engine.logs(&container.id, req.follow, req.tail).map(move |line| {
-            line.map(|l| LogLine {
-                stream: l.stream,
-                line: l.line,
-                container: name.clone(),
+        let stream = engine
+            .logs(&container.id, req.follow, req.tail)
+            .map(move |line| {
+                line.map(|l| LogLine {
+                    stream: l.stream,
+                    line: l.line,
+                    container: name.clone(),
+                })
+                .map_err(|e| Status::unavailable(e.to_string()))
             })
-            .map_err(|e| Status::unavailable(e.to_string()))
-        });
+            // `logs -f` follows until the agent shuts down.
+            .take_until(self.streams.cancel.clone().cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -294,10 +345,17 @@ impl Services for ServicesApi {
         self.sup.engine().map_err(status)?;
         let filter = request.into_inner().services;
         let mut rx = self.sup.bus().subscribe();
-        let (tx, out) = mpsc::channel(64);
-        tokio::spawn(async move {
+        let (tx, out) = mpsc::channel(EVENT_STREAM);
+        let cancel = self.streams.cancel.clone();
+        self.streams.tracker.spawn(async move {
             loop {
-                let ev = match rx.recv().await {
+                let next = tokio::select! {
+                    // Shutdown ends the stream: the caller sees it close.
+                    _ = cancel.cancelled() => break,
+                    _ = tx.closed() => break,
+                    next = rx.recv() => next,
+                };
+                let ev = match next {
                     Ok(ev) => ev,
                     Err(broadcast::error::RecvError::Lagged(n)) => crate::events::Event {
                         timestamp_ms: crate::clock::now_ms(),
@@ -320,7 +378,7 @@ impl Services for ServicesApi {
                     message: ev.message,
                     severity: ev.severity.as_str().to_owned(),
                 };
-                if tx.send(Ok(msg)).await.is_err() {
+                if !send(&tx, Ok(msg), &cancel).await {
                     break;
                 }
             }

@@ -29,6 +29,12 @@ pub(crate) enum StateChange {
         revision: u64,
         error: String,
     },
+    /// A pending revision was cut short by the agent shutting down.
+    Interrupt {
+        service: String,
+        revision: u64,
+        why: String,
+    },
     /// Fills in the env of an old revision that kept none.
     AdoptEnv { service: String, revision: u64, env: Vars },
     /// Forgets a service, and what was learnt about it at run time.

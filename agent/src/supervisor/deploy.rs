@@ -8,7 +8,8 @@
 //! same service waits for it ("waiting for another change to X to
 //! finish"). The rollout itself is in [`super::rollout`]. Progress goes to
 //! a [`ProgressTx`], never stalling the change on a slow reader. On
-//! shutdown a change still queued is refused.
+//! shutdown a change still queued is refused; one in progress settles (see
+//! [`super::rollout`]).
 
 use std::time::Duration;
 

@@ -11,8 +11,8 @@
 //! updated before acting and after the agent's own writes, so no write —
 //! the agent's, or a refused or failed edit — is handled twice. The loop
 //! ends on cancel; checks that got their lease finish (they are short, or a
-//! health-gated rollout that must not stop half-way), those still waiting
-//! for one are refused.
+//! health-gated rollout that settles on shutdown), those still waiting for
+//! one are refused.
 
 use std::collections::BTreeSet;
 use std::path::Path;

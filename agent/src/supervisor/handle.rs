@@ -123,6 +123,22 @@ impl Supervisor {
         .map(drop)
     }
 
+    /// Marks a pending revision interrupted by the agent's shutdown.
+    pub(super) async fn interrupt_revision(
+        &self,
+        service: &str,
+        revision: u64,
+        why: &str,
+    ) -> Result<(), SupervisorError> {
+        self.commit(StateChange::Interrupt {
+            service: service.to_owned(),
+            revision,
+            why: why.to_owned(),
+        })
+        .await
+        .map(drop)
+    }
+
     /// Keeps `env` as the env of an old revision that kept none.
     pub(super) async fn adopt_env(&self, service: &str, revision: u64, env: Vars) -> Result<(), SupervisorError> {
         self.commit(StateChange::AdoptEnv {

@@ -34,9 +34,11 @@
 //! [`Starter::start`] brings the owner and its helpers up once `lib.rs` has
 //! reached Docker.
 //!
-//! **Shutdown.** On cancel the helpers stop and changes still queued are
-//! refused. The owner stops once no lease is held, so a change in progress
-//! can still record how it ended.
+//! **Shutdown.** On cancel the helpers stop; a deploy waiting in its health
+//! gate settles at once (its revision becomes *interrupted* and the previous
+//! one runs again, or, blue-green, never stopped); changes still queued are
+//! refused. The owner stops once no lease is held, so what settles can
+//! still record how it ended.
 
 mod command;
 mod containers;

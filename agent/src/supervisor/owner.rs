@@ -262,6 +262,10 @@ impl Owner {
                 next.fail(&service, revision, &error);
                 (service, 0, true)
             }
+            StateChange::Interrupt { service, revision, why } => {
+                next.interrupt(&service, revision, &why);
+                (service, 0, true)
+            }
             StateChange::AdoptEnv { service, revision, env } => {
                 let changed = next.adopt_env(&service, revision, env);
                 (service, 0, changed)

@@ -14,6 +14,11 @@
 //! the previous revision and exactly one container. A failed health gate
 //! stops the new container, restarts the old one and reports why (probe
 //! output, exit code, last log lines).
+//!
+//! Shutdown: a pull in progress is abandoned (nothing changed yet); a gate
+//! in progress ends at once and the rollout settles like a failed gate,
+//! except that the revision is marked *interrupted*; later steps (switch,
+//! drain, cleanup) are short and run to their end.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +39,15 @@ use berth_core::spec::{ImageRef, ServiceSpec, Strategy};
 /// Log lines of a failed container included in the report.
 const LOG_TAIL: usize = 20;
 
+/// Why a rollout did not take over, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// It failed (gate, start, switch): the revision is *failed*.
+    Failed,
+    /// The agent is shutting down: the revision is *interrupted*.
+    Interrupted,
+}
+
 /// What a failure has to know about the rollout it ends.
 struct Attempt<'a> {
     name: String,
@@ -50,6 +64,7 @@ struct Failure {
     reason: String,
     health_output: Option<String>,
     exit_code: Option<i64>,
+    ending: Ending,
 }
 
 impl Failure {
@@ -59,6 +74,7 @@ impl Failure {
             reason,
             health_output: None,
             exit_code: None,
+            ending: Ending::Failed,
         }
     }
 }
@@ -195,14 +211,25 @@ impl Supervisor {
                 None => "no health check: waiting for the container to stay up".to_owned(),
             },
         );
-        let gate = health::gate(&engine, &new_id, &spec, deadline)
-            .await
-            .map_err(|g| Failure {
+        let gate = tokio::select! {
+            biased;
+            _ = self.cancel().cancelled() => Err(Failure {
+                new_id: Some(new_id.clone()),
+                reason: format!(
+                    "the agent is shutting down, so revision {revision} was stopped before it took over"
+                ),
+                health_output: None,
+                exit_code: None,
+                ending: Ending::Interrupted,
+            }),
+            gate = health::gate(&engine, &new_id, &spec, deadline) => gate.map_err(|g| Failure {
                 new_id: Some(new_id.clone()),
                 reason: g.reason,
                 health_output: Some(g.health_output),
                 exit_code: g.exit_code,
-            });
+                ending: Ending::Failed,
+            }),
+        };
         match gate {
             Ok(output) => {
                 let interval = spec
@@ -338,7 +365,7 @@ impl Supervisor {
     }
 
     /// Pulls `image` with progress; an image already on the host will do
-    /// when the registry fails.
+    /// when the registry fails. Abandoned when the agent shuts down.
     async fn pull(&self, image: &ImageRef, progress: &ProgressTx) -> Result<(), SupervisorError> {
         let engine = self.engine()?;
         progress.step("pull", format!("pulling {image}"));
@@ -348,7 +375,18 @@ impl Supervisor {
                 progress.pull(p);
             }
         };
-        let (result, ()) = tokio::join!(engine.pull(image, Some(tx)), forward);
+        let pulled = async {
+            let (result, ()) = tokio::join!(engine.pull(image, Some(tx)), forward);
+            result
+        };
+        let result = tokio::select! {
+            _ = self.cancel().cancelled() => {
+                return Err(SupervisorError::Unavailable(format!(
+                    "the agent is shutting down; stopped pulling {image} (nothing was changed)"
+                )));
+            }
+            result = pulled => result,
+        };
         match result {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -367,7 +405,7 @@ impl Supervisor {
 
     /// Ends a rollout that did not take over: removes the new container,
     /// starts `was_running` again, puts the env file back, records the
-    /// revision failed, and says what happened.
+    /// revision failed or interrupted, and says what happened.
     async fn fail(&self, at: &Attempt<'_>, was_running: &[ContainerInfo], f: Failure) -> Outcome {
         let Attempt {
             name,
@@ -423,29 +461,37 @@ impl Supervisor {
             Mode::Restart { .. } => Vec::new(),
         };
         let reason = f.reason;
-        if let Mode::New { .. } = mode
-            && let Err(e) = self.fail_revision(name, revision, &reason).await
-        {
-            tracing::error!(service = name, error = %e, "Cannot record the failed revision.");
+        if let Mode::New { .. } = mode {
+            let recorded = match f.ending {
+                Ending::Failed => self.fail_revision(name, revision, &reason).await,
+                Ending::Interrupted => self.interrupt_revision(name, revision, &reason).await,
+            };
+            if let Err(e) = recorded {
+                tracing::error!(service = name, error = %e, "Cannot record how the revision ended.");
+            }
         }
         let restored = if rolled_back {
             format!("; revision {current} was restored")
         } else {
             String::new()
         };
+        let (kind, severity, outcome) = match f.ending {
+            Ending::Failed => ("deploy-failed", Severity::Error, "failed"),
+            Ending::Interrupted => ("deploy-interrupted", Severity::Warning, "interrupted"),
+        };
         self.bus().publish(
-            "deploy-failed",
+            kind,
             name,
             revision,
-            Severity::Error,
-            format!("Revision {revision} failed: {reason}{restored}."),
+            severity,
+            format!("Revision {revision} {outcome}: {reason}{restored}."),
         );
         self.audit().record(
             &author,
             &action,
             name,
             &format!("revision {revision}{}", keys_detail(&env_keys)),
-            &format!("failed: {reason}"),
+            &format!("{outcome}: {reason}"),
         );
         Outcome {
             success: false,
