@@ -13,7 +13,8 @@
 //! ([`clock`], [`config`], [`docker`], [`nginx`], [`envfiles`],
 //! [`envwatch`], [`state`], [`health`], [`metrics`], [`oomwatch`],
 //! [`events`], [`audit`], ...) → [`supervisor`] → [`reconcile`] and
-//! [`limits`] → [`grpc`] → this file.
+//! [`limits`] → [`grpc`] → this file. `agent/tests/layers.rs` checks it
+//! (no upward edge, no circle) and prints the graph.
 
 pub mod atomicfile;
 pub mod audit;
