@@ -1,6 +1,9 @@
 //! A change's life against the real Docker Engine, as the supervisor's
 //! single owner of desired state promises it:
 //!
+//! - two changes of one service queue: the second waits for the first
+//!   ("waiting for another change to X to finish") and then builds on its
+//!   result instead of undoing it;
 //! - SIGTERM while a deploy waits in its health gate lets the deploy settle
 //!   (the previous revision runs again, in exactly one container, and the
 //!   next start agrees);
@@ -16,8 +19,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use berth_tests::{
-    Agent, Pki, Spec, agent_config, apply, berthctl_command, containers, history, image, inspect, ok, ps, service,
-    wait_until,
+    Agent, Pki, Spec, agent_config, apply, berthctl_command, containers, docker, history, image, inspect, ok, ps,
+    service, wait_until,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -121,6 +124,53 @@ fn assert_clean_exit(agent: &mut Agent) {
     );
     assert!(!logs.contains("did not finish in time"), "{logs}");
     assert!(logs.contains("Stopped."), "{logs}");
+}
+
+#[test]
+fn a_deploy_queued_behind_an_apply_keeps_what_the_apply_changed() {
+    let pki = Pki::new();
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
+    ok(&apply(&pki, &agent.addr, &Spec::checked("queued", "v1")));
+
+    // Revision 2 adds a memory limit, and a health check that passes only
+    // once the test creates /tmp/go in the container: its gate stays open
+    // until then.
+    let held = Spec::new("queued", "v1")
+        .key("ports", ["8000"])
+        .set("resources", "memory", "64m")
+        .health_exec(&["test", "-f", "/tmp/go"])
+        .set("health", "retries", 1000)
+        .set("deploy", "health_deadline", "60s");
+    let path = held.write_in(pki.dir.path()).to_string_lossy().into_owned();
+    let mut applying = Client::start(&pki, &agent, &["apply", "-f", &path], true);
+    wait_until(T, "revision 2 to be in its health gate", || {
+        running_of(&pki, "queued", "2").is_some()
+    });
+    let mut deploy = Client::start(&pki, &agent, &["deploy", "queued", "--image", &image("v2")], true);
+    wait_for_line(&deploy.lines(), "waiting for another change to queued to finish");
+
+    // Let revision 2 through; then revision 3's gate, which it inherits.
+    let two = running_of(&pki, "queued", "2").expect("revision 2 runs");
+    docker(&["exec", &two, "touch", "/tmp/go"]);
+    assert!(applying.0.wait().expect("berthctl apply").success());
+    wait_until(T, "revision 3 to be in its health gate", || {
+        running_of(&pki, "queued", "3").is_some()
+    });
+    let three = running_of(&pki, "queued", "3").expect("revision 3 runs");
+    docker(&["exec", &three, "touch", "/tmp/go"]);
+    assert!(deploy.0.wait().expect("berthctl deploy").success());
+
+    // Revision 3 is revision 2's spec with the new image, not revision 1's.
+    assert_eq!(inspect(&three, "{{.Config.Image}}"), image("v2"));
+    assert_eq!(
+        inspect(&three, "{{.HostConfig.Memory}}"),
+        (64 * 1024 * 1024).to_string(),
+        "the deploy kept the apply's memory limit"
+    );
+    assert_eq!(
+        revisions(&pki, &agent, "queued"),
+        ["3 deploy active", "2 apply superseded", "1 create superseded"]
+    );
 }
 
 #[test]

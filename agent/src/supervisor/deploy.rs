@@ -16,10 +16,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{info, info_span};
 
+use super::snapshot::Snapshot;
 use super::view::not_found;
 use super::{Supervisor, SupervisorError};
 use crate::docker::{ContainerInfo, PullProgress};
 use crate::events::Severity;
+use crate::state::Revision;
 use berth_core::spec::{ImageRef, ServiceSpec};
 
 /// What a deploy is doing, streamed to the caller.
@@ -116,14 +118,19 @@ impl Supervisor {
         } else {
             "create"
         };
-        let mode = Mode::New {
-            reason: reason.into(),
-            author: author.into(),
-        };
-        self.change(spec, EnvFrom::Current, mode, progress).await
+        let author = author.to_owned();
+        self.change(name, progress, move |_| {
+            let mode = Mode::New {
+                reason: reason.into(),
+                author,
+            };
+            Ok((spec, EnvFrom::Current, mode))
+        })
+        .await
     }
 
-    /// Deploys `image` for an existing service: its active spec with the new image.
+    /// Deploys `image` for an existing service: its active spec (as it is
+    /// once earlier changes of the service are done) with the new image.
     pub async fn deploy_image(
         &self,
         service: &str,
@@ -134,13 +141,18 @@ impl Supervisor {
         let image: ImageRef = image
             .parse()
             .map_err(|e| SupervisorError::Invalid(format!("image {image:?}: {e}")))?;
-        let mut spec = self.active_spec(service)?;
-        spec.image = image;
-        let mode = Mode::New {
-            reason: "deploy".into(),
-            author: author.into(),
-        };
-        self.change(spec, EnvFrom::Current, mode, progress).await
+        active_spec(&*self.ready_snapshot()?, service)?;
+        let (name, author) = (service.to_owned(), author.to_owned());
+        self.change(service.to_owned(), progress, move |snap| {
+            let mut spec = active_spec(snap, &name)?;
+            spec.image = image;
+            let mode = Mode::New {
+                reason: "deploy".into(),
+                author,
+            };
+            Ok((spec, EnvFrom::Current, mode))
+        })
+        .await
     }
 
     /// Re-applies revision `to` (default: the previous one that ran).
@@ -151,40 +163,31 @@ impl Supervisor {
         author: &str,
         progress: ProgressTx,
     ) -> Result<Outcome, SupervisorError> {
-        let record = self.record(service)?;
-        let target = match to {
-            Some(n) => record.revision(n).ok_or_else(|| {
-                let kept: Vec<String> = record.revisions.iter().map(|r| r.number.to_string()).collect();
-                SupervisorError::NotFound(format!("{service} has no revision {n} (kept: {})", kept.join(", ")))
-            })?,
-            None => record.previous().ok_or_else(|| {
-                SupervisorError::Refused(format!(
-                    "{service} has no earlier revision that ran; see berthctl history {service}"
-                ))
-            })?,
-        };
-        if target.number == record.active {
-            return Err(SupervisorError::Refused(format!(
-                "revision {} of {service} is already active",
-                target.number
-            )));
-        }
-        let mode = Mode::New {
-            reason: format!("rollback to {}", target.number),
-            author: author.into(),
-        };
-        // The env that went with that revision comes back with it.
-        self.change(target.spec.clone(), EnvFrom::Revision(target.number), mode, progress)
-            .await
+        rollback_target(&*self.ready_snapshot()?, service, to)?;
+        let (name, author) = (service.to_owned(), author.to_owned());
+        self.change(service.to_owned(), progress, move |snap| {
+            let target = rollback_target(snap, &name, to)?;
+            let mode = Mode::New {
+                reason: format!("rollback to {}", target.number),
+                author,
+            };
+            // The env that went with that revision comes back with it.
+            Ok((target.spec.clone(), EnvFrom::Revision(target.number), mode))
+        })
+        .await
     }
 
     /// Replaces the service's containers with fresh ones of the same
     /// revision; or, when an env change was recorded without restarting
     /// (`env_change = "none"`), deploys it as a new revision.
     pub async fn restart(&self, service: &str, author: &str, progress: ProgressTx) -> Result<Outcome, SupervisorError> {
-        let spec = self.active_spec(service)?;
-        let mode = Mode::Restart { author: author.into() };
-        self.change(spec, EnvFrom::Current, mode, progress).await
+        active_spec(&*self.ready_snapshot()?, service)?;
+        let (name, author) = (service.to_owned(), author.to_owned());
+        self.change(service.to_owned(), progress, move |snap| {
+            let spec = active_spec(snap, &name)?;
+            Ok((spec, EnvFrom::Current, Mode::Restart { author }))
+        })
+        .await
     }
 
     /// Stops and removes a service's containers and forgets it.
@@ -199,23 +202,24 @@ impl Supervisor {
         .await
     }
 
-    /// A rollout of `spec` on a worker, once the service's lease is held.
-    async fn change(
-        &self,
-        spec: ServiceSpec,
-        env: EnvFrom,
-        mode: Mode,
-        progress: ProgressTx,
-    ) -> Result<Outcome, SupervisorError> {
+    /// A rollout of `service` on a worker. What to roll out is decided by
+    /// `what` from the state as it is once the service's lease is held, so
+    /// a change that waited for another one builds on its result instead of
+    /// undoing it. (The callers check the same first, to refuse a bad
+    /// request without queueing it.)
+    async fn change<F>(&self, service: String, progress: ProgressTx, what: F) -> Result<Outcome, SupervisorError>
+    where
+        F: FnOnce(&Snapshot) -> Result<(ServiceSpec, EnvFrom, Mode), SupervisorError> + Send + 'static,
+    {
         let sup = self.clone();
-        let name = spec.name.as_str().to_owned();
-        let span = info_span!("deploy", service = %name);
+        let span = info_span!("deploy", service = %service);
         self.in_worker(span, async move {
-            let _lease = sup.acquire(&name, &progress).await?;
+            let _lease = sup.acquire(&service, &progress).await?;
+            let snap = sup.snapshot();
+            let (spec, env, mode) = what(&snap)?;
             let env = match env {
-                EnvFrom::Revision(n) => match sup
-                    .snapshot()
-                    .record(&name)
+                EnvFrom::Revision(n) => match snap
+                    .record(&service)
                     .and_then(|r| r.revision(n).and_then(|r| r.env.clone()))
                 {
                     Some(env) => env,
@@ -257,13 +261,6 @@ impl Supervisor {
         Ok(removed)
     }
 
-    fn active_spec(&self, service: &str) -> Result<ServiceSpec, SupervisorError> {
-        self.ready_snapshot()?
-            .record(service)
-            .and_then(|r| r.active_revision().map(|r| r.spec.clone()))
-            .ok_or_else(|| not_found(service))
-    }
-
     /// Every berth container of `service`, as Docker shows it now.
     pub(super) async fn containers_of(&self, service: &str) -> Result<Vec<ContainerInfo>, SupervisorError> {
         Ok(self
@@ -275,6 +272,37 @@ impl Supervisor {
             .filter(|c| c.service.as_deref() == Some(service))
             .collect())
     }
+}
+
+/// The active spec of `service`.
+fn active_spec(snap: &Snapshot, service: &str) -> Result<ServiceSpec, SupervisorError> {
+    snap.record(service)
+        .and_then(|r| r.active_revision().map(|r| r.spec.clone()))
+        .ok_or_else(|| not_found(service))
+}
+
+/// The revision a rollback of `service` goes to: `to`, or the previous one
+/// that ran; refused when it is the active one.
+fn rollback_target(snap: &Snapshot, service: &str, to: Option<u64>) -> Result<Revision, SupervisorError> {
+    let record = snap.record(service).ok_or_else(|| not_found(service))?;
+    let target = match to {
+        Some(n) => record.revision(n).ok_or_else(|| {
+            let kept: Vec<String> = record.revisions.iter().map(|r| r.number.to_string()).collect();
+            SupervisorError::NotFound(format!("{service} has no revision {n} (kept: {})", kept.join(", ")))
+        })?,
+        None => record.previous().ok_or_else(|| {
+            SupervisorError::Refused(format!(
+                "{service} has no earlier revision that ran; see berthctl history {service}"
+            ))
+        })?,
+    };
+    if target.number == record.active {
+        return Err(SupervisorError::Refused(format!(
+            "revision {} of {service} is already active",
+            target.number
+        )));
+    }
+    Ok(target.clone())
 }
 
 /// ", env keys A, B" for audit details; empty when none changed.
