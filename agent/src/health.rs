@@ -6,6 +6,11 @@
 //! deploy gate ([`gate`]): a new container counts as up only when a probe
 //! passes before the deadline, and counts as failed as soon as it exits or
 //! keeps failing past its start period.
+//!
+//! Inputs: the engine, a container and its spec. Outputs: an [`Outcome`]
+//! or a [`GateFailure`]. Runs on the caller's task (the health monitor, a
+//! deploy worker), bounded by the check's timeout; an HTTP probe drives its
+//! connection inline and closes it when done. No task of its own.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;

@@ -4,7 +4,8 @@
 //! they do not change while the agent runs and re-reading them would put
 //! file reads on every `GetInfo`. The Docker Engine's version is asked for at
 //! most every [`DOCKER_TTL`], because an operator wants to see Docker come and
-//! go without each call paying a round trip to the engine.
+//! go without each call paying a round trip to the engine. Used by
+//! `GetInfo` on its request's task; no task of its own.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -169,7 +169,7 @@ pub struct StateFile {
     pub services: BTreeMap<String, ServiceRecord>,
 }
 
-/// What [`Store::add`] needs to make a revision.
+/// What [`StateFile::add`] needs to make a revision.
 #[derive(Debug, Clone)]
 pub struct NewRevision {
     /// The whole spec.

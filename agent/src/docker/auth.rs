@@ -1,4 +1,5 @@
-//! Registry credentials: which ones a pull from a given registry uses.
+//! Registry credentials: which ones a pull from a given registry uses. Pure;
+//! the passwords never reach a `Debug` line.
 
 use std::fmt;
 

@@ -1,5 +1,6 @@
 //! bollard's models to and from the agent's plain types: the create
-//! body, inspect output, events and log chunks.
+//! body, inspect output, events and log chunks. Pure functions, unit-tested
+//! here; the calls that use them are in [`super::engine`].
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,4 +1,7 @@
-//! The engine calls: one [`Engine`] per connection, cheap to clone.
+//! The engine calls: one [`Engine`] per connection, cheap to clone, used
+//! from whichever task needs Docker (never from the supervisor's owner).
+//! Every call has the configured timeout; streams end when dropped. Tested
+//! against the real engine in `tests/tests/docker_engine.rs`.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -1,5 +1,5 @@
-//! What can go wrong talking to Docker: [`DockerError`], and turning
-//! bollard's errors into it.
+//! What can go wrong talking to Docker: [`DockerError`], each variant naming
+//! the container or image involved, and turning bollard's errors into it.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -9,14 +9,15 @@
 //! stopping, updating and removing the containers berth manages, reading their
 //! logs, running commands in them and watching their events.
 //!
-//! Inputs are the [`DockerConfig`](crate::config::DockerConfig) and the registry credentials; outputs are
-//! plain types ([`ContainerInfo`], [`EngineEvent`], [`LogLine`], ...) so no
-//! other module needs bollard's models. Containers are berth's when they carry
-//! [`berth_core::labels::MANAGED`]`=true`; this module never touches anything else unless
-//! handed its id. It keeps no state besides the client: every call asks
-//! Docker afresh, and there is nothing to shut down. Streams ([`Engine::logs`],
-//! [`Engine::events`]) end when dropped, or end or fail when dockerd goes away,
-//! and the caller reconnects.
+//! Inputs are the [`DockerConfig`](crate::config::DockerConfig) and the
+//! registry credentials; outputs are plain types ([`ContainerInfo`],
+//! [`EngineEvent`], [`LogLine`], ...) so no other module needs bollard's
+//! models. Containers are berth's when they carry
+//! [`berth_core::labels::MANAGED`]`=true`; this module never touches
+//! anything else unless handed its id. It keeps no state besides the
+//! client: every call asks Docker afresh, and there is nothing to shut
+//! down. Streams ([`Engine::logs`], [`Engine::events`]) end when dropped,
+//! or end or fail when dockerd goes away, and the caller reconnects.
 //!
 //! Parts: [`engine`] (the calls), [`error`] (what can go wrong, as
 //! [`DockerError`]), [`types`] (the plain types the rest of the agent

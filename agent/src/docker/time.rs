@@ -1,4 +1,5 @@
-//! Docker's timestamps.
+//! Docker's timestamps (RFC 3339) as milliseconds since the epoch, the
+//! agent's unit ([`crate::clock`]). Pure.
 
 /// Parses Docker's RFC 3339 timestamps (`2024-05-01T12:34:56.123456789Z`,
 /// or with a `+02:00` offset) into ms since the Unix epoch. Docker's zero

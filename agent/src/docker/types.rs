@@ -1,4 +1,6 @@
-//! The plain types the rest of the agent sees instead of bollard's models.
+//! The plain types the rest of the agent sees instead of bollard's models:
+//! what to create, what a container looks like, pull progress, log lines
+//! and events. Data only.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -5,9 +5,10 @@
 //! Each watcher gets its own forwarding task, on the agent's tracker, that
 //! reads the newest snapshot whenever the client has taken the previous
 //! one. Collection never waits for a watcher: a slow one skips snapshots
-//! and the next one it gets says how many in `dropped`. The stream starts with the newest snapshot (so a
-//! one-shot `berthctl metrics` answers at once), and ends when the client
-//! hangs up, the agent shuts down, or the collector stops.
+//! and the next one it gets says how many in `dropped`. The stream starts
+//! with the newest snapshot (so a one-shot `berthctl metrics` answers at
+//! once), and ends when the client hangs up, the agent shuts down, or the
+//! collector stops.
 
 use std::pin::Pin;
 

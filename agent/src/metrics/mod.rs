@@ -12,9 +12,10 @@
 //!
 //! Output: the newest snapshot in a `tokio::sync::watch` channel. Readers
 //! (the `WatchMetrics` streams, the Prometheus endpoint in [`prometheus`],
-//! the StatsD pusher in [`statsd`], the memory-pressure policy) each look at the newest snapshot when they are ready;
-//! publishing never waits for any of them, so a slow reader only misses
-//! snapshots, and knows how many from the sequence numbers.
+//! the StatsD pusher in [`statsd`], the memory-pressure policy) each look
+//! at the newest snapshot when they are ready; publishing never waits for
+//! any of them, so a slow reader only misses snapshots, and knows how many
+//! from the sequence numbers.
 //!
 //! Shutdown: the collector stops on cancel and drops the sender, which
 //! ends every reader.

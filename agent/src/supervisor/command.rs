@@ -1,6 +1,7 @@
 //! What may be asked of the owner task: the [`Command`] enum, sent over the
 //! supervisor's one bounded channel, each with a oneshot for its reply
-//! where the sender waits for one.
+//! where the sender waits for one. Data only; the owner's side is
+//! [`super::owner`], the senders' side [`super::handle`].
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! The handle's side of each [`Command`]: typed calls that send one command
 //! to the owner and wait for its reply, and [`Supervisor::in_worker`], which
-//! runs a change on its own tracked task.
+//! runs a change on its own tracked task. Every call fails with
+//! UNAVAILABLE before the supervisor runs ("not supervising services yet")
+//! and once the owner has stopped ("shutting down").
 
 use std::future::Future;
 use std::time::Duration;

@@ -14,9 +14,10 @@
 //!
 //! **Workers.** Long work runs outside the owner in tasks on the agent's
 //! tracker that report back: changes ([`deploy`], [`rollout`], [`env`]),
-//! env-file checks ([`envcheck`]), the Docker event watcher ([`docker_events`]),
-//! the health monitor ([`monitor`]), the kernel-log OOM consumer ([`oom`]),
-//! and the reconcile passes ([`crate::reconcile`], started by `lib.rs`).
+//! env-file checks ([`envcheck`]), the Docker event watcher
+//! ([`docker_events`]), the health monitor ([`monitor`]), the kernel-log
+//! OOM consumer ([`oom`]), and the reconcile passes ([`crate::reconcile`],
+//! started by `lib.rs`).
 //! The owner never calls Docker. A change holds its service's lease for
 //! its whole length and a second change of that service queues behind it;
 //! the reconciler acts only on services it can lease without waiting and

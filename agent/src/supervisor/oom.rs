@@ -1,8 +1,8 @@
 //! OOM kills the kernel log reports, and the memory-pressure hold.
 //!
-//! Two sources report OOM kills: Docker's `oom` event (see [`super::docker_events`])
-//! and the kernel log ([`crate::oomwatch`], which sends the ids of killed
-//! containers). On cgroup v1 Docker misses the kill of a container's PID 1
+//! Two sources report OOM kills: Docker's `oom` event (see
+//! [`super::docker_events`]) and the kernel log ([`crate::oomwatch`],
+//! which sends the ids of killed containers). On cgroup v1 Docker misses the kill of a container's PID 1
 //! (the cgroup is gone before its notification is read), so the kernel log
 //! is the one that always speaks; the owner counts a kill both report once.
 //! [`run`] looks each id up in Docker (its labels say whether the container

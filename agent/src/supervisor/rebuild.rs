@@ -1,5 +1,7 @@
 //! Rebuilding desired state from container labels when the state file is
-//! unreadable.
+//! unreadable: for each service, the newest revision among its containers
+//! (running ones first) becomes active. Pure; called once at start by
+//! [`super::Starter::start`].
 
 use std::collections::BTreeMap;
 
