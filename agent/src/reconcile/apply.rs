@@ -1,5 +1,5 @@
 //! Carrying out a plan's [`Action`]s against Docker and nginx, on the
-//! reconcile pass's task, for services the pass holds a lease on.
+//! reconcile pass's task, for services the pass holds a permit on.
 //!
 //! Each action is one or two Docker calls (or one nginx install) and one
 //! event; what it learns (a restart to count) goes to the supervisor's

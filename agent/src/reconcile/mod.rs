@@ -7,7 +7,7 @@
 //! nginx's site files in, [`Action`]s out); [`apply`] carries actions out
 //! against Docker and nginx; [`run`] is the loop. Services a change holds
 //! are left alone: the change owns them until it ends, and the pass takes a
-//! lease from the supervisor for every service it acts on.
+//! permit from the supervisor for every service it acts on.
 //!
 //! Inputs: the supervisor's snapshot and wake-ups, Docker, the sites dir.
 //! Outputs: container and site changes, events, restart counts (to the

@@ -4,7 +4,7 @@
 //! A pass reads the supervisor's newest snapshot, then Docker (every berth
 //! container) and nginx's sites dir, hands what Docker showed to the owner
 //! (which follows the running containers and forgets stale verdicts),
-//! [`plan`]s, leases the services it has actions for — only those whose
+//! [`plan`]s, permits the services it has actions for — only those whose
 //! state has not moved since the snapshot and that no change holds — and
 //! applies their actions. Runs on the tracker; ends on cancel (a pass in
 //! progress finishes its current actions first).
@@ -49,12 +49,12 @@ pub async fn run(sup: Supervisor, mut triggers: mpsc::Receiver<()>, cancel: Canc
     debug!("Reconcile loop stopped.");
 }
 
-/// One pass: observe, plan, lease, apply. Returns when to look again for a
+/// One pass: observe, plan, permit, apply. Returns when to look again for a
 /// pending backoff or after a failure.
 pub async fn pass(sup: &Supervisor) -> Option<Instant> {
     let Ok(engine) = sup.engine() else { return None };
     // Taken before Docker is read: a change that starts or ends after this
-    // moves the generation, and the lease below is then refused.
+    // moves the generation, and the permit below is then refused.
     let snap = sup.snapshot();
     let observed = match engine.list_managed().await {
         Ok(o) => o,
@@ -89,7 +89,7 @@ pub async fn pass(sup: &Supervisor) -> Option<Instant> {
     let sites = site_files(sup, &desired);
     let plan = plan(&desired, &observed, &ctx, &sites, now);
 
-    // The last action of each service, so its lease ends right after it.
+    // The last action of each service, so its permit ends right after it.
     let mut last: HashMap<String, usize> = HashMap::new();
     for (i, a) in plan.actions.iter().enumerate() {
         if let Some(s) = a.service() {
@@ -97,15 +97,15 @@ pub async fn pass(sup: &Supervisor) -> Option<Instant> {
         }
     }
     let wanted = last.keys().map(|s| (s.clone(), snap.generation(s))).collect();
-    let mut leases: HashMap<String, _> = match sup.claim(wanted).await {
-        Ok(leases) => leases.into_iter().map(|l| (l.service().to_owned(), l)).collect(),
+    let mut permits: HashMap<String, _> = match sup.claim(wanted).await {
+        Ok(permits) => permits.into_iter().map(|l| (l.service().to_owned(), l)).collect(),
         Err(_) => return None,
     };
     let (mut tried, mut failed) = (0, 0);
     for (i, action) in plan.actions.iter().enumerate() {
         if let Some(s) = action.service() {
             // Someone else acts on it now; the next pass looks again.
-            if !leases.contains_key(s) {
+            if !permits.contains_key(s) {
                 continue;
             }
         }
@@ -117,7 +117,7 @@ pub async fn pass(sup: &Supervisor) -> Option<Instant> {
         if let Some(s) = action.service()
             && last.get(s) == Some(&i)
         {
-            leases.remove(s);
+            permits.remove(s);
         }
     }
     if tried > 0 {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::SupervisorError;
-use super::lease::{Acquired, Lease};
+use super::permit::{Acquired, Permit};
 use super::runtime::OomSource;
 use crate::docker::{ContainerInfo, EngineEvent};
 use crate::health;
@@ -54,21 +54,21 @@ pub(crate) struct Observation {
 /// One request to the owner.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// A change wants its service (see [`super::lease`]).
+    /// A change wants its service (see [`super::permit`]).
     Acquire {
         service: String,
         reply: oneshot::Sender<Acquired>,
     },
-    /// A quiet lease on `service`, only if free (the pressure policy).
+    /// A quiet permit on `service`, only if free (the pressure policy).
     TryAcquire {
         service: String,
-        reply: oneshot::Sender<Option<Lease>>,
+        reply: oneshot::Sender<Option<Permit>>,
     },
-    /// Quiet leases for a reconcile pass: each service whose generation is
+    /// Quiet permits for a reconcile pass: each service whose generation is
     /// still the given one and that nobody holds.
     Claim {
         wanted: Vec<(String, u64)>,
-        reply: oneshot::Sender<Vec<Lease>>,
+        reply: oneshot::Sender<Vec<Permit>>,
     },
     /// Changes the desired state durably; replies the new revision's number
     /// for [`StateChange::Add`], else 0.
@@ -144,6 +144,6 @@ pub(crate) enum Command {
         print: Option<u64>,
         reply: oneshot::Sender<bool>,
     },
-    /// A scheduled env-file check got its lease and is running.
+    /// A scheduled env-file check got its permit and is running.
     EnvCheckStarted { service: String },
 }

@@ -3,7 +3,7 @@
 //!
 //! Each call runs on its own worker task on the tracker
 //! ([`Supervisor::in_worker`]), so it goes on if the caller hangs up, and
-//! holds the service's lease for its whole length: the reconciler and other
+//! holds the service's permit for its whole length: the reconciler and other
 //! changes leave the service alone meanwhile, and a second change of the
 //! same service waits for it ("waiting for another change to X to
 //! finish"). The rollout itself is in [`super::rollout`]. Progress goes to
@@ -70,7 +70,7 @@ pub(super) enum Mode {
     Restart { author: String },
 }
 
-/// Where a rollout's env comes from. Resolved once the service's lease is
+/// Where a rollout's env comes from. Resolved once the service's permit is
 /// held, so a concurrent env change is never silently undone.
 pub(super) enum EnvFrom {
     /// The service's current env (see [`Supervisor::current_env`]).
@@ -196,14 +196,14 @@ impl Supervisor {
         let (service, author) = (service.to_owned(), author.to_owned());
         let span = info_span!("remove", service = %service);
         self.in_worker(span, async move {
-            let _lease = sup.acquire(&service, &ProgressTx::new(None)).await?;
-            sup.remove_leased(&service, &author).await
+            let _permit = sup.acquire(&service, &ProgressTx::new(None)).await?;
+            sup.remove_permitted(&service, &author).await
         })
         .await
     }
 
     /// A rollout of `service` on a worker. What to roll out is decided by
-    /// `what` from the state as it is once the service's lease is held, so
+    /// `what` from the state as it is once the service's permit is held, so
     /// a change that waited for another one builds on its result instead of
     /// undoing it. (The callers check the same first, to refuse a bad
     /// request without queueing it.)
@@ -214,7 +214,7 @@ impl Supervisor {
         let sup = self.clone();
         let span = info_span!("deploy", service = %service);
         self.in_worker(span, async move {
-            let _lease = sup.acquire(&service, &progress).await?;
+            let _permit = sup.acquire(&service, &progress).await?;
             let snap = sup.snapshot();
             let (spec, env, mode) = what(&snap)?;
             let env = match env {
@@ -232,7 +232,7 @@ impl Supervisor {
         .await
     }
 
-    async fn remove_leased(&self, service: &str, author: &str) -> Result<u32, SupervisorError> {
+    async fn remove_permitted(&self, service: &str, author: &str) -> Result<u32, SupervisorError> {
         let known = self.snapshot().record(service).cloned();
         let containers = self.containers_of(service).await?;
         if known.is_none() && containers.is_empty() {

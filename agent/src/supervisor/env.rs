@@ -8,7 +8,7 @@
 //! [`envfiles::write`]) and remembers the written content's fingerprint
 //! with the owner, so the env loop ([`super::envcheck`]) does not take the
 //! agent's own writes for edits. A change runs on a worker holding the
-//! service's lease, like a deploy, and applies by the spec's `env_change`:
+//! service's permit, like a deploy, and applies by the spec's `env_change`:
 //! a health-gated rollout, or a *recorded* revision only.
 
 use std::path::{Path, PathBuf};
@@ -197,13 +197,13 @@ impl Supervisor {
         let (service, author) = (service.to_owned(), author.to_owned());
         let span = info_span!("env-change", service = %service);
         self.in_worker(span, async move {
-            let _lease = sup.acquire(&service, &progress).await?;
-            sup.change_env_leased(&service, &path, edit, &author, progress).await
+            let _permit = sup.acquire(&service, &progress).await?;
+            sup.change_env_permitted(&service, &path, edit, &author, progress).await
         })
         .await
     }
 
-    async fn change_env_leased(
+    async fn change_env_permitted(
         &self,
         service: &str,
         path: &Path,
@@ -232,7 +232,7 @@ impl Supervisor {
                 ..Outcome::default()
             });
         }
-        self.apply_env_leased(spec, current, env, edit.reason(), author, progress)
+        self.apply_env_permitted(spec, current, env, edit.reason(), author, progress)
             .await
     }
 
@@ -277,8 +277,8 @@ impl Supervisor {
     }
 
     /// Applies `env` (changed from `current`) by the spec's policy. The
-    /// caller holds the service's lease.
-    pub(super) async fn apply_env_leased(
+    /// caller holds the service's permit.
+    pub(super) async fn apply_env_permitted(
         &self,
         spec: ServiceSpec,
         current: Vars,

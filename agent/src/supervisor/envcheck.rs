@@ -5,12 +5,12 @@
 //! ([`crate::envwatch`], a thread) and a slower resync. For each service
 //! whose file's fingerprint differs from the last one handled (the owner
 //! keeps them), it starts one check on the tracker that takes the
-//! service's lease, re-reads the file and either refuses it (event
+//! service's permit, re-reads the file and either refuses it (event
 //! `env-rejected`, naming the file and line), or records it as a revision
 //! and applies it by the spec's `env_change` policy. The fingerprint is
 //! updated before acting and after the agent's own writes, so no write —
 //! the agent's, or a refused or failed edit — is handled twice. The loop
-//! ends on cancel; checks that got their lease finish (they are short, or a
+//! ends on cancel; checks that got their permit finish (they are short, or a
 //! health-gated rollout that settles on shutdown), those still waiting for
 //! one are refused.
 
@@ -123,7 +123,7 @@ async fn schedule(sup: &Supervisor, files: Option<&BTreeSet<String>>) {
             .ok()
             .map(|bytes| envfiles::fingerprint(bytes.as_deref()));
         // One waiting check per service is enough: it reads the file only
-        // once it holds the lease.
+        // once it holds the permit.
         if !sup.env_check_wanted(name, print).await.unwrap_or(false) {
             continue;
         }
@@ -136,10 +136,10 @@ async fn schedule(sup: &Supervisor, files: Option<&BTreeSet<String>>) {
 /// records and applies it by the `env_change` policy.
 async fn check_env_file(sup: Supervisor, service: String) {
     let progress = ProgressTx::new(None);
-    let lease = sup.acquire(&service, &progress).await;
+    let permit = sup.acquire(&service, &progress).await;
     // Waiting is over either way: a later edit schedules a new check.
     let _ = sup.env_check_started(&service).await;
-    let Ok(_lease) = lease else { return };
+    let Ok(_permit) = permit else { return };
     let Some(record) = sup.snapshot().record(&service).cloned() else {
         return;
     };
@@ -194,7 +194,7 @@ async fn check_env_file(sup: Supervisor, service: String) {
     let keys = envfile::changed_keys(&current, &vars);
     info!(keys = ?keys, file = %path.display(), "The env file was edited; applying it.");
     match sup
-        .apply_env_leased(active.spec.clone(), current, vars, "env file edited", "file", progress)
+        .apply_env_permitted(active.spec.clone(), current, vars, "env file edited", "file", progress)
         .await
     {
         Ok(_) => {}

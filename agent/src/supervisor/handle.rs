@@ -12,8 +12,8 @@ use tracing::Instrument as _;
 
 use super::command::{Command, Observation, StateChange};
 use super::deploy::ProgressTx;
-use super::lease::{Acquired, Lease};
 use super::owner::{reply, stopping};
+use super::permit::{Acquired, Permit};
 use super::runtime::OomSource;
 use super::{Supervisor, SupervisorError};
 use crate::docker::{ContainerInfo, EngineEvent};
@@ -57,9 +57,9 @@ impl Supervisor {
             .map_err(|_| SupervisorError::Internal("the change's task ended without an answer".into()))?
     }
 
-    /// The lease for a change of `service`: at once, or after the changes
+    /// The permit for a change of `service`: at once, or after the changes
     /// queued before it (saying so on `progress`).
-    pub(super) async fn acquire(&self, service: &str, progress: &ProgressTx) -> Result<Lease, SupervisorError> {
+    pub(super) async fn acquire(&self, service: &str, progress: &ProgressTx) -> Result<Permit, SupervisorError> {
         let acquired = self
             .ask(|reply| Command::Acquire {
                 service: service.to_owned(),
@@ -67,7 +67,7 @@ impl Supervisor {
             })
             .await?;
         match acquired {
-            Acquired::Now(lease) => Ok(lease),
+            Acquired::Now(permit) => Ok(permit),
             Acquired::Queued(rx) => {
                 progress.step("queue", format!("waiting for another change to {service} to finish"));
                 rx.await.map_err(|_| {
@@ -79,8 +79,8 @@ impl Supervisor {
         }
     }
 
-    /// A quiet lease on `service` if nobody holds it or waits for it.
-    pub(super) async fn try_lease(&self, service: &str) -> Result<Option<Lease>, SupervisorError> {
+    /// A quiet permit on `service` if nobody holds it or waits for it.
+    pub(super) async fn try_permit(&self, service: &str) -> Result<Option<Permit>, SupervisorError> {
         self.ask(|reply| Command::TryAcquire {
             service: service.to_owned(),
             reply,
@@ -88,8 +88,8 @@ impl Supervisor {
         .await
     }
 
-    /// Quiet leases on those of `wanted` whose generation has not moved.
-    pub(crate) async fn claim(&self, wanted: Vec<(String, u64)>) -> Result<Vec<Lease>, SupervisorError> {
+    /// Quiet permits on those of `wanted` whose generation has not moved.
+    pub(crate) async fn claim(&self, wanted: Vec<(String, u64)>) -> Result<Vec<Permit>, SupervisorError> {
         self.ask(|reply| Command::Claim { wanted, reply }).await
     }
 

@@ -4,7 +4,7 @@
 //! [`StateFile`], written durably before any change is acknowledged) and
 //! everything learnt at run time ([`runtime`]: crash counts and backoff,
 //! restarts, OOM kills, health verdicts, memory-pressure holds, env-file
-//! fingerprints) and decides who may act on which service ([`lease`]).
+//! fingerprints) and decides who may act on which service ([`permit`]).
 //! Everyone else holds a cloneable [`Supervisor`] handle and sends it
 //! commands ([`command`]) over one bounded channel, with replies on
 //! oneshots. After each change the owner publishes an immutable
@@ -18,9 +18,9 @@
 //! ([`docker_events`]), the health monitor ([`monitor`]), the kernel-log
 //! OOM consumer ([`oom`]), and the reconcile passes ([`crate::reconcile`],
 //! started by `lib.rs`).
-//! The owner never calls Docker. A change holds its service's lease for
+//! The owner never calls Docker. A change holds its service's permit for
 //! its whole length and a second change of that service queues behind it;
-//! the reconciler acts only on services it can lease without waiting and
+//! the reconciler acts only on services it can permit without waiting and
 //! whose state did not move since it looked, so a deploy and the
 //! reconciler never act on one service at once.
 //!
@@ -38,7 +38,7 @@
 //! **Shutdown.** On cancel the helpers stop; a deploy waiting in its health
 //! gate settles at once (its revision becomes *interrupted* and the previous
 //! one runs again, or, blue-green, never stopped); changes still queued are
-//! refused. The owner stops once no lease is held, so what settles can
+//! refused. The owner stops once no permit is held, so what settles can
 //! still record how it ended.
 
 mod command;
@@ -48,10 +48,10 @@ mod docker_events;
 pub mod env;
 mod envcheck;
 mod handle;
-mod lease;
 mod monitor;
 mod oom;
 mod owner;
+mod permit;
 mod rebuild;
 mod rollout;
 mod runtime;
@@ -81,8 +81,8 @@ use crate::state::{Loaded, StateDir, StateFile};
 use berth_core::spec::ServiceSpec;
 
 use command::Command;
-use lease::Leases;
 use owner::Owner;
+use permit::Permits;
 
 /// Commands queued for the owner. Senders are a handful of tasks (gRPC
 /// handlers, workers, the event watcher, the health monitor), most of which
@@ -374,7 +374,7 @@ impl Starter {
         let owner = Owner::new(
             dir,
             state,
-            Leases::new(released_tx),
+            Permits::new(released_tx),
             sup.bus().clone(),
             sup.inner.trigger.clone(),
             parts.snapshot,

@@ -50,7 +50,7 @@ impl Supervisor {
     /// starting it again until [`Supervisor::release_hold`]. Returns the
     /// stopped container's id. Refused while a change holds the service.
     pub async fn hold_stopped(&self, service: &str, why: String) -> Result<String, SupervisorError> {
-        let Some(_lease) = self.try_lease(service).await? else {
+        let Some(_permit) = self.try_permit(service).await? else {
             return Err(SupervisorError::Refused(format!(
                 "{service} is being changed (a deploy or a repair); not stopping it now"
             )));

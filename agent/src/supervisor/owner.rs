@@ -1,16 +1,16 @@
 //! The owner task: the one place the desired state and the run-time
 //! knowledge change.
 //!
-//! Inputs: [`Command`]s on the supervisor's bounded channel, and lease
-//! releases on their own unbounded one (one message per lease handed out).
+//! Inputs: [`Command`]s on the supervisor's bounded channel, and permit
+//! releases on their own unbounded one (one message per permit handed out).
 //! Outputs: the state file (every [`StateChange`] is written to disk, on a
 //! blocking thread, before it is acknowledged), a new [`Snapshot`] and the
 //! metrics targets after every change, events on the bus, and reconcile
 //! triggers. It never calls Docker and never waits for a worker: each
 //! command is a few map operations, or one state-file write.
 //!
-//! Shutdown: on cancel, queued changes are refused and new leases are no
-//! longer handed out; the task ends once no lease is held, so a deploy
+//! Shutdown: on cancel, queued changes are refused and new permits are no
+//! longer handed out; the task ends once no permit is held, so a deploy
 //! settling during shutdown can still record how it ended. It also ends
 //! when every handle is gone.
 
@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::command::{Command, Observation, StateChange};
-use super::lease::{Acquired, Holder, Leases};
+use super::permit::{Acquired, Holder, Permits};
 use super::runtime::{OomSource, Runtime};
 use super::snapshot::Snapshot;
 use super::{SupervisorError, short};
@@ -38,7 +38,7 @@ pub(super) struct Owner {
     dir: StateDir,
     state: Arc<StateFile>,
     rt: Runtime,
-    leases: Leases,
+    permits: Permits,
     bus: EventBus,
     trigger: mpsc::Sender<()>,
     snapshot: watch::Sender<Arc<Snapshot>>,
@@ -52,7 +52,7 @@ impl Owner {
     pub(super) fn new(
         dir: StateDir,
         state: StateFile,
-        leases: Leases,
+        permits: Permits,
         bus: EventBus,
         trigger: mpsc::Sender<()>,
         snapshot: watch::Sender<Arc<Snapshot>>,
@@ -62,7 +62,7 @@ impl Owner {
             dir,
             state: Arc::new(state),
             rt: Runtime::default(),
-            leases,
+            permits,
             bus,
             trigger,
             snapshot,
@@ -84,7 +84,7 @@ impl Owner {
         cancel: CancellationToken,
     ) {
         loop {
-            if self.stopping && self.leases.is_empty() {
+            if self.stopping && self.permits.is_empty() {
                 break;
             }
             tokio::select! {
@@ -92,7 +92,7 @@ impl Owner {
                 Some(id) = released.recv() => self.release(id),
                 () = cancel.cancelled(), if !self.stopping => {
                     self.stopping = true;
-                    self.leases.refuse_waiting();
+                    self.permits.refuse_waiting();
                 }
                 cmd = commands.recv() => match cmd {
                     Some(cmd) => self.handle(cmd).await,
@@ -110,32 +110,32 @@ impl Owner {
                 if self.stopping {
                     return;
                 }
-                let acquired = self.leases.acquire(&service);
+                let acquired = self.permits.acquire(&service);
                 if matches!(acquired, Acquired::Now(_)) {
                     self.changed(&service);
                     self.publish();
                 }
-                // A caller that went away drops the lease, which releases it.
+                // A caller that went away drops the permit, which releases it.
                 let _ = reply.send(acquired);
             }
             Command::TryAcquire { service, reply } => {
-                let lease = (!self.stopping)
-                    .then(|| self.leases.try_acquire(&service, Holder::Quiet))
+                let permit = (!self.stopping)
+                    .then(|| self.permits.try_acquire(&service, Holder::Quiet))
                     .flatten();
-                let _ = reply.send(lease);
+                let _ = reply.send(permit);
             }
             Command::Claim { wanted, reply } => {
-                let mut leases = Vec::new();
+                let mut permits = Vec::new();
                 if !self.stopping {
                     for (service, generation) in wanted {
                         if self.generation(&service) == generation
-                            && let Some(lease) = self.leases.try_acquire(&service, Holder::Quiet)
+                            && let Some(permit) = self.permits.try_acquire(&service, Holder::Quiet)
                         {
-                            leases.push(lease);
+                            permits.push(permit);
                         }
                     }
                 }
-                let _ = reply.send(leases);
+                let _ = reply.send(permits);
             }
             Command::Commit { change, reply } => {
                 let result = self.commit(change).await;
@@ -297,7 +297,7 @@ impl Owner {
     }
 
     fn release(&mut self, id: u64) {
-        let Some(released) = self.leases.release(id) else {
+        let Some(released) = self.permits.release(id) else {
             return;
         };
         if released.was == Holder::Change || released.handed_on {
@@ -321,7 +321,7 @@ impl Owner {
             "die" => {
                 self.rt.exited(&service, ev.exit_code);
                 self.publish();
-                if self.leases.holder(&service) != Some(Holder::Change) {
+                if self.permits.holder(&service) != Some(Holder::Change) {
                     let code = ev.exit_code.map_or_else(|| "?".to_owned(), |c| c.to_string());
                     self.bus.publish(
                         "exited",
@@ -380,7 +380,7 @@ impl Owner {
             services: self.rt.services.clone(),
             health: self.rt.health.clone(),
             primaries: self.rt.primaries.clone(),
-            changing: self.leases.changing().map(str::to_owned).collect(),
+            changing: self.permits.changing().map(str::to_owned).collect(),
             generations: self.generations.clone(),
         };
         self.targets.send_replace(Arc::new(snapshot.metrics_targets()));

@@ -1,5 +1,5 @@
 //! One rollout, step by step, on a deploy worker that holds the service's
-//! lease.
+//! permit.
 //!
 //! Every revision carries the env its containers run with. A change that
 //! makes a new revision writes that env to the service's env file before
@@ -80,7 +80,7 @@ impl Failure {
 }
 
 impl Supervisor {
-    /// The rollout itself; the caller holds the service's lease. `env` is
+    /// The rollout itself; the caller holds the service's permit. `env` is
     /// what the new containers get.
     pub(super) async fn rollout(
         &self,

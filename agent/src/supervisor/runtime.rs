@@ -97,7 +97,7 @@ pub struct Runtime {
     /// refused, or written by the agent itself), so neither the agent's own
     /// writes nor a refused edit are handled twice.
     pub(super) env_seen: HashMap<String, u64>,
-    /// Services with an env file check waiting for their lease.
+    /// Services with an env file check waiting for their permit.
     pub(super) env_checks: HashSet<String>,
     /// The last OOM kill counted per container and who reported it, so one
     /// kill seen by both Docker and the kernel log counts once.

@@ -4,7 +4,7 @@
 //!
 //! A snapshot is consistent in itself (one owner step made it) but may be a
 //! moment old; work that must not act on stale state (the reconciler) asks
-//! the owner for a lease with the [`Snapshot::generation`] it planned from.
+//! the owner for a permit with the [`Snapshot::generation`] it planned from.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

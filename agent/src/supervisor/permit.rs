@@ -1,22 +1,22 @@
-//! Who may act on a service right now: the owner's lease table.
+//! Who may act on a service right now: the owner's permit table.
 //!
 //! A *change* (deploy, restart, rollback, removal, env change, env-file
-//! check) holds its service's lease for its whole length; a second change of
+//! check) holds its service's permit for its whole length; a second change of
 //! the same service waits in a queue behind it, first come first served. The
-//! reconciler and the memory-pressure policy take *quiet* leases, only when
+//! reconciler and the memory-pressure policy take *quiet* permits, only when
 //! the service is free and nobody waits, and never queue: they look again at
 //! their next pass.
 //!
-//! A [`Lease`] is a guard held by the worker; dropping it (done, failed,
+//! A [`Permit`] is a guard held by the worker; dropping it (done, failed,
 //! panicked) tells the owner over an unbounded channel, which is bounded in
-//! practice by the number of leases handed out: one message per lease.
+//! practice by the number of permits handed out: one message per permit.
 //! Owned by the supervisor's owner task; nothing here blocks or does I/O.
 
 use std::collections::{HashMap, VecDeque};
 
 use tokio::sync::{mpsc, oneshot};
 
-/// What kind of work holds a lease.
+/// What kind of work holds a permit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Holder {
     /// A change: `ps` shows the service as "deploying"; others queue.
@@ -27,26 +27,26 @@ pub(crate) enum Holder {
 
 /// The right to act on one service, until dropped.
 #[derive(Debug)]
-pub(crate) struct Lease {
+pub(crate) struct Permit {
     id: u64,
     service: String,
     released: Option<mpsc::UnboundedSender<u64>>,
 }
 
-impl Lease {
-    /// The service this lease is for.
+impl Permit {
+    /// The service this permit is for.
     pub(crate) fn service(&self) -> &str {
         &self.service
     }
 
-    /// Forgets the lease without telling the owner (the owner already did).
+    /// Forgets the permit without telling the owner (the owner already did).
     fn defuse(mut self) -> u64 {
         self.released = None;
         self.id
     }
 }
 
-impl Drop for Lease {
+impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(tx) = self.released.take() {
             // The owner is gone when shutting down; nothing left to free then.
@@ -59,13 +59,13 @@ impl Drop for Lease {
 #[derive(Debug)]
 pub(crate) enum Acquired {
     /// The service was free.
-    Now(Lease),
-    /// Another change holds it; the lease arrives when it is done. A closed
+    Now(Permit),
+    /// Another change holds it; the permit arrives when it is done. A closed
     /// channel means the agent is shutting down and the change never starts.
-    Queued(oneshot::Receiver<Lease>),
+    Queued(oneshot::Receiver<Permit>),
 }
 
-/// What [`Leases::release`] found.
+/// What [`Permits::release`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Released {
     /// The service.
@@ -76,20 +76,20 @@ pub(crate) struct Released {
     pub handed_on: bool,
 }
 
-/// The lease table.
+/// The permit table.
 #[derive(Debug)]
-pub(crate) struct Leases {
+pub(crate) struct Permits {
     next_id: u64,
     held: HashMap<String, (u64, Holder)>,
     by_id: HashMap<u64, String>,
-    waiting: HashMap<String, VecDeque<oneshot::Sender<Lease>>>,
+    waiting: HashMap<String, VecDeque<oneshot::Sender<Permit>>>,
     released: mpsc::UnboundedSender<u64>,
 }
 
-impl Leases {
-    /// An empty table; dropped leases report to `released`.
+impl Permits {
+    /// An empty table; dropped permits report to `released`.
     pub(crate) fn new(released: mpsc::UnboundedSender<u64>) -> Self {
-        Leases {
+        Permits {
             next_id: 1,
             held: HashMap::new(),
             by_id: HashMap::new(),
@@ -98,12 +98,12 @@ impl Leases {
         }
     }
 
-    fn make(&mut self, service: &str, holder: Holder) -> Lease {
+    fn make(&mut self, service: &str, holder: Holder) -> Permit {
         let id = self.next_id;
         self.next_id += 1;
         self.held.insert(service.to_owned(), (id, holder));
         self.by_id.insert(id, service.to_owned());
-        Lease {
+        Permit {
             id,
             service: service.to_owned(),
             released: Some(self.released.clone()),
@@ -121,12 +121,12 @@ impl Leases {
         }
     }
 
-    /// A lease only if `service` is free and no change waits for it.
-    pub(crate) fn try_acquire(&mut self, service: &str, holder: Holder) -> Option<Lease> {
+    /// A permit only if `service` is free and no change waits for it.
+    pub(crate) fn try_acquire(&mut self, service: &str, holder: Holder) -> Option<Permit> {
         (!self.held.contains_key(service) && !self.waiting.contains_key(service)).then(|| self.make(service, holder))
     }
 
-    /// Ends lease `id` and hands the service to the first queued change
+    /// Ends permit `id` and hands the service to the first queued change
     /// still waiting. `None` for an id that is not held (already handled).
     pub(crate) fn release(&mut self, id: u64) -> Option<Released> {
         let service = self.by_id.remove(&id)?;
@@ -135,15 +135,15 @@ impl Leases {
         if let Some(queue) = self.waiting.get_mut(&service) {
             let mut queue = std::mem::take(queue);
             while let Some(waiter) = queue.pop_front() {
-                let lease = self.make(&service, Holder::Change);
-                match waiter.send(lease) {
+                let permit = self.make(&service, Holder::Change);
+                match waiter.send(permit) {
                     Ok(()) => {
                         handed_on = true;
                         break;
                     }
                     // That caller went away (its client hung up): next one.
-                    Err(lease) => {
-                        let id = lease.defuse();
+                    Err(permit) => {
+                        let id = permit.defuse();
                         self.by_id.remove(&id);
                         self.held.remove(&service);
                     }
@@ -175,13 +175,13 @@ impl Leases {
             .map(|(s, _)| s.as_str())
     }
 
-    /// No lease is held.
+    /// No permit is held.
     pub(crate) fn is_empty(&self) -> bool {
         self.held.is_empty()
     }
 
     /// Shutting down: queued changes are dropped (their callers are told
-    /// the agent is stopping); held leases run to their end.
+    /// the agent is stopping); held permits run to their end.
     pub(crate) fn refuse_waiting(&mut self) {
         self.waiting.clear();
     }
@@ -191,13 +191,13 @@ impl Leases {
 mod tests {
     use super::*;
 
-    fn table() -> (Leases, mpsc::UnboundedReceiver<u64>) {
+    fn table() -> (Permits, mpsc::UnboundedReceiver<u64>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Leases::new(tx), rx)
+        (Permits::new(tx), rx)
     }
 
     #[test]
-    fn a_second_change_queues_and_gets_the_lease_when_the_first_ends() {
+    fn a_second_change_queues_and_gets_the_permit_when_the_first_ends() {
         let (mut t, mut released) = table();
         let Acquired::Now(first) = t.acquire("web") else {
             panic!("web was free")
@@ -221,8 +221,8 @@ mod tests {
                 handed_on: true
             }
         );
-        let lease = second.try_recv().expect("handed on");
-        assert_eq!(lease.service(), "web");
+        let permit = second.try_recv().expect("handed on");
+        assert_eq!(permit.service(), "web");
         assert_eq!(t.release(id), None, "a release is handled once");
     }
 
@@ -243,11 +243,11 @@ mod tests {
         let r = t.release(released.try_recv().expect("drop")).expect("held");
         assert!(r.handed_on);
         let _third = third.try_recv().expect("handed to the one still waiting");
-        assert!(released.try_recv().is_err(), "the skipped lease is not reported again");
+        assert!(released.try_recv().is_err(), "the skipped permit is not reported again");
     }
 
     #[test]
-    fn quiet_leases_never_queue_and_never_jump_the_queue() {
+    fn quiet_permits_never_queue_and_never_jump_the_queue() {
         let (mut t, mut released) = table();
         let quiet = t.try_acquire("web", Holder::Quiet).expect("free");
         assert_eq!(t.changing().count(), 0, "quiet work is not a change");
@@ -275,6 +275,6 @@ mod tests {
         };
         t.refuse_waiting();
         assert!(matches!(waiting.try_recv(), Err(oneshot::error::TryRecvError::Closed)));
-        assert!(!t.is_empty(), "the held lease runs to its end");
+        assert!(!t.is_empty(), "the held permit runs to its end");
     }
 }
