@@ -397,3 +397,145 @@ pub(super) async fn reply<T>(rx: oneshot::Receiver<T>) -> Result<T, SupervisorEr
 pub(super) fn stopping() -> SupervisorError {
     SupervisorError::Unavailable("the agent is shutting down".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{NewRevision, RevisionStatus};
+    use crate::supervisor::permit::Permit;
+
+    struct Running {
+        commands: mpsc::Sender<Command>,
+        snapshot: watch::Receiver<Arc<Snapshot>>,
+        cancel: CancellationToken,
+        owner: tokio::task::JoinHandle<()>,
+        dir: tempfile::TempDir,
+    }
+
+    fn start() -> Running {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (state_dir, state, _) = StateDir::open(dir.path()).expect("open");
+        let (released_tx, released_rx) = mpsc::unbounded_channel();
+        let (snapshot_tx, snapshot) = watch::channel(Arc::new(Snapshot::default()));
+        let (targets, _) = watch::channel(Arc::new(Vec::new()));
+        let (trigger, _triggers) = mpsc::channel(1);
+        let owner = Owner::new(
+            state_dir,
+            state,
+            Permits::new(released_tx),
+            EventBus::new(),
+            trigger,
+            snapshot_tx,
+            targets,
+        );
+        let (commands, rx) = mpsc::channel(8);
+        let cancel = CancellationToken::new();
+        let owner = tokio::spawn(owner.run(rx, released_rx, cancel.clone()));
+        Running {
+            commands,
+            snapshot,
+            cancel,
+            owner,
+            dir,
+        }
+    }
+
+    async fn ask<T>(r: &Running, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        r.commands.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    async fn acquire(r: &Running, service: &str) -> Acquired {
+        ask(r, |reply| Command::Acquire {
+            service: service.into(),
+            reply,
+        })
+        .await
+        .expect("the owner answers")
+    }
+
+    fn revision(name: &str) -> NewRevision {
+        NewRevision {
+            spec: berth_core::spec::parse(&format!("name = \"{name}\"\nimage = \"app:v1\"\n")).expect("spec"),
+            env: None,
+            env_keys_changed: Vec::new(),
+            reason: "apply".into(),
+            author: "alice".into(),
+            now_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_is_on_disk_when_acknowledged_and_in_the_next_snapshot() {
+        let r = start();
+        let before = r.snapshot.borrow().generation("web");
+        let number = ask(&r, |reply| Command::Commit {
+            change: StateChange::Add(Box::new(revision("web")), RevisionStatus::Pending),
+            reply,
+        })
+        .await
+        .expect("answered")
+        .expect("written");
+        assert_eq!(number, 1);
+        let (_, on_disk, _) = StateDir::open(r.dir.path()).expect("reopen");
+        assert_eq!(on_disk.service("web").map(|s| s.revisions.len()), Some(1));
+        let snap = r.snapshot.borrow().clone();
+        assert_eq!(snap.record("web").map(|s| s.next_revision), Some(2));
+        assert!(snap.generation("web") > before, "the reconciler sees it moved");
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_refused_and_changes_nothing() {
+        let r = start();
+        std::fs::create_dir(r.dir.path().join("state.json.tmp")).expect("block the temp file");
+        let written = ask(&r, |reply| Command::Commit {
+            change: StateChange::Add(Box::new(revision("web")), RevisionStatus::Pending),
+            reply,
+        })
+        .await
+        .expect("answered");
+        assert!(written.is_err());
+        assert!(r.snapshot.borrow().record("web").is_none());
+    }
+
+    #[tokio::test]
+    async fn changes_of_one_service_queue_and_shutdown_waits_only_for_the_holder() {
+        let r = start();
+        let Acquired::Now(first) = acquire(&r, "web").await else {
+            panic!("web was free")
+        };
+        assert!(r.snapshot.borrow().changing.contains("web"), "ps says deploying");
+        let Acquired::Queued(second) = acquire(&r, "web").await else {
+            panic!("web is held")
+        };
+        let generation = r.snapshot.borrow().generation("web");
+        let claimed: Vec<Permit> = ask(&r, |reply| Command::Claim {
+            wanted: vec![("web".into(), generation), ("db".into(), 0)],
+            reply,
+        })
+        .await
+        .expect("answered");
+        let services: Vec<&str> = claimed.iter().map(Permit::service).collect();
+        assert_eq!(services, ["db"], "the reconciler never acts on a service a change holds");
+        drop(claimed);
+
+        drop(first);
+        let second = second.await.expect("the queued change runs next");
+        let Acquired::Queued(third) = acquire(&r, "web").await else {
+            panic!("web is held again")
+        };
+        r.cancel.cancel();
+        assert!(third.await.is_err(), "a change still queued at shutdown never starts");
+        // The holder can still record how it ended.
+        let recorded = ask(&r, |reply| Command::Commit {
+            change: StateChange::Add(Box::new(revision("web")), RevisionStatus::Pending),
+            reply,
+        })
+        .await;
+        assert!(matches!(recorded, Some(Ok(1))), "{recorded:?}");
+        assert!(!r.owner.is_finished(), "a permit is still held");
+        drop(second);
+        r.owner.await.expect("the owner ends once no permit is held");
+    }
+}
