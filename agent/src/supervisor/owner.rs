@@ -430,7 +430,8 @@ mod tests {
         );
         let (commands, rx) = mpsc::channel(8);
         let cancel = CancellationToken::new();
-        let owner = tokio::spawn(owner.run(rx, released_rx, cancel.clone()));
+        // On a tracker like everywhere else (dropped at once: the task runs on).
+        let owner = tokio_util::task::TaskTracker::new().spawn(owner.run(rx, released_rx, cancel.clone()));
         Running {
             commands,
             snapshot,
@@ -517,7 +518,11 @@ mod tests {
         .await
         .expect("answered");
         let services: Vec<&str> = claimed.iter().map(Permit::service).collect();
-        assert_eq!(services, ["db"], "the reconciler never acts on a service a change holds");
+        assert_eq!(
+            services,
+            ["db"],
+            "the reconciler never acts on a service a change holds"
+        );
         drop(claimed);
 
         drop(first);
