@@ -3,7 +3,8 @@
 //! temp file in the same directory, fsync, rename over the target, fsync of
 //! the directory. Used for the state file, env files and nginx sites; each
 //! caller names its temp file so nothing that scans the directory mistakes
-//! it for a real one.
+//! it for a real one. Blocking I/O on the caller's thread; owns no state
+//! and nothing to shut down.
 
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};

@@ -1,6 +1,11 @@
 //! The audit trail: one JSON line per mutating call in `state_dir/audit.log`
 //! (who, what, which service, outcome). Append-only; values of env vars
 //! never reach it, only key names.
+//!
+//! Inputs: records from the supervisor's workers and the `Env` API (a
+//! reveal). Output: the file, appended (not fsynced: the state file is what
+//! must survive a crash) under a plain mutex so concurrent lines never
+//! interleave. No task; nothing to shut down.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,7 +14,7 @@ use std::sync::Mutex;
 use serde_json::json;
 use tracing::warn;
 
-use crate::hostinfo::now_ms;
+use crate::clock::now_ms;
 
 /// Appends audit records.
 pub struct Audit {

@@ -2,7 +2,9 @@
 //!
 //! Owns reading them and writing them (temp file + fsync + rename, mode
 //! 0600); the syntax itself is [`berth_core::envfile`], shared with
-//! berthctl. Errors name the file, never a value.
+//! berthctl. Errors name the file, never a value. Called by the
+//! supervisor's workers on their own tasks (blocking file I/O on small
+//! files); no state, no task.
 
 use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};

@@ -3,11 +3,16 @@
 //!
 //! A broadcast channel: publishing never blocks the supervisor, and a
 //! watcher that falls behind loses the oldest events and is told how many.
+//! Inputs: any task that did something (the owner, workers, the
+//! reconciler, the pressure policy). Outputs: a log line per event and the
+//! receivers of [`EventBus::subscribe`]. No task of its own: a
+//! `WatchEvents` stream ends on the agent's cancellation (see
+//! `grpc::services`), not when the bus closes.
 
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use crate::hostinfo::now_ms;
+use crate::clock::now_ms;
 
 /// Events buffered per watcher before the slowest starts losing them.
 const CAPACITY: usize = 1024;

@@ -6,6 +6,11 @@
 //! deploy gate ([`gate`]): a new container counts as up only when a probe
 //! passes before the deadline, and counts as failed as soon as it exits or
 //! keeps failing past its start period.
+//!
+//! Inputs: the engine, a container and its spec. Outputs: an [`Outcome`]
+//! or a [`GateFailure`]. Runs on the caller's task (the health monitor, a
+//! deploy worker), bounded by the check's timeout; an HTTP probe drives its
+//! connection inline and closes it when done. No task of its own.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -74,22 +79,27 @@ async fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Outcome {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .map_err(|e| e.to_string())?;
-        let conn = tokio::spawn(conn);
         let req = hyper::Request::get(path)
             .header(hyper::header::HOST, addr.to_string())
             .header(hyper::header::USER_AGENT, "berth-agent")
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        // A little of the body helps a person see why a check failed.
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        conn.abort();
+        let exchange = async {
+            let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            // A little of the body helps a person see why a check failed.
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Ok::<_, String>((status, body))
+        };
+        // The connection is driven here, beside the exchange, rather than on
+        // a task of its own: it lives exactly as long as this probe, and is
+        // dropped (closed) with it.
+        let (status, body) = drive(conn, exchange).await?;
         // One line: HTML error pages span many.
         let snippet: String = String::from_utf8_lossy(&body[..body.len().min(400)])
             .split_whitespace()
@@ -105,6 +115,30 @@ async fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Outcome {
         Ok(Ok((status, body))) => fail(format!("GET {url}: {status} {body}").trim().to_owned()),
         Ok(Err(e)) => fail(format!("GET {url}: {e}")),
         Err(_) => fail(format!("GET {url}: no answer within {}ms", timeout.as_millis())),
+    }
+}
+
+/// Runs `exchange` while polling `conn`, the HTTP/1 connection it talks
+/// over. The connection may finish first (the server closed it after
+/// answering); the exchange then completes from what was read.
+async fn drive<C, E, T>(conn: C, exchange: E) -> Result<T, String>
+where
+    C: std::future::Future<Output = hyper::Result<()>>,
+    E: std::future::Future<Output = Result<T, String>>,
+{
+    tokio::pin!(conn);
+    tokio::pin!(exchange);
+    let mut conn_done = false;
+    loop {
+        tokio::select! {
+            result = &mut exchange => return result,
+            closed = &mut conn, if !conn_done => {
+                conn_done = true;
+                if let Err(e) = closed {
+                    return Err(e.to_string());
+                }
+            }
+        }
     }
 }
 

@@ -4,15 +4,17 @@
 //! they do not change while the agent runs and re-reading them would put
 //! file reads on every `GetInfo`. The Docker Engine's version is asked for at
 //! most every [`DOCKER_TTL`], because an operator wants to see Docker come and
-//! go without each call paying a round trip to the engine.
+//! go without each call paying a round trip to the engine. Used by
+//! `GetInfo` on its request's task; no task of its own.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use sysinfo::{CpuRefreshKind, System};
 use tokio::sync::Mutex;
 
+use crate::clock::now_ms;
 use crate::config::DockerConfig;
 use crate::docker::{self, EngineVersion};
 
@@ -121,12 +123,4 @@ impl DockerProbe {
             }
         }
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }

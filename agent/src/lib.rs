@@ -1,13 +1,24 @@
 //! berth agent: supervises a host's Docker services, their env files and the
 //! nginx sites in front of them, and serves the `berth.v1` API over mutual TLS.
 //!
-//! [`run`] is the composition root: it builds each concern, spawns its tasks
-//! on one [`TaskTracker`] under one [`CancellationToken`], and returns when
-//! the token is cancelled and the tasks have finished. `main.rs` only parses
-//! arguments, loads the config, installs logging and waits for signals.
+//! [`run`] is the composition root: it builds each concern, wires them with
+//! channels (the supervisor's handle; the metrics targets and Docker client
+//! the collector reads; the kernel log's OOM ids; the reconciler's
+//! wake-ups), spawns every task on one [`TaskTracker`] under one
+//! [`CancellationToken`], and returns when the token is cancelled and the
+//! tasks have finished. `main.rs` only parses arguments, loads the config,
+//! installs logging and waits for signals.
+//!
+//! Layers point down: `berth-core` → adapters of the outside world
+//! ([`clock`], [`config`], [`docker`], [`nginx`], [`envfiles`],
+//! [`envwatch`], [`state`], [`health`], [`metrics`], [`oomwatch`],
+//! [`events`], [`audit`], ...) → [`supervisor`] → [`reconcile`] and
+//! [`limits`] → [`grpc`] → this file. `agent/tests/layers.rs` checks it
+//! (no upward edge, no circle) and prints the graph.
 
 pub mod atomicfile;
 pub mod audit;
+pub mod clock;
 pub mod config;
 pub mod docker;
 pub mod envfiles;
@@ -39,6 +50,7 @@ use berth_proto::v1::host_server::HostServer;
 use berth_proto::v1::metrics_server::MetricsServer;
 use berth_proto::v1::services_server::ServicesServer;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
@@ -47,9 +59,9 @@ use tracing::{Instrument as _, info, info_span, warn};
 use crate::config::Config;
 use crate::docker::{Engine, RegistryAuth};
 use crate::events::EventBus;
-use crate::grpc::services::{ServicesApi, SupervisorSlot};
+use crate::grpc::services::{ServicesApi, Streams};
 use crate::hostinfo::{DockerProbe, HostFacts};
-use crate::supervisor::{Capacity, Setup, Supervisor};
+use crate::supervisor::{Capacity, Setup, Starter, Supervisor};
 
 /// What this agent build serves, reported by `GetInfo` so clients can tell
 /// an agent that lacks a feature from one that failed.
@@ -83,7 +95,25 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         .await
         .map_err(anyhow::Error::msg)?;
 
-    let slot = SupervisorSlot::default();
+    // The supervisor's handle exists from the start; calls get UNAVAILABLE
+    // with the reason until Docker has been reached.
+    let (targets_tx, targets_rx) = watch::channel(Arc::new(Vec::new()));
+    let (docker_tx, docker_rx) = watch::channel(None);
+    let (oom_tx, oom_rx) = mpsc::channel(oomwatch::QUEUE);
+    let oom_ids = oomwatch::spawn(&config.limits.kernel_log, oom_tx).then_some(oom_rx);
+    let (sup, starter) = Supervisor::new(
+        Setup {
+            state_dir: config.state_dir.clone(),
+            env_dir: config.env_dir.clone(),
+            sites: nginx::Sites::new(config.nginx.clone()),
+            capacity,
+            bus: EventBus::new(),
+            metrics_targets: targets_tx,
+            oom_ids,
+        },
+        tracker.clone(),
+        cancel.child_token(),
+    );
     // READY=1 needs both halves: the address announced and the supervisor
     // running. Whichever finishes second says so (twice is harmless).
     let announced = Arc::new(AtomicBool::new(false));
@@ -92,18 +122,26 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         start_supervisor(
             config.clone(),
             registries,
-            capacity,
-            slot.clone(),
-            Readiness {
+            starter,
+            Started {
+                sup: sup.clone(),
+                docker: docker_tx,
                 first_attempt,
                 announced: announced.clone(),
             },
-            tracker.clone(),
             cancel.child_token(),
         )
         .instrument(info_span!("supervisor")),
     );
-    let hub = metrics::spawn(&config, slot.clone(), &tracker, cancel.child_token());
+    let hub = metrics::spawn(
+        &config,
+        metrics::Inputs {
+            targets: targets_rx,
+            docker: docker_rx,
+        },
+        &tracker,
+        cancel.child_token(),
+    );
     if let Some(listener) = prometheus {
         if let Ok(addr) = listener.local_addr() {
             info!(addr = %addr, "Serving Prometheus metrics at http://{addr}/metrics.");
@@ -126,16 +164,22 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         );
     }
     tracker.spawn(
-        limits::run(config.limits.clone(), hub.clone(), slot.clone(), cancel.child_token())
-            .instrument(info_span!("limits")),
+        limits::run(
+            config.limits.clone(),
+            hub.clone(),
+            sup.clone(),
+            tracker.clone(),
+            cancel.child_token(),
+        )
+        .instrument(info_span!("limits")),
     );
-    tracker.spawn(
-        oomwatch::run(config.limits.kernel_log.clone(), slot.clone(), cancel.child_token())
-            .instrument(info_span!("oomwatch")),
-    );
-    let metrics_api = grpc::metrics::MetricsApi::new(hub, cancel.child_token());
-    let services = ServicesApi::new(slot.clone());
-    let env = grpc::env::EnvApi::new(slot.clone());
+    let streams = Streams {
+        tracker: tracker.clone(),
+        cancel: cancel.child_token(),
+    };
+    let metrics_api = grpc::metrics::MetricsApi::new(hub, streams.clone());
+    let services = ServicesApi::new(sup.clone(), streams.clone());
+    let env = grpc::env::EnvApi::new(sup.clone(), streams);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<HostServer<grpc::host::HostApi>>().await;
@@ -164,7 +208,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             .with_context(|| format!("cannot write listen_address_file {}", path.display()))?;
     }
     announced.store(true, Ordering::SeqCst);
-    if slot.get().is_ok() {
+    if sup.is_running() {
         notify::ready();
     }
 
@@ -180,8 +224,12 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
 /// announcing the listener anyway.
 const FIRST_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// How the supervisor's start-up reports back to `run`.
-struct Readiness {
+/// What the supervisor's start-up hands on and reports back to `run`.
+struct Started {
+    /// The handle, for the reconcile loop.
+    sup: Supervisor,
+    /// Where the metrics collector finds the Docker client.
+    docker: watch::Sender<Option<bollard::Docker>>,
     /// Fires once the first try to reach Docker has succeeded or failed.
     first_attempt: tokio::sync::oneshot::Sender<()>,
     /// Set by `run` once the listen address is announced.
@@ -189,21 +237,21 @@ struct Readiness {
 }
 
 /// Connects to Docker (retrying until it answers, since the agent may start
-/// before dockerd) and starts the supervisor, then installs it in `slot`.
+/// before dockerd), starts the supervisor and then the reconcile loop.
 /// `first_attempt` fires once the first try has succeeded or failed.
 async fn start_supervisor(
     config: Config,
     registries: Vec<RegistryAuth>,
-    capacity: Capacity,
-    slot: SupervisorSlot,
-    readiness: Readiness,
-    tracker: TaskTracker,
+    mut starter: Starter,
+    started: Started,
     cancel: CancellationToken,
 ) {
-    let Readiness {
+    let Started {
+        sup,
+        docker,
         first_attempt,
         announced,
-    } = readiness;
+    } = started;
     let mut first_attempt = Some(first_attempt);
     let mut delay = std::time::Duration::from_millis(500);
     loop {
@@ -211,20 +259,18 @@ async fn start_supervisor(
             let engine = Engine::connect(&config.docker, registries.clone())
                 .await
                 .map_err(|e| e.to_string())?;
-            let setup = Setup {
-                state_dir: config.state_dir.clone(),
-                env_dir: config.env_dir.clone(),
-                sites: nginx::Sites::new(config.nginx.clone()),
-                capacity,
-            };
-            Supervisor::start(engine, setup, EventBus::new(), &tracker, cancel.clone())
-                .await
-                .map_err(|e| e.to_string())
+            let triggers = starter.start(engine.clone()).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((engine, triggers))
         };
         match attempt.await {
-            Ok(sup) => {
+            Ok((engine, triggers)) => {
                 info!(state_dir = %config.state_dir.display(), "Supervising services.");
-                slot.set(sup);
+                docker.send_replace(Some(engine.docker().clone()));
+                // On the tracker next to the supervisor's own tasks; this
+                // task ends here.
+                sup.tracker().spawn(
+                    reconcile::run(sup.clone(), triggers, cancel.child_token()).instrument(info_span!("reconcile")),
+                );
                 if announced.load(Ordering::SeqCst) {
                     notify::ready();
                 }
@@ -236,7 +282,7 @@ async fn start_supervisor(
             Err(e) => {
                 warn!(error = %e, retry_in = ?delay, "Cannot start supervising yet.");
                 notify::status(&format!("Waiting for Docker: {e}"));
-                slot.waiting(e);
+                starter.waiting(e);
                 if let Some(done) = first_attempt.take() {
                     let _ = done.send(());
                 }

@@ -13,61 +13,24 @@
 //!
 //! [`PressurePolicy`] is the pure decision logic; [`run`] is the task that
 //! feeds it each metrics snapshot and carries out its decisions through the
-//! supervisor. It stops when the collector does or on cancel.
+//! supervisor's handle (a restart is a health-gated change on its own
+//! tracked task; a stop holds the service through the supervisor). Before
+//! the supervisor runs there is nothing to act on, and snapshots are
+//! skipped. It stops when the collector does or on cancel; a restart it
+//! started settles like any change.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument as _, debug, info_span, warn};
 
-use crate::config::{LimitsConfig, PressureAction};
+use crate::config::{LimitsConfig, MemoryThreshold, PressureAction};
 use crate::events::Severity;
-use crate::grpc::services::SupervisorSlot;
 use crate::metrics::{ContainerSample, MetricsHub, Snapshot};
-use crate::supervisor::SupervisorError;
-use berth_core::units::ByteSize;
-
-/// The available-memory level under which the host is under pressure.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum MemoryThreshold {
-    /// An absolute amount.
-    Bytes(u64),
-    /// A share of total memory, 0-100.
-    Percent(f64),
-}
-
-impl MemoryThreshold {
-    /// Parses `"500m"`, `"2g"` or `"5%"`; `""` is `None` (policy off). The
-    /// error reads as a sentence for the config's `key: message`.
-    pub fn parse(text: &str) -> Result<Option<Self>, String> {
-        let text = text.trim();
-        if text.is_empty() {
-            return Ok(None);
-        }
-        let bad =
-            || format!("{text:?}: expected a size like 500m or 2g, or a share of memory like 5%, or \"\" for off");
-        if let Some(p) = text.strip_suffix('%') {
-            let p: f64 = p.trim().parse().map_err(|_| bad())?;
-            if !(p > 0.0 && p <= 100.0) {
-                return Err(bad());
-            }
-            return Ok(Some(MemoryThreshold::Percent(p)));
-        }
-        ByteSize::from_str(text)
-            .map(|b| Some(MemoryThreshold::Bytes(b.bytes())))
-            .map_err(|_| bad())
-    }
-
-    /// The threshold in bytes for a host with `total` bytes of memory.
-    pub fn bytes(self, total: u64) -> u64 {
-        match self {
-            MemoryThreshold::Bytes(b) => b,
-            MemoryThreshold::Percent(p) => (total as f64 * p / 100.0) as u64,
-        }
-    }
-}
+use crate::supervisor::deploy::ProgressTx;
+use crate::supervisor::{Supervisor, SupervisorError};
 
 /// What the policy decided after one observation.
 #[derive(Debug, Clone, PartialEq)]
@@ -200,7 +163,13 @@ fn mib(b: u64) -> String {
 
 /// Runs the policy on every snapshot until the collector stops or `cancel`
 /// fires. Does nothing when the policy is off.
-pub async fn run(config: LimitsConfig, hub: MetricsHub, slot: SupervisorSlot, cancel: CancellationToken) {
+pub async fn run(
+    config: LimitsConfig,
+    hub: MetricsHub,
+    sup: Supervisor,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+) {
     let threshold = match MemoryThreshold::parse(&config.memory_pressure_threshold) {
         Ok(Some(t)) => t,
         // Off, or refused by config validation already.
@@ -217,7 +186,9 @@ pub async fn run(config: LimitsConfig, hub: MetricsHub, slot: SupervisorSlot, ca
         }
         let snapshot: Arc<Snapshot> = rx.borrow_and_update().clone();
         // Without the supervisor there is nothing to act on or report to.
-        let Ok(sup) = slot.get() else { continue };
+        if !sup.is_running() {
+            continue;
+        }
         // A held service someone started again (a deploy, a restart) is no
         // longer held.
         for c in snapshot
@@ -225,7 +196,7 @@ pub async fn run(config: LimitsConfig, hub: MetricsHub, slot: SupervisorSlot, ca
             .iter()
             .filter(|c| c.held.is_some() && !c.container_id.is_empty())
         {
-            sup.release_hold(&c.service);
+            let _ = sup.release_hold(&c.service).await;
         }
         let h = &snapshot.host;
         for decision in policy.observe(
@@ -269,7 +240,7 @@ pub async fn run(config: LimitsConfig, hub: MetricsHub, slot: SupervisorSlot, ca
                         .map(|c| c.service.as_str())
                         .collect();
                     for s in &held {
-                        sup.release_hold(s);
+                        let _ = sup.release_hold(s).await;
                     }
                     let restart = if held.is_empty() {
                         String::new()
@@ -325,14 +296,18 @@ pub async fn run(config: LimitsConfig, hub: MetricsHub, slot: SupervisorSlot, ca
                                 format!("Restarting {service}: {why}."),
                             );
                             let sup = sup.clone();
+                            let span = info_span!("pressure-restart", service = %service);
                             // A health-gated restart takes a while; collection
                             // and this policy go on meanwhile.
-                            tokio::spawn(async move {
-                                let progress = crate::supervisor::deploy::ProgressTx::new(None);
-                                if let Err(e) = sup.restart(&service, "agent (memory pressure)", progress).await {
-                                    warn!(service = %service, error = %e, "Memory-pressure restart failed.");
+                            tracker.spawn(
+                                async move {
+                                    let progress = ProgressTx::new(None);
+                                    if let Err(e) = sup.restart(&service, "agent (memory pressure)", progress).await {
+                                        warn!(service = %service, error = %e, "Memory-pressure restart failed.");
+                                    }
                                 }
-                            });
+                                .instrument(span),
+                            );
                         }
                         PressureAction::Stop => {
                             // Awaited here (a stop takes at most the spec's
@@ -383,22 +358,6 @@ mod tests {
             memory_bytes: memory,
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn thresholds_parse() {
-        assert_eq!(MemoryThreshold::parse(""), Ok(None));
-        assert_eq!(
-            MemoryThreshold::parse("500m"),
-            Ok(Some(MemoryThreshold::Bytes(500 * 1024 * 1024)))
-        );
-        assert_eq!(MemoryThreshold::parse("5%"), Ok(Some(MemoryThreshold::Percent(5.0))));
-        for bad in ["0%", "101%", "lots", "-1%", "5 %%"] {
-            let err = MemoryThreshold::parse(bad).expect_err(bad);
-            assert!(err.contains("500m"), "{err}");
-        }
-        assert_eq!(MemoryThreshold::Percent(50.0).bytes(1000), 500);
-        assert_eq!(MemoryThreshold::Bytes(7).bytes(1000), 7);
     }
 
     #[test]

@@ -79,7 +79,10 @@ fn main() -> ExitCode {
 async fn serve(config: Config, path: PathBuf) -> ExitCode {
     info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "Starting berth-agent.");
     let cancel = CancellationToken::new();
-    let mut agent = tokio::spawn(berth_agent::run(config, cancel.clone()));
+    // Polled right here, not spawned: this function is the agent's root
+    // task, and every task `run` starts is on its tracker.
+    let agent = berth_agent::run(config, cancel.clone());
+    tokio::pin!(agent);
 
     let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(t), Ok(i)) => (t, i),
@@ -108,16 +111,12 @@ async fn serve(config: Config, path: PathBuf) -> ExitCode {
         }
     };
     match result {
-        Ok(Ok(())) => {
+        Ok(()) => {
             info!("Stopped.");
             ExitCode::SUCCESS
         }
-        Ok(Err(e)) => {
-            error!("{e:#}");
-            ExitCode::FAILURE
-        }
         Err(e) => {
-            error!(error = %e, "The agent task panicked.");
+            error!("{e:#}");
             ExitCode::FAILURE
         }
     }

@@ -6,7 +6,9 @@
 //! failure put the previous file back before anything reloads, so the
 //! running nginx never sees a bad config) → reload. The reload command is
 //! nginx's graceful one: old workers finish their requests. Nothing here
-//! decides *when* to switch; the supervisor does.
+//! decides *when* to switch; deploys and the reconciler do. The test and
+//! reload commands run as child processes (at most 30 s each) on the
+//! caller's task; no task of its own.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

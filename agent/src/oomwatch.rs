@@ -10,25 +10,22 @@
 //! is what kubelet's OOM watcher reads too.
 //!
 //! A dedicated thread reads records (blocking reads on a character device)
-//! and hands container ids to an async task, which looks the container up
-//! and tells the supervisor ([`Supervisor::record_oom`], which merges a kill
-//! Docker reported as well). Reading starts at the end of the log, so old
-//! kills are not counted again after a restart of the agent. The thread ends
-//! at the next record after the task has stopped, or with the process.
+//! and sends the ids of killed containers on a channel; the supervisor
+//! consumes them (it looks each container up and counts the kill once,
+//! whether or not Docker reported it too). Reading starts at the end of the
+//! log, so old kills are not counted again after a restart of the agent.
+//! The thread ends at the next record after the receiver is gone, or with
+//! the process.
 
 use std::io::{Read as _, Seek as _, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
-
-use crate::grpc::services::SupervisorSlot;
-use crate::supervisor::OomSource;
+use tracing::{info, warn};
 
 /// Container ids waiting to be looked up; kills come one at a time, so a
 /// few are plenty, and a burst beyond it only delays the thread.
-const QUEUE: usize = 16;
+pub const QUEUE: usize = 16;
 
 /// The id of the container whose cgroup a kernel `oom-kill:` record
 /// charged, from `task_memcg=` (cgroupfs `/docker/ID` or systemd
@@ -55,14 +52,15 @@ pub fn readable(path: &Path) -> bool {
     !path.as_os_str().is_empty() && std::fs::File::open(path).is_ok()
 }
 
-/// Watches the kernel log at `path` until `cancel` fires. Logs once and
-/// returns when it cannot be read (not root, or no `/dev/kmsg` in a
+/// Starts reading the kernel log at `path` on its own thread, sending the
+/// id of every container an OOM kill hit to `ids`. Logs once and returns
+/// false when it cannot be read (not root, or no `/dev/kmsg` in a
 /// container); Docker's own events still count what they see.
-pub async fn run(path: PathBuf, slot: SupervisorSlot, cancel: CancellationToken) {
+pub fn spawn(path: &Path, ids: mpsc::Sender<String>) -> bool {
     if path.as_os_str().is_empty() {
-        return;
+        return false;
     }
-    let mut file = match std::fs::File::open(&path) {
+    let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) => {
             warn!(
@@ -70,45 +68,23 @@ pub async fn run(path: PathBuf, slot: SupervisorSlot, cancel: CancellationToken)
                 error = %e,
                 "Cannot read the kernel log; OOM kills Docker misses (cgroup v1, PID 1) will not be counted."
             );
-            return;
+            return false;
         }
     };
     if let Err(e) = file.seek(SeekFrom::End(0)) {
         warn!(path = %path.display(), error = %e, "Cannot skip the kernel log's backlog; not watching it.");
-        return;
+        return false;
     }
     info!(path = %path.display(), "Watching the kernel log for OOM kills.");
-    let (tx, mut rx) = mpsc::channel::<String>(QUEUE);
-    let reader_path = path.clone();
+    let reader_path = path.to_owned();
     let spawned = std::thread::Builder::new()
         .name("kmsg".into())
-        .spawn(move || read_records(file, &reader_path, tx));
+        .spawn(move || read_records(file, &reader_path, ids));
     if let Err(e) = spawned {
         warn!(error = %e, "Cannot start the kernel log reader thread.");
-        return;
+        return false;
     }
-    loop {
-        let id = tokio::select! {
-            _ = cancel.cancelled() => return,
-            id = rx.recv() => match id {
-                Some(id) => id,
-                None => return,
-            },
-        };
-        let Ok(sup) = slot.get() else { continue };
-        // Docker's labels say whether it is berth's, and whose.
-        match sup.engine().inspect(&id).await {
-            Ok(Some(c))
-                if c.labels.get(berth_core::labels::INSTANCE).map(String::as_str) == Some(sup.engine().instance()) =>
-            {
-                if let Some(service) = c.service.as_deref() {
-                    sup.record_oom(service, c.revision.unwrap_or(0), &id, OomSource::Kernel);
-                }
-            }
-            Ok(_) => debug!(container = %id, "OOM kill of a container that is not this agent's."),
-            Err(e) => debug!(container = %id, error = %e, "Cannot look up an OOM-killed container."),
-        }
-    }
+    true
 }
 
 fn read_records(mut file: std::fs::File, path: &Path, tx: mpsc::Sender<String>) {

@@ -1,7 +1,7 @@
 //! Checks of a service spec against the host it is to run on: host ports
 //! another service holds, and limits above the host's CPUs or memory. Run
-//! before anything on the host changes; pure functions of the specs and
-//! the host's facts.
+//! before anything on the host changes, by a deploy worker; pure functions
+//! of the specs and the host's facts.
 
 use berth_core::spec::{Protocol, ServiceSpec, SpecError, invalid};
 

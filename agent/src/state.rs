@@ -1,10 +1,13 @@
 //! The agent's desired state: each service's revisions and which one should
 //! run, kept in `state_dir/state.json`.
 //!
-//! Owns the on-disk format and its durability: every change is written to a
-//! temp file, fsynced and renamed over the old file (then the directory is
-//! fsynced) *before* the call that made it returns, so a crash at any point
-//! leaves either the old or the new state, never half of one. A missing file
+//! Owns the on-disk format, the state's transitions ([`StateFile`]'s
+//! methods, pure) and its durability ([`StateDir::write`]): every change is
+//! written to a temp file, fsynced and renamed over the old file (then the
+//! directory is fsynced) *before* the call that made it returns, so a crash
+//! at any point leaves either the old or the new state, never half of one.
+//! The supervisor's owner task holds the one in-memory copy; nothing here
+//! is shared or locked, and there is nothing to shut down. A missing file
 //! is a fresh host; a corrupt one is rebuilt from the labels on the
 //! containers berth created (each carries its service, revision and spec),
 //! with a loud warning, because refusing to start would leave every service
@@ -166,7 +169,7 @@ pub struct StateFile {
     pub services: BTreeMap<String, ServiceRecord>,
 }
 
-/// What [`Store::add`] needs to make a revision.
+/// What [`StateFile::add`] needs to make a revision.
 #[derive(Debug, Clone)]
 pub struct NewRevision {
     /// The whole spec.
@@ -194,18 +197,19 @@ pub enum Loaded {
     Corrupt(String),
 }
 
-/// The state file and its in-memory copy. Not shared by itself: the
-/// supervisor wraps it in a mutex and never holds that across an await.
-#[derive(Debug)]
-pub struct Store {
+/// The state directory: where [`StateFile`] is read from at start and
+/// written to after every change. Holds no copy of the state: the
+/// supervisor's owner task keeps the one copy and hands each new version to
+/// [`StateDir::write`] before it acknowledges the change.
+#[derive(Debug, Clone)]
+pub struct StateDir {
     dir: PathBuf,
-    state: StateFile,
 }
 
-impl Store {
-    /// Opens `state_dir` (creating it, mode 0700: revisions hold specs) and
-    /// reads the state file.
-    pub fn open(state_dir: &Path) -> Result<(Store, Loaded), StateError> {
+impl StateDir {
+    /// Opens `state_dir` (creating it, mode 0700: revisions hold specs and
+    /// envs) and reads the state file.
+    pub fn open(state_dir: &Path) -> Result<(StateDir, StateFile, Loaded), StateError> {
         create_private_dir(state_dir)?;
         let path = state_dir.join(FILE_NAME);
         let (state, loaded) = match std::fs::read(&path) {
@@ -223,55 +227,41 @@ impl Store {
             },
         };
         Ok((
-            Store {
+            StateDir {
                 dir: state_dir.to_owned(),
-                state,
             },
+            state,
             loaded,
         ))
     }
 
-    /// The state as it is now.
-    pub fn state(&self) -> &StateFile {
-        &self.state
+    /// The state file.
+    pub fn file(&self) -> PathBuf {
+        self.dir.join(FILE_NAME)
     }
 
+    /// Writes `state` durably: temp file, fsync, rename, fsync of the dir.
+    /// Blocking; the owner runs it on a blocking thread. On error the file
+    /// on disk is the previous version.
+    pub fn write(&self, state: &StateFile) -> Result<(), StateError> {
+        let stamped = StateFile {
+            version: FORMAT_VERSION,
+            services: state.services.clone(),
+        };
+        write_atomic(&self.file(), &stamped)
+    }
+}
+
+impl StateFile {
     /// One service's record.
     pub fn service(&self, name: &str) -> Option<&ServiceRecord> {
-        self.state.services.get(name)
-    }
-
-    /// Replaces the whole state (after a rebuild) and writes it.
-    pub fn replace(&mut self, state: StateFile) -> Result<(), StateError> {
-        let old = std::mem::replace(&mut self.state, state);
-        self.commit_or(old)
-    }
-
-    /// Adds a pending revision of `spec` to its service (creating the
-    /// service record) and writes the state. Returns its number.
-    pub fn add_pending(
-        &mut self,
-        spec: ServiceSpec,
-        reason: &str,
-        author: &str,
-        now_ms: u64,
-    ) -> Result<u64, StateError> {
-        self.add(
-            NewRevision {
-                spec,
-                env: None,
-                env_keys_changed: Vec::new(),
-                reason: reason.to_owned(),
-                author: author.to_owned(),
-                now_ms,
-            },
-            RevisionStatus::Pending,
-        )
+        self.services.get(name)
     }
 
     /// Adds a revision with `status` (pending, or recorded for an env change
-    /// that does not restart) and writes the state. Returns its number.
-    pub fn add(&mut self, new: NewRevision, status: RevisionStatus) -> Result<u64, StateError> {
+    /// that does not restart), creating the service record. Returns its
+    /// number.
+    pub fn add(&mut self, new: NewRevision, status: RevisionStatus) -> u64 {
         let NewRevision {
             spec,
             env,
@@ -280,9 +270,7 @@ impl Store {
             author,
             now_ms,
         } = new;
-        let old = self.state.clone();
         let record = self
-            .state
             .services
             .entry(spec.name.as_str().to_owned())
             .or_insert_with(|| ServiceRecord {
@@ -304,15 +292,13 @@ impl Store {
             env,
         });
         trim(record);
-        self.commit_or(old)?;
-        Ok(number)
+        number
     }
 
     /// Makes `number` the active revision of `service`; the previous active
     /// one becomes superseded.
-    pub fn activate(&mut self, service: &str, number: u64) -> Result<(), StateError> {
-        let old = self.state.clone();
-        if let Some(record) = self.state.services.get_mut(service) {
+    pub fn activate(&mut self, service: &str, number: u64) {
+        if let Some(record) = self.services.get_mut(service) {
             let previous = record.active;
             if previous != number
                 && let Some(prev) = record.revision_mut(previous)
@@ -324,63 +310,61 @@ impl Store {
             }
             record.active = number;
         }
-        self.commit_or(old)
     }
 
     /// Marks a pending revision failed with `error`. A service whose very
     /// first deploy failed is forgotten: nothing of it ever ran.
-    pub fn fail(&mut self, service: &str, number: u64, error: &str) -> Result<(), StateError> {
-        let old = self.state.clone();
-        let forget = match self.state.services.get_mut(service) {
+    pub fn fail(&mut self, service: &str, number: u64, error: &str) {
+        self.end_pending(service, number, RevisionStatus::Failed, error);
+    }
+
+    /// Marks a pending revision interrupted (the agent shut down during its
+    /// deploy and brought the previous revision back), saying why. As with
+    /// [`StateFile::fail`], a service whose first deploy it was is forgotten.
+    pub fn interrupt(&mut self, service: &str, number: u64, why: &str) {
+        self.end_pending(service, number, RevisionStatus::Interrupted, why);
+    }
+
+    fn end_pending(&mut self, service: &str, number: u64, status: RevisionStatus, why: &str) {
+        let forget = match self.services.get_mut(service) {
             Some(record) => {
                 if let Some(rev) = record.revision_mut(number) {
-                    rev.status = RevisionStatus::Failed;
-                    rev.error = Some(error.to_owned());
+                    rev.status = status;
+                    rev.error = Some(why.to_owned());
                 }
                 record.active == 0
             }
             None => false,
         };
         if forget {
-            self.state.services.remove(service);
+            self.services.remove(service);
         }
-        self.commit_or(old)
     }
 
     /// Fills in the env of a revision that has none (made before envs were
-    /// kept), from the file its containers read.
-    pub fn adopt_env(&mut self, service: &str, number: u64, env: Vars) -> Result<(), StateError> {
-        let old = self.state.clone();
-        match self
-            .state
-            .services
-            .get_mut(service)
-            .and_then(|r| r.revision_mut(number))
-        {
-            Some(rev) if rev.env.is_none() => rev.env = Some(env),
-            _ => return Ok(()),
+    /// kept), from the file its containers read. False when there was
+    /// nothing to fill in.
+    pub fn adopt_env(&mut self, service: &str, number: u64, env: Vars) -> bool {
+        match self.services.get_mut(service).and_then(|r| r.revision_mut(number)) {
+            Some(rev) if rev.env.is_none() => {
+                rev.env = Some(env);
+                true
+            }
+            _ => false,
         }
-        self.commit_or(old)
     }
 
-    /// Forgets a service.
-    pub fn remove(&mut self, service: &str) -> Result<bool, StateError> {
-        let old = self.state.clone();
-        let existed = self.state.services.remove(service).is_some();
-        if !existed {
-            return Ok(false);
-        }
-        self.commit_or(old)?;
-        Ok(true)
+    /// Forgets a service; false when it was not there.
+    pub fn remove(&mut self, service: &str) -> bool {
+        self.services.remove(service).is_some()
     }
 
     /// After an agent restart: deploys that were under way never finished.
     /// Their revisions become interrupted (the previous revision stays
     /// desired), and services whose first deploy was cut short are dropped.
-    pub fn settle_interrupted(&mut self) -> Result<Vec<(String, u64)>, StateError> {
-        let old = self.state.clone();
+    pub fn settle_interrupted(&mut self) -> Vec<(String, u64)> {
         let mut settled = Vec::new();
-        for (name, record) in &mut self.state.services {
+        for (name, record) in &mut self.services {
             for rev in &mut record.revisions {
                 if rev.status == RevisionStatus::Pending {
                     rev.status = RevisionStatus::Interrupted;
@@ -388,23 +372,8 @@ impl Store {
                 }
             }
         }
-        self.state.services.retain(|_, r| r.active != 0);
-        if settled.is_empty() {
-            return Ok(settled);
-        }
-        self.commit_or(old)?;
-        Ok(settled)
-    }
-
-    /// Writes the state; on failure restores `old` in memory so memory and
-    /// disk never disagree about what was acknowledged.
-    fn commit_or(&mut self, old: StateFile) -> Result<(), StateError> {
-        self.state.version = FORMAT_VERSION;
-        if let Err(e) = write_atomic(&self.dir.join(FILE_NAME), &self.state) {
-            self.state = old;
-            return Err(e);
-        }
-        Ok(())
+        self.services.retain(|_, r| r.active != 0);
+        settled
     }
 }
 
@@ -449,27 +418,37 @@ mod tests {
         berth_core::spec::parse(&format!("name = \"{name}\"\nimage = \"{image}\"\n")).expect("spec")
     }
 
+    fn pending(state: &mut StateFile, name: &str, image: &str, reason: &str, now_ms: u64) -> u64 {
+        state.add(
+            NewRevision {
+                spec: spec(name, image),
+                env: None,
+                env_keys_changed: Vec::new(),
+                reason: reason.to_owned(),
+                author: "alice".to_owned(),
+                now_ms,
+            },
+            RevisionStatus::Pending,
+        )
+    }
+
     #[test]
     fn revisions_survive_reopen_and_rollback_target_skips_failures() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut store, loaded) = Store::open(dir.path()).expect("open");
+        let (disk, mut state, loaded) = StateDir::open(dir.path()).expect("open");
         assert_eq!(loaded, Loaded::Fresh);
-        let r1 = store
-            .add_pending(spec("web", "app:v1"), "apply", "alice", 1)
-            .expect("add");
-        store.activate("web", r1).expect("activate");
-        let r2 = store
-            .add_pending(spec("web", "app:v2"), "deploy", "alice", 2)
-            .expect("add");
-        store.activate("web", r2).expect("activate");
-        let r3 = store
-            .add_pending(spec("web", "app:bad"), "deploy", "alice", 3)
-            .expect("add");
-        store.fail("web", r3, "unhealthy").expect("fail");
+        let r1 = pending(&mut state, "web", "app:v1", "apply", 1);
+        state.activate("web", r1);
+        let r2 = pending(&mut state, "web", "app:v2", "deploy", 2);
+        state.activate("web", r2);
+        let r3 = pending(&mut state, "web", "app:bad", "deploy", 3);
+        state.fail("web", r3, "unhealthy");
+        disk.write(&state).expect("write");
 
-        let (store, loaded) = Store::open(dir.path()).expect("reopen");
+        let (_, state, loaded) = StateDir::open(dir.path()).expect("reopen");
         assert_eq!(loaded, Loaded::Ok);
-        let web = store.service("web").expect("web");
+        assert_eq!(state.version, FORMAT_VERSION);
+        let web = state.service("web").expect("web");
         assert_eq!(web.active, 2);
         assert_eq!(web.revision(1).map(|r| r.status), Some(RevisionStatus::Superseded));
         assert_eq!(web.revision(3).map(|r| r.status), Some(RevisionStatus::Failed));
@@ -477,68 +456,85 @@ mod tests {
     }
 
     #[test]
-    fn failed_first_deploy_leaves_nothing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (mut store, _) = Store::open(dir.path()).expect("open");
-        let r = store.add_pending(spec("w", "app:bad"), "apply", "a", 1).expect("add");
-        store.fail("w", r, "boom").expect("fail");
-        assert!(store.service("w").is_none());
+    fn failed_or_interrupted_first_deploy_leaves_nothing() {
+        let mut state = StateFile::default();
+        let r = pending(&mut state, "w", "app:bad", "apply", 1);
+        state.fail("w", r, "boom");
+        assert!(state.service("w").is_none());
+        let r = pending(&mut state, "w", "app:v1", "apply", 2);
+        state.interrupt("w", r, "the agent shut down");
+        assert!(state.service("w").is_none());
+    }
+
+    #[test]
+    fn an_interrupted_deploy_keeps_the_previous_revision_and_says_why() {
+        let mut state = StateFile::default();
+        let r1 = pending(&mut state, "web", "app:v1", "apply", 1);
+        state.activate("web", r1);
+        let r2 = pending(&mut state, "web", "app:v2", "deploy", 2);
+        state.interrupt("web", r2, "the agent shut down during the deploy");
+        let web = state.service("web").expect("web");
+        assert_eq!(web.active, r1);
+        let r2 = web.revision(r2).expect("kept");
+        assert_eq!(r2.status, RevisionStatus::Interrupted);
+        assert_eq!(r2.error.as_deref(), Some("the agent shut down during the deploy"));
+        assert_eq!(web.previous(), None, "an interrupted revision never ran");
     }
 
     #[test]
     fn interrupted_deploys_settle_to_the_previous_revision() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut store, _) = Store::open(dir.path()).expect("open");
-        let r1 = store.add_pending(spec("web", "app:v1"), "apply", "a", 1).expect("add");
-        store.activate("web", r1).expect("activate");
-        store.add_pending(spec("web", "app:v2"), "deploy", "a", 2).expect("add");
-        store.add_pending(spec("new", "app:v1"), "apply", "a", 3).expect("add");
-        let (mut store, _) = Store::open(dir.path()).expect("reopen");
-        let settled = store.settle_interrupted().expect("settle");
+        let (disk, mut state, _) = StateDir::open(dir.path()).expect("open");
+        let r1 = pending(&mut state, "web", "app:v1", "apply", 1);
+        state.activate("web", r1);
+        pending(&mut state, "web", "app:v2", "deploy", 2);
+        pending(&mut state, "new", "app:v1", "apply", 3);
+        disk.write(&state).expect("write");
+        let (_, mut state, _) = StateDir::open(dir.path()).expect("reopen");
+        let settled = state.settle_interrupted();
         assert_eq!(settled.len(), 2);
-        assert_eq!(store.service("web").map(|r| r.active), Some(1));
-        assert!(store.service("new").is_none());
+        assert_eq!(state.service("web").map(|r| r.active), Some(1));
+        assert!(state.service("new").is_none());
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vars {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
-    fn with_env(store: &mut Store, vars: Vars, status: RevisionStatus) -> u64 {
-        store
-            .add(
-                NewRevision {
-                    spec: spec("web", "app:v1"),
-                    env: Some(vars),
-                    env_keys_changed: vec!["A".into()],
-                    reason: "env set".into(),
-                    author: "a".into(),
-                    now_ms: 1,
-                },
-                status,
-            )
-            .expect("add")
+    fn with_env(state: &mut StateFile, vars: Vars, status: RevisionStatus) -> u64 {
+        state.add(
+            NewRevision {
+                spec: spec("web", "app:v1"),
+                env: Some(vars),
+                env_keys_changed: vec!["A".into()],
+                reason: "env set".into(),
+                author: "a".into(),
+                now_ms: 1,
+            },
+            status,
+        )
     }
 
     #[test]
     fn the_current_env_is_the_newest_active_or_recorded_one() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut store, _) = Store::open(dir.path()).expect("open");
-        let r1 = with_env(&mut store, env(&[("A", "1")]), RevisionStatus::Pending);
-        store.activate("web", r1).expect("activate");
-        let r2 = with_env(&mut store, env(&[("A", "2")]), RevisionStatus::Recorded);
-        let r3 = with_env(&mut store, env(&[("A", "3")]), RevisionStatus::Pending);
-        store.fail("web", r3, "unhealthy").expect("fail");
-        let web = store.service("web").expect("web");
+        let (disk, mut state, _) = StateDir::open(dir.path()).expect("open");
+        let r1 = with_env(&mut state, env(&[("A", "1")]), RevisionStatus::Pending);
+        state.activate("web", r1);
+        let r2 = with_env(&mut state, env(&[("A", "2")]), RevisionStatus::Recorded);
+        let r3 = with_env(&mut state, env(&[("A", "3")]), RevisionStatus::Pending);
+        state.fail("web", r3, "unhealthy");
+        let web = state.service("web").expect("web");
         assert_eq!(web.active, r1, "recording does not change what runs");
         assert_eq!(web.env_revision().map(|r| r.number), Some(r2));
         assert_eq!(web.revision(r2).map(|r| r.status.as_str()), Some("recorded"));
         assert_eq!(web.previous(), None, "a recorded revision never ran");
         // A later deploy folds the recorded change in.
-        let r4 = with_env(&mut store, env(&[("A", "2")]), RevisionStatus::Pending);
-        store.activate("web", r4).expect("activate");
-        let (store, _) = Store::open(dir.path()).expect("reopen");
-        let web = store.service("web").expect("web");
+        let r4 = with_env(&mut state, env(&[("A", "2")]), RevisionStatus::Pending);
+        state.activate("web", r4);
+        disk.write(&state).expect("write");
+        let (_, state, _) = StateDir::open(dir.path()).expect("reopen");
+        let web = state.service("web").expect("web");
         assert_eq!(web.env_revision().map(|r| r.number), Some(r4));
         assert_eq!(web.revision(r4).and_then(|r| r.env.clone()), Some(env(&[("A", "2")])));
         assert_eq!(web.previous().map(|r| r.number), Some(r1));
@@ -546,20 +542,19 @@ mod tests {
 
     #[test]
     fn revisions_without_an_env_adopt_the_file_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (mut store, _) = Store::open(dir.path()).expect("open");
-        let r1 = store.add_pending(spec("web", "app:v1"), "apply", "a", 1).expect("add");
-        store.activate("web", r1).expect("activate");
+        let mut state = StateFile::default();
+        let r1 = pending(&mut state, "web", "app:v1", "apply", 1);
+        state.activate("web", r1);
         assert_eq!(
-            store
+            state
                 .service("web")
                 .and_then(|w| w.revision(r1))
                 .map(|r| r.env.is_none()),
             Some(true)
         );
-        store.adopt_env("web", r1, env(&[("A", "1")])).expect("adopt");
-        store.adopt_env("web", r1, env(&[("A", "other")])).expect("no-op");
-        let kept = store
+        assert!(state.adopt_env("web", r1, env(&[("A", "1")])));
+        assert!(!state.adopt_env("web", r1, env(&[("A", "other")])), "no-op");
+        let kept = state
             .service("web")
             .and_then(|w| w.revision(r1))
             .and_then(|r| r.env.clone());
@@ -570,20 +565,34 @@ mod tests {
     fn corrupt_file_is_reported_not_fatal() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join(FILE_NAME), b"{ not json").expect("write");
-        let (store, loaded) = Store::open(dir.path()).expect("open must not fail");
+        let (_, state, loaded) = StateDir::open(dir.path()).expect("open must not fail");
         assert!(matches!(loaded, Loaded::Corrupt(_)));
-        assert!(store.state().services.is_empty());
+        assert!(state.services.is_empty());
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_previous_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (disk, mut state, _) = StateDir::open(dir.path()).expect("open");
+        let r1 = pending(&mut state, "web", "app:v1", "apply", 1);
+        state.activate("web", r1);
+        disk.write(&state).expect("write");
+        // A directory where the temp file goes makes the next write fail.
+        std::fs::create_dir(dir.path().join("state.json.tmp")).expect("block the temp file");
+        pending(&mut state, "web", "app:v2", "deploy", 2);
+        assert!(disk.write(&state).is_err());
+        let (_, on_disk, _) = StateDir::open(dir.path()).expect("reopen");
+        assert_eq!(on_disk.service("web").map(|w| w.revisions.len()), Some(1));
     }
 
     #[test]
     fn revision_numbers_are_never_reused_and_history_is_bounded() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (mut store, _) = Store::open(dir.path()).expect("open");
+        let mut state = StateFile::default();
         for i in 0..(MAX_REVISIONS as u64 + 10) {
-            let n = store.add_pending(spec("w", "app:v1"), "apply", "a", i).expect("add");
-            store.activate("w", n).expect("activate");
+            let n = pending(&mut state, "w", "app:v1", "apply", i);
+            state.activate("w", n);
         }
-        let w = store.service("w").expect("w");
+        let w = state.service("w").expect("w");
         assert_eq!(w.revisions.len(), MAX_REVISIONS);
         assert_eq!(w.active, MAX_REVISIONS as u64 + 10);
         assert_eq!(w.next_revision, MAX_REVISIONS as u64 + 11);

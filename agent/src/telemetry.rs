@@ -4,7 +4,8 @@
 //! journald with their fields, through `systemd-journal-logger`, which is a
 //! `log` backend; tracing reaches it through tracing's `log` feature, which
 //! forwards events as `log` records when no tracing subscriber is installed.
-//! Anywhere else a tracing subscriber writes text or JSON to stderr.
+//! Anywhere else a tracing subscriber writes text or JSON to stderr. Called
+//! once by `main.rs` before the runtime starts; nothing to shut down.
 
 use tracing_subscriber::EnvFilter;
 

@@ -3,7 +3,8 @@
 //! Owns loading the agent's certificate, key and client CA into a rustls
 //! `ServerConfig` that *requires* a client certificate signed by that CA.
 //! Who the caller is, read from its verified certificate, is the contract in
-//! [`berth_core::identity`].
+//! [`berth_core::identity`]. Read once at start (a bad file stops the
+//! agent before it listens); no task.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

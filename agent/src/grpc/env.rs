@@ -11,7 +11,8 @@ use berth_proto::v1::env_server::Env;
 use berth_proto::v1::{DeployEvent, EnvVar, GetEnvRequest, GetEnvResponse, SetEnvRequest, UnsetEnvRequest};
 use tonic::{Request, Response, Status};
 
-use super::services::{BoxStream, SupervisorSlot, deploy_stream, status};
+use super::services::{BoxStream, Streams, deploy_stream, status};
+use crate::supervisor::Supervisor;
 use crate::supervisor::env::EnvEdit;
 use berth_core::envfile::{self, Vars};
 use berth_core::identity::Role;
@@ -22,13 +23,19 @@ pub const MASK: &str = "****";
 
 /// The Env API.
 pub struct EnvApi {
-    slot: SupervisorSlot,
+    sup: Supervisor,
+    streams: Streams,
 }
 
 impl EnvApi {
-    /// Serves the supervisor in `slot`.
-    pub fn new(slot: SupervisorSlot) -> Self {
-        EnvApi { slot }
+    /// Serves `sup`; change streams run on `streams`.
+    pub fn new(sup: Supervisor, streams: Streams) -> Self {
+        EnvApi { sup, streams }
+    }
+
+    fn ready(&self) -> Result<Supervisor, Status> {
+        self.sup.engine().map_err(status)?;
+        Ok(self.sup.clone())
     }
 }
 
@@ -61,22 +68,22 @@ impl Env for EnvApi {
 
     async fn set_env(&self, request: Request<SetEnvRequest>) -> Result<Response<Self::SetEnvStream>, Status> {
         let who = super::require_operator(&request)?;
-        let sup = self.slot.get()?;
+        let sup = self.ready()?;
         let req = request.into_inner();
         let edit = edit_of(&req)?;
-        Ok(Response::new(deploy_stream(move |p| async move {
+        Ok(Response::new(deploy_stream(&self.streams, move |p| async move {
             sup.change_env(&req.service, edit, &who.name, p).await
         })))
     }
 
     async fn unset_env(&self, request: Request<UnsetEnvRequest>) -> Result<Response<Self::UnsetEnvStream>, Status> {
         let who = super::require_operator(&request)?;
-        let sup = self.slot.get()?;
+        let sup = self.ready()?;
         let req = request.into_inner();
         for k in &req.keys {
             envfile::check_var(k, "").map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
-        Ok(Response::new(deploy_stream(move |p| async move {
+        Ok(Response::new(deploy_stream(&self.streams, move |p| async move {
             sup.change_env(&req.service, EnvEdit::Unset(req.keys), &who.name, p)
                 .await
         })))
@@ -93,10 +100,9 @@ impl Env for EnvApi {
                 who.role.as_str()
             )));
         }
-        let sup = self.slot.get()?;
-        let view = sup.env_view(&req.service).map_err(status)?;
+        let view = self.sup.env_view(&req.service).map_err(status)?;
         if req.reveal {
-            sup.audit().record(
+            self.sup.audit().record(
                 &who.name,
                 "env reveal",
                 &req.service,

@@ -1,4 +1,7 @@
-//! The `berth.v1.Host` service: `GetInfo`.
+//! The `berth.v1.Host` service: `GetInfo`, from host facts read once at
+//! start, Docker's version (cached by [`crate::hostinfo::DockerProbe`]),
+//! the agent's capabilities and the caller's identity. Unary; nothing to
+//! shut down.
 
 use berth_proto::v1::host_server::Host;
 use berth_proto::v1::{Caller, GetInfoRequest, HostInfo};

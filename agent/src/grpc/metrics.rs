@@ -1,13 +1,14 @@
 //! The `berth.v1.Metrics` service: `WatchMetrics`, a stream of snapshots at
 //! the agent's collection interval, as a thin adapter over the
-//! [`MetricsHub`](crate::metrics::MetricsHub).
+//! [`MetricsHub`].
 //!
-//! Each watcher gets its own forwarding task that reads the newest snapshot
-//! whenever the client has taken the previous one. Collection never waits
-//! for a watcher: a slow one skips snapshots and the next one it gets says
-//! how many in `dropped`. The stream starts with the newest snapshot (so a
-//! one-shot `berthctl metrics` answers at once), and ends when the client
-//! hangs up, the agent shuts down, or the collector stops.
+//! Each watcher gets its own forwarding task, on the agent's tracker, that
+//! reads the newest snapshot whenever the client has taken the previous
+//! one. Collection never waits for a watcher: a slow one skips snapshots
+//! and the next one it gets says how many in `dropped`. The stream starts
+//! with the newest snapshot (so a one-shot `berthctl metrics` answers at
+//! once), and ends when the client hangs up, the agent shuts down, or the
+//! collector stops.
 
 use std::pin::Pin;
 
@@ -16,21 +17,22 @@ use berth_proto::v1::{self as pb, MetricsSnapshot, WatchMetricsRequest};
 use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use super::services::Streams;
 use crate::metrics::{MetricsHub, Snapshot, wanted};
 
 /// The Metrics API.
 pub struct MetricsApi {
     hub: MetricsHub,
-    cancel: CancellationToken,
+    streams: Streams,
 }
 
 impl MetricsApi {
-    /// Serves snapshots from `hub`; streams end when `cancel` fires.
-    pub fn new(hub: MetricsHub, cancel: CancellationToken) -> Self {
-        MetricsApi { hub, cancel }
+    /// Serves snapshots from `hub`; streams run on `streams` and end when
+    /// the agent shuts down.
+    pub fn new(hub: MetricsHub, streams: Streams) -> Self {
+        MetricsApi { hub, streams }
     }
 }
 
@@ -110,11 +112,11 @@ impl Metrics for MetricsApi {
         super::caller(&request)?;
         let filter = request.into_inner().services;
         let mut rx = self.hub.subscribe();
-        let cancel = self.cancel.clone();
+        let cancel = self.streams.cancel.clone();
         // One message in flight per watcher: anything more would only be
         // stale by the time a slow client reads it.
         let (tx, out) = mpsc::channel(1);
-        tokio::spawn(async move {
+        self.streams.tracker.spawn(async move {
             let mut last_sent: Option<u64> = None;
             loop {
                 let snapshot = rx.borrow_and_update().clone();

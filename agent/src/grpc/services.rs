@@ -1,13 +1,16 @@
-//! The `berth.v1.Services` service: thin adapters over the [`Supervisor`].
+//! The `berth.v1.Services` service: thin adapters over the [`Supervisor`]
+//! handle.
 //!
 //! Owns proto↔domain conversions for services and the mapping of
 //! [`SupervisorError`] to gRPC status codes. Mutating calls need an operator
-//! certificate. Streaming calls run their work on a spawned task feeding a
-//! bounded channel; a deploy keeps going if the caller hangs up, since
-//! stopping half-way would leave the host worse off.
+//! certificate. Streaming calls feed a bounded channel from a task on the
+//! agent's tracker; a deploy keeps going if the caller hangs up, since
+//! stopping half-way would leave the host worse off. Every stream ends when
+//! the agent shuts down: `WatchEvents` and `Logs -f` at once, a deploy's
+//! once the deploy has settled (which shutdown makes prompt).
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use berth_proto::v1::services_server::Services;
 use berth_proto::v1::{
@@ -16,9 +19,12 @@ use berth_proto::v1::{
     WatchEventsRequest, deploy_event,
 };
 use futures::{Stream, StreamExt as _};
-use tokio::sync::{OnceCell, broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::supervisor::deploy::{Outcome, Progress, ProgressTx};
 use crate::supervisor::{ServiceView, Supervisor, SupervisorError};
@@ -27,33 +33,12 @@ use crate::supervisor::{ServiceView, Supervisor, SupervisorError};
 /// (the final result is always delivered).
 const DEPLOY_STREAM: usize = 64;
 
-/// The supervisor once Docker has been reached; calls before then get
-/// UNAVAILABLE with the reason.
-#[derive(Clone, Default)]
-pub struct SupervisorSlot {
-    cell: Arc<OnceCell<Arc<Supervisor>>>,
-    waiting_for: Arc<Mutex<String>>,
-}
+/// Events buffered per `WatchEvents` caller between the bus and the wire.
+const EVENT_STREAM: usize = 64;
 
-impl SupervisorSlot {
-    /// Installs the supervisor.
-    pub fn set(&self, sup: Arc<Supervisor>) {
-        let _ = self.cell.set(sup);
-    }
-
-    /// Records why the supervisor is not there yet.
-    pub fn waiting(&self, why: String) {
-        *self.waiting_for.lock().unwrap_or_else(|p| p.into_inner()) = why;
-    }
-
-    /// The supervisor, or UNAVAILABLE saying what the agent waits for.
-    pub fn get(&self) -> Result<Arc<Supervisor>, Status> {
-        self.cell.get().cloned().ok_or_else(|| {
-            let why = self.waiting_for.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            Status::unavailable(format!("the agent is not supervising services yet: {why}"))
-        })
-    }
-}
+/// Once the agent shuts down, how long a stream waits for a caller that
+/// does not read before it gives up on the rest.
+const FLUSH_ON_SHUTDOWN: Duration = Duration::from_secs(2);
 
 /// Maps supervisor errors to gRPC codes, in one place.
 pub fn status(e: SupervisorError) -> Status {
@@ -61,54 +46,89 @@ pub fn status(e: SupervisorError) -> Status {
         SupervisorError::Invalid(m) => Status::invalid_argument(m),
         SupervisorError::NotFound(m) => Status::not_found(m),
         SupervisorError::Refused(m) => Status::failed_precondition(m),
+        SupervisorError::Unavailable(m) => Status::unavailable(m),
         SupervisorError::Internal(m) => Status::internal(m),
     }
 }
 
 /// The Services API.
 pub struct ServicesApi {
-    slot: SupervisorSlot,
+    sup: Supervisor,
+    streams: Streams,
 }
 
 impl ServicesApi {
-    /// Serves the supervisor in `slot`.
-    pub fn new(slot: SupervisorSlot) -> Self {
-        ServicesApi { slot }
+    /// Serves `sup`; stream tasks run on `streams`.
+    pub fn new(sup: Supervisor, streams: Streams) -> Self {
+        ServicesApi { sup, streams }
     }
+}
+
+/// Where streaming calls run their forwarding tasks, and when they end.
+#[derive(Clone)]
+pub struct Streams {
+    /// The agent's tracker.
+    pub tracker: TaskTracker,
+    /// Fires when the agent shuts down.
+    pub cancel: CancellationToken,
 }
 
 /// A boxed response stream.
 pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// Runs a deploy-like call on its own task and streams its progress and
-/// result. Errors raised before anything changed end the stream with that
-/// status instead of a result.
-pub fn deploy_stream<F, Fut>(run: F) -> BoxStream<DeployEvent>
+/// Runs a deploy-like call and streams its progress and result, from a
+/// task on the tracker. Errors raised before anything changed end the
+/// stream with that status instead of a result. The stream ends with the
+/// result; on shutdown the call settles promptly, and a caller that stops
+/// reading then loses what it has not read after [`FLUSH_ON_SHUTDOWN`].
+pub fn deploy_stream<F, Fut>(streams: &Streams, run: F) -> BoxStream<DeployEvent>
 where
     F: FnOnce(ProgressTx) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<Outcome, SupervisorError>> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel::<Result<DeployEvent, Status>>(DEPLOY_STREAM);
     let (ptx, mut prx) = mpsc::channel::<Progress>(DEPLOY_STREAM);
-    let forward_tx = tx.clone();
-    let forward = tokio::spawn(async move {
-        while let Some(p) = prx.recv().await {
-            let _ = forward_tx.send(Ok(progress_event(p))).await;
+    let cancel = streams.cancel.clone();
+    streams.tracker.spawn(
+        async move {
+            let work = run(ProgressTx::new(Some(ptx)));
+            tokio::pin!(work);
+            let result = loop {
+                tokio::select! {
+                    // All progress first, then the result.
+                    biased;
+                    Some(p) = prx.recv() => { send(&tx, Ok(progress_event(p)), &cancel).await; }
+                    result = &mut work => break result,
+                }
+            };
+            while let Ok(p) = prx.try_recv() {
+                send(&tx, Ok(progress_event(p)), &cancel).await;
+            }
+            let item = match result {
+                Ok(outcome) => Ok(DeployEvent {
+                    event: Some(deploy_event::Event::Result(result_of(outcome))),
+                }),
+                Err(e) => Err(status(e)),
+            };
+            send(&tx, item, &cancel).await;
         }
-    });
-    tokio::spawn(async move {
-        let result = run(ProgressTx::new(Some(ptx))).await;
-        // All progress first, then the result.
-        let _ = forward.await;
-        let item = match result {
-            Ok(outcome) => Ok(DeployEvent {
-                event: Some(deploy_event::Event::Result(result_of(outcome))),
-            }),
-            Err(e) => Err(status(e)),
-        };
-        let _ = tx.send(item).await;
-    });
+        .instrument(tracing::Span::current()),
+    );
     Box::pin(ReceiverStream::new(rx))
+}
+
+/// Sends `item` to a stream's caller; after shutdown began, gives up on a
+/// caller that does not read within [`FLUSH_ON_SHUTDOWN`]. False when the
+/// item was not delivered.
+async fn send<T>(tx: &mpsc::Sender<T>, item: T, cancel: &CancellationToken) -> bool {
+    let gave_up = async {
+        cancel.cancelled().await;
+        tokio::time::sleep(FLUSH_ON_SHUTDOWN).await;
+    };
+    tokio::select! {
+        sent = tx.send(item) => sent.is_ok(),
+        () = gave_up => false,
+    }
 }
 
 fn progress_event(p: Progress) -> DeployEvent {
@@ -182,6 +202,14 @@ pub fn status_of(v: ServiceView) -> ServiceStatus {
     }
 }
 
+impl ServicesApi {
+    /// The supervisor, if it runs; UNAVAILABLE with the reason otherwise.
+    fn ready(&self) -> Result<Supervisor, Status> {
+        self.sup.engine().map_err(status)?;
+        Ok(self.sup.clone())
+    }
+}
+
 #[tonic::async_trait]
 impl Services for ServicesApi {
     type ApplyStream = BoxStream<DeployEvent>;
@@ -193,47 +221,46 @@ impl Services for ServicesApi {
 
     async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<Self::ApplyStream>, Status> {
         let who = super::require_operator(&request)?;
-        let sup = self.slot.get()?;
+        let sup = self.ready()?;
         let spec = berth_core::spec::parse(&request.into_inner().spec_toml)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        Ok(Response::new(deploy_stream(move |p| async move {
+        Ok(Response::new(deploy_stream(&self.streams, move |p| async move {
             sup.apply_spec(spec, &who.name, p).await
         })))
     }
 
     async fn deploy(&self, request: Request<DeployRequest>) -> Result<Response<Self::DeployStream>, Status> {
         let who = super::require_operator(&request)?;
-        let sup = self.slot.get()?;
+        let sup = self.ready()?;
         let req = request.into_inner();
-        Ok(Response::new(deploy_stream(move |p| async move {
+        Ok(Response::new(deploy_stream(&self.streams, move |p| async move {
             sup.deploy_image(&req.service, &req.image, &who.name, p).await
         })))
     }
 
     async fn rollback(&self, request: Request<RollbackRequest>) -> Result<Response<Self::RollbackStream>, Status> {
         let who = super::require_operator(&request)?;
-        let sup = self.slot.get()?;
+        let sup = self.ready()?;
         let req = request.into_inner();
         let to = (req.to_revision != 0).then_some(req.to_revision);
-        Ok(Response::new(deploy_stream(move |p| async move {
+        Ok(Response::new(deploy_stream(&self.streams, move |p| async move {
             sup.rollback(&req.service, to, &who.name, p).await
         })))
     }
 
     async fn restart(&self, request: Request<RestartRequest>) -> Result<Response<Self::RestartStream>, Status> {
         let who = super::require_operator(&request)?;
-        let sup = self.slot.get()?;
+        let sup = self.ready()?;
         let req = request.into_inner();
-        Ok(Response::new(deploy_stream(move |p| async move {
+        Ok(Response::new(deploy_stream(&self.streams, move |p| async move {
             sup.restart(&req.service, &who.name, p).await
         })))
     }
 
     async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
         let who = super::require_operator(&request)?;
-        let sup = self.slot.get()?;
         let service = request.into_inner().service;
-        let removed = sup.remove(&service, &who.name).await.map_err(status)?;
+        let removed = self.ready()?.remove(&service, &who.name).await.map_err(status)?;
         Ok(Response::new(RemoveResponse {
             containers_removed: removed,
         }))
@@ -241,15 +268,13 @@ impl Services for ServicesApi {
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<ServiceStatus>, Status> {
         super::caller(&request)?;
-        let sup = self.slot.get()?;
-        let view = sup.view(&request.into_inner().service).await.map_err(status)?;
+        let view = self.sup.view(&request.into_inner().service).await.map_err(status)?;
         Ok(Response::new(status_of(view)))
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
         super::caller(&request)?;
-        let sup = self.slot.get()?;
-        let views = sup.views().await.map_err(status)?;
+        let views = self.sup.views().await.map_err(status)?;
         Ok(Response::new(ListResponse {
             services: views.into_iter().map(status_of).collect(),
         }))
@@ -257,11 +282,8 @@ impl Services for ServicesApi {
 
     async fn history(&self, request: Request<HistoryRequest>) -> Result<Response<HistoryResponse>, Status> {
         super::caller(&request)?;
-        let sup = self.slot.get()?;
         let service = request.into_inner().service;
-        let record = sup
-            .record(&service)
-            .ok_or_else(|| Status::not_found(format!("no service named {service:?} on this host (see berthctl ps)")))?;
+        let record = self.sup.record(&service).map_err(status)?;
         let revisions = record
             .revisions
             .iter()
@@ -285,9 +307,8 @@ impl Services for ServicesApi {
 
     async fn logs(&self, request: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
         super::caller(&request)?;
-        let sup = self.slot.get()?;
         let req = request.into_inner();
-        let view = sup.view(&req.service).await.map_err(status)?;
+        let view = self.sup.view(&req.service).await.map_err(status)?;
         // The running container of the active revision, else the newest.
         let mut containers = view.containers;
         containers.sort_by_key(|c| {
@@ -300,14 +321,19 @@ impl Services for ServicesApi {
             .pop()
             .ok_or_else(|| Status::not_found(format!("{} has no container to read logs from", req.service)))?;
         let name = container.name.clone();
-        let stream = sup.engine().logs(&container.id, req.follow, req.tail).map(move |line| {
-            line.map(|l| LogLine {
-                stream: l.stream,
-                line: l.line,
-                container: name.clone(),
+        let engine = self.sup.engine().map_err(status)?;
+        let stream = engine
+            .logs(&container.id, req.follow, req.tail)
+            .map(move |line| {
+                line.map(|l| LogLine {
+                    stream: l.stream,
+                    line: l.line,
+                    container: name.clone(),
+                })
+                .map_err(|e| Status::unavailable(e.to_string()))
             })
-            .map_err(|e| Status::unavailable(e.to_string()))
-        });
+            // `logs -f` follows until the agent shuts down.
+            .take_until(self.streams.cancel.clone().cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -316,16 +342,23 @@ impl Services for ServicesApi {
         request: Request<WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         super::caller(&request)?;
-        let sup = self.slot.get()?;
+        self.sup.engine().map_err(status)?;
         let filter = request.into_inner().services;
-        let mut rx = sup.bus().subscribe();
-        let (tx, out) = mpsc::channel(64);
-        tokio::spawn(async move {
+        let mut rx = self.sup.bus().subscribe();
+        let (tx, out) = mpsc::channel(EVENT_STREAM);
+        let cancel = self.streams.cancel.clone();
+        self.streams.tracker.spawn(async move {
             loop {
-                let ev = match rx.recv().await {
+                let next = tokio::select! {
+                    // Shutdown ends the stream: the caller sees it close.
+                    _ = cancel.cancelled() => break,
+                    _ = tx.closed() => break,
+                    next = rx.recv() => next,
+                };
+                let ev = match next {
                     Ok(ev) => ev,
                     Err(broadcast::error::RecvError::Lagged(n)) => crate::events::Event {
-                        timestamp_ms: crate::hostinfo::now_ms(),
+                        timestamp_ms: crate::clock::now_ms(),
                         kind: "dropped",
                         service: String::new(),
                         revision: 0,
@@ -345,7 +378,7 @@ impl Services for ServicesApi {
                     message: ev.message,
                     severity: ev.severity.as_str().to_owned(),
                 };
-                if tx.send(Ok(msg)).await.is_err() {
+                if !send(&tx, Ok(msg), &cancel).await {
                     break;
                 }
             }

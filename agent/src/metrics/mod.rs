@@ -2,18 +2,20 @@
 //! container at `[metrics] interval` and publishes a [`Snapshot`].
 //!
 //! Inputs: `sysinfo` for the host ([`host`]), the cgroup filesystem for
-//! containers ([`cgroup`]; v1 or v2, found at start), and the supervisor's
-//! read-only view of services ([`crate::supervisor::MetricsTarget`]:
-//! which container is whose, restarts, OOM kills, health). Containers whose
-//! cgroup files cannot be read fall back to Docker's one-shot stats
-//! ([`dockerstats`]). No blocking Docker stats call is made otherwise.
+//! containers ([`cgroup`]; v1 or v2, found at start), and two `watch`
+//! channels ([`Inputs`]): the [`MetricsTarget`]s the supervisor publishes
+//! after every change (which container is whose, restarts, OOM kills,
+//! health), and the Docker client once the agent has reached Docker.
+//! Containers whose cgroup files cannot be read fall back to Docker's
+//! one-shot stats ([`dockerstats`]). No blocking Docker stats call is made
+//! otherwise.
 //!
 //! Output: the newest snapshot in a `tokio::sync::watch` channel. Readers
 //! (the `WatchMetrics` streams, the Prometheus endpoint in [`prometheus`],
-//! the StatsD pusher in [`statsd`], the memory-pressure policy in
-//! [`crate::limits`]) each look at the newest snapshot when they are ready;
-//! publishing never waits for any of them, so a slow reader only misses
-//! snapshots, and knows how many from the sequence numbers.
+//! the StatsD pusher in [`statsd`], the memory-pressure policy) each look
+//! at the newest snapshot when they are ready; publishing never waits for
+//! any of them, so a slow reader only misses snapshots, and knows how many
+//! from the sequence numbers.
 //!
 //! Shutdown: the collector stops on cancel and drops the sender, which
 //! ends every reader.
@@ -35,12 +37,42 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::config::{Config, MetricsConfig};
-use crate::grpc::services::SupervisorSlot;
-use crate::supervisor::MetricsTarget;
 
 /// Docker stats calls in flight at once during a fallback pass: enough to
 /// hide a round trip, few enough not to load dockerd.
 const STATS_CONCURRENCY: usize = 4;
+
+/// One desired service as the collector sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsTarget {
+    /// Service name.
+    pub service: String,
+    /// Active revision.
+    pub revision: u64,
+    /// Spec `priority` (lower is acted on first under memory pressure).
+    pub priority: i32,
+    /// Full id of its running container of the active revision, if any.
+    pub container_id: Option<String>,
+    /// Restarts by the agent since it started.
+    pub restarts: u32,
+    /// OOM kills seen since the agent started.
+    pub oom_kills: u32,
+    /// "healthy", "unhealthy", "starting", or "" without a health check.
+    pub health: String,
+    /// Why the memory-pressure policy holds it stopped, if it does.
+    pub held: Option<String>,
+    /// The spec's CPU limit in CPUs, if any.
+    pub cpus: Option<f64>,
+}
+
+/// What the collector reads besides the host: both are read afresh at
+/// every pass, so nothing is ever waited for.
+pub struct Inputs {
+    /// The services to sample, as the supervisor last published them.
+    pub targets: watch::Receiver<Arc<Vec<MetricsTarget>>>,
+    /// The Docker client for the stats fallback; `None` until Docker is reached.
+    pub docker: watch::Receiver<Option<bollard::Docker>>,
+}
 
 /// The host at one instant.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -297,7 +329,7 @@ pub fn cpu_percent(prev_usage_ns: Option<u64>, prev_at: Option<Instant>, usage_n
 /// Starts the collector on `tracker`; returns the hub readers subscribe to.
 pub fn spawn(
     config: &Config,
-    slot: SupervisorSlot,
+    inputs: Inputs,
     tracker: &tokio_util::task::TaskTracker,
     cancel: CancellationToken,
 ) -> MetricsHub {
@@ -305,14 +337,15 @@ pub fn spawn(
     let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
     let interval = config.metrics.interval.as_std();
     let metrics_config = config.metrics.clone();
-    tracker.spawn(collect_loop(metrics_config, interval, slot, tx, cancel).instrument(tracing::info_span!("metrics")));
+    tracker
+        .spawn(collect_loop(metrics_config, interval, inputs, tx, cancel).instrument(tracing::info_span!("metrics")));
     MetricsHub { rx }
 }
 
 async fn collect_loop(
     config: MetricsConfig,
     interval: Duration,
-    slot: SupervisorSlot,
+    inputs: Inputs,
     tx: watch::Sender<Arc<Snapshot>>,
     cancel: CancellationToken,
 ) {
@@ -327,8 +360,8 @@ async fn collect_loop(
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let sup = slot.get().ok();
-        let targets = sup.as_ref().map(|s| s.metrics_targets()).unwrap_or_default();
+        let targets: Vec<MetricsTarget> = inputs.targets.borrow().as_ref().clone();
+        let docker = inputs.docker.borrow().clone();
         let state = files.take().unwrap_or_else(|| FileState::new(&config));
         let version = state.version;
         let shared_targets = targets.clone();
@@ -355,9 +388,8 @@ async fn collect_loop(
             .filter_map(|(t, _)| t.container_id.clone())
             .collect();
         let mut fallback: HashMap<String, cgroup::Raw> = HashMap::new();
-        if let (false, Some(sup)) = (fallback_ids.is_empty(), sup.as_ref()) {
+        if let (false, Some(docker)) = (fallback_ids.is_empty(), docker) {
             let t = Instant::now();
-            let docker = sup.engine().docker().clone();
             let results: Vec<(String, Result<cgroup::Raw, String>)> = futures::stream::iter(fallback_ids)
                 .map(|id| {
                     let docker = docker.clone();
@@ -444,7 +476,7 @@ async fn collect_loop(
         seq += 1;
         let snapshot = Snapshot {
             seq,
-            timestamp_ms: crate::hostinfo::now_ms(),
+            timestamp_ms: crate::clock::now_ms(),
             host,
             containers,
             source,

@@ -5,13 +5,20 @@
 //! checks what serde cannot (paths present, intervals in range). Defaults
 //! live here and only here; every system path is a field so tests and the
 //! quickstart run unprivileged in a temp dir.
+//!
+//! This file holds the keys (one type per table, a `///` on every field:
+//! it is the user documentation) and their defaults; `load.rs` reads and
+//! checks a file ([`Config::load`]). Read once at start; owns no task.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::str::FromStr as _;
 
 use serde::Deserialize;
 
-use berth_core::units::Duration;
+use berth_core::units::{ByteSize, Duration};
+
+mod load;
 
 /// Where the agent looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/agent.toml";
@@ -233,6 +240,46 @@ pub struct LimitsConfig {
     pub kernel_log: PathBuf,
 }
 
+/// The available-memory level under which the host is under pressure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MemoryThreshold {
+    /// An absolute amount.
+    Bytes(u64),
+    /// A share of total memory, 0-100.
+    Percent(f64),
+}
+
+impl MemoryThreshold {
+    /// Parses `"500m"`, `"2g"` or `"5%"`; `""` is `None` (policy off). The
+    /// error reads as a sentence for the config's `key: message`.
+    pub fn parse(text: &str) -> Result<Option<Self>, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let bad =
+            || format!("{text:?}: expected a size like 500m or 2g, or a share of memory like 5%, or \"\" for off");
+        if let Some(p) = text.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad());
+            }
+            return Ok(Some(MemoryThreshold::Percent(p)));
+        }
+        ByteSize::from_str(text)
+            .map(|b| Some(MemoryThreshold::Bytes(b.bytes())))
+            .map_err(|_| bad())
+    }
+
+    /// The threshold in bytes for a host with `total` bytes of memory.
+    pub fn bytes(self, total: u64) -> u64 {
+        match self {
+            MemoryThreshold::Bytes(b) => b,
+            MemoryThreshold::Percent(p) => (total as f64 * p / 100.0) as u64,
+        }
+    }
+}
+
 /// What the memory-pressure policy does to a service.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -415,270 +462,5 @@ impl Default for LogConfig {
             format: defaults::log_format(),
             level: defaults::log_level(),
         }
-    }
-}
-
-impl Config {
-    /// Reads, parses and validates the config file at `path`.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, path)
-    }
-
-    /// Parses and validates config text; `path` is only used in messages.
-    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
-        config.validate(path)?;
-        Ok(config)
-    }
-
-    /// Checks what the types alone cannot.
-    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            key,
-            message,
-        };
-        if self.metrics.interval.as_std() < std::time::Duration::from_secs(1) {
-            return Err(invalid(
-                "metrics.interval",
-                format!("\"{}\" is too short: the minimum is 1s", self.metrics.interval),
-            ));
-        }
-        for (key, addr) in [
-            ("metrics.prometheus_listen", &self.metrics.prometheus_listen),
-            ("metrics.statsd", &self.metrics.statsd),
-        ] {
-            if !addr.is_empty() && addr.parse::<SocketAddr>().is_err() {
-                return Err(invalid(
-                    key,
-                    format!("\"{addr}\" is not an address like 127.0.0.1:9464 (\"\" turns it off)"),
-                ));
-            }
-        }
-        let prefix_ok = !self.metrics.statsd_prefix.is_empty()
-            && self
-                .metrics
-                .statsd_prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-        if !prefix_ok {
-            return Err(invalid(
-                "metrics.statsd_prefix",
-                format!(
-                    "{:?}: use letters, digits, '_', '.' or '-', like \"berth\"",
-                    self.metrics.statsd_prefix
-                ),
-            ));
-        }
-        if let Err(e) = crate::limits::MemoryThreshold::parse(&self.limits.memory_pressure_threshold) {
-            return Err(invalid("limits.memory_pressure_threshold", e));
-        }
-        for (key, cmd) in [
-            ("nginx.test_command", &self.nginx.test_command),
-            ("nginx.reload_command", &self.nginx.reload_command),
-        ] {
-            if cmd.is_empty() || cmd[0].is_empty() {
-                return Err(invalid(key, "must name a program, e.g. [\"nginx\", \"-t\"]".into()));
-            }
-        }
-        for (key, p) in [
-            ("state_dir", &self.state_dir),
-            ("env_dir", &self.env_dir),
-            ("tls.ca", &self.tls.ca),
-            ("tls.cert", &self.tls.cert),
-            ("tls.key", &self.tls.key),
-            ("docker.socket", &self.docker.socket),
-            ("nginx.sites_dir", &self.nginx.sites_dir),
-            ("metrics.cgroup_root", &self.metrics.cgroup_root),
-            ("metrics.proc_root", &self.metrics.proc_root),
-        ] {
-            if p.as_os_str().is_empty() {
-                return Err(invalid(key, "must not be empty".into()));
-            }
-        }
-        if self.docker.timeout.as_std() < std::time::Duration::from_secs(1) {
-            return Err(invalid(
-                "docker.timeout",
-                format!("\"{}\" is too short: the minimum is 1s", self.docker.timeout),
-            ));
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return Err(invalid(
-                "log.level",
-                format!(
-                    "\"{}\" is not a log filter ({e}); try \"info\" or \"debug\"",
-                    self.log.level
-                ),
-            ));
-        }
-        let instance_ok = !self.docker.instance.is_empty()
-            && self.docker.instance.len() <= 63
-            && self
-                .docker
-                .instance
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !instance_ok {
-            return Err(invalid(
-                "docker.instance",
-                format!("{:?}: use 1-63 letters, digits, '-', '_' or '.'", self.docker.instance),
-            ));
-        }
-        for (i, r) in self.registries.iter().enumerate() {
-            if r.registry.is_empty() || r.registry.contains('/') {
-                return Err(ConfigError::Invalid {
-                    path: path.to_owned(),
-                    key: "registries.registry",
-                    message: format!(
-                        "entry {}: {:?} is not a registry host like registry.example.com:5000",
-                        i + 1,
-                        r.registry
-                    ),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks that the files the agent needs at start exist and are readable,
-    /// so `check-config` catches a missing certificate before systemd starts
-    /// the daemon.
-    pub fn check_files(&self) -> Result<(), ConfigError> {
-        let registry_files = self
-            .registries
-            .iter()
-            .map(|r| ("registries.password_file", &r.password_file));
-        for (key, p) in [
-            ("tls.ca", &self.tls.ca),
-            ("tls.cert", &self.tls.cert),
-            ("tls.key", &self.tls.key),
-        ]
-        .into_iter()
-        .chain(registry_files)
-        {
-            if let Err(source) = std::fs::File::open(p) {
-                return Err(ConfigError::MissingFile {
-                    key,
-                    path: p.clone(),
-                    source,
-                });
-            }
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("agent.toml"))
-    }
-
-    #[test]
-    fn empty_config_takes_documented_defaults() {
-        let c = parse("").expect("empty config is valid");
-        assert_eq!(c.listen.to_string(), "0.0.0.0:7443");
-        assert_eq!(c.state_dir, PathBuf::from("/var/lib/berth"));
-        assert_eq!(c.env_dir, PathBuf::from("/etc/berth/env"));
-        assert_eq!(c.tls.ca, PathBuf::from("/etc/berth/tls/ca.pem"));
-        assert_eq!(c.docker.socket, PathBuf::from("/var/run/docker.sock"));
-        assert_eq!(c.nginx.test_command, ["nginx", "-t"]);
-        assert_eq!(c.metrics.interval.as_std().as_secs(), 10);
-        assert_eq!(c.metrics.prometheus_listen, "127.0.0.1:9464");
-        assert!(c.metrics.statsd.is_empty());
-    }
-
-    #[test]
-    fn design_example_parses() {
-        let c = parse(
-            r#"
-listen    = "0.0.0.0:7443"
-state_dir = "/var/lib/berth"
-env_dir   = "/etc/berth/env"
-[tls]
-ca   = "/etc/berth/tls/ca.pem"
-cert = "/etc/berth/tls/agent.pem"
-key  = "/etc/berth/tls/agent-key.pem"
-[docker]
-socket = "/var/run/docker.sock"
-[nginx]
-sites_dir      = "/etc/nginx/conf.d"
-test_command   = ["nginx", "-t"]
-reload_command = ["nginx", "-s", "reload"]
-[metrics]
-interval          = "10s"
-prometheus_listen = "127.0.0.1:9464"
-statsd            = ""
-"#,
-        );
-        assert!(c.is_ok(), "{c:?}");
-    }
-
-    #[test]
-    fn unknown_key_is_named_with_its_line() {
-        let err = parse("listen = \"127.0.0.1:1\"\n\n[tls]\nca = \"/x\"\ncertificate = \"/y\"\n")
-            .expect_err("unknown key must fail")
-            .to_string();
-        assert!(err.contains("certificate"), "{err}");
-        assert!(err.contains("line 5"), "{err}");
-    }
-
-    #[test]
-    fn bad_value_is_named() {
-        let err = parse("listen = \"localhost-7443\"\n")
-            .expect_err("bad addr")
-            .to_string();
-        assert!(err.contains("listen"), "{err}");
-        assert!(err.contains("line 1"), "{err}");
-
-        let err = parse("[metrics]\ninterval = \"500ms\"\n")
-            .expect_err("too short")
-            .to_string();
-        assert!(err.contains("metrics.interval"), "{err}");
-        assert!(err.contains("minimum is 1s"), "{err}");
-
-        let err = parse("[metrics]\nstatsd = \"nope\"\n")
-            .expect_err("bad statsd")
-            .to_string();
-        assert!(err.contains("metrics.statsd"), "{err}");
-
-        let err = parse("[limits]\nmemory_pressure_threshold = \"lots\"\n")
-            .expect_err("bad threshold")
-            .to_string();
-        assert!(err.contains("limits.memory_pressure_threshold"), "{err}");
-        assert!(err.contains("500m"), "{err}");
-
-        let err = parse("[limits]\npressure_action = \"panic\"\n")
-            .expect_err("bad action")
-            .to_string();
-        assert!(err.contains("pressure_action"), "{err}");
-    }
-
-    #[test]
-    fn metrics_and_limits_keys_parse() {
-        let c = parse(
-            "[metrics]\ncgroup_root = \"/tmp/cg\"\nstatsd = \"127.0.0.1:8125\"\nstatsd_flavor = \"dogstatsd\"\n\
-             [limits]\nmemory_pressure_threshold = \"10%\"\npressure_action = \"stop\"\npressure_sustained = \"5s\"\n",
-        )
-        .expect("valid");
-        assert_eq!(c.metrics.cgroup_root, PathBuf::from("/tmp/cg"));
-        assert_eq!(c.metrics.proc_root, PathBuf::from("/proc"));
-        assert_eq!(c.metrics.statsd_flavor, StatsdFlavor::Dogstatsd);
-        assert_eq!(c.limits.pressure_action, PressureAction::Stop);
-        assert_eq!(c.limits.pressure_sustained.as_std().as_secs(), 5);
-        assert_eq!(c.limits.pressure_cooldown.as_std().as_secs(), 60);
-        let defaults = parse("").expect("valid");
-        assert_eq!(defaults.metrics.cgroup_root, PathBuf::from("/sys/fs/cgroup"));
-        assert!(defaults.limits.memory_pressure_threshold.is_empty());
-        assert_eq!(defaults.limits.pressure_action, PressureAction::Log);
     }
 }

@@ -1,21 +1,13 @@
-//! The reconciler's decisions: a pure [`plan`] from desired state and what
-//! Docker shows to a list of [`Action`]s.
-//!
-//! Level-triggered: whatever woke the loop (a Docker event, a health
-//! verdict, the periodic resync, a finished deploy), the whole host is
-//! re-read and re-planned, so a missed event costs at most one resync
-//! interval. Services with a deploy in progress are left alone; the deploy
-//! owns them until it finishes. The loop itself and the execution of actions
-//! live in the supervisor, which talks to Docker.
+//! The pure planner: desired state, what Docker shows and what nginx's
+//! sites dir holds in, a list of [`Action`]s out.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Instant;
 
 use crate::docker::ContainerInfo;
+use crate::nginx;
+use crate::supervisor::upstream_of;
 use berth_core::spec::{RestartPolicy, ServiceSpec};
-
-/// Longest wait between restarts of a crash-looping service.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// One service as it should be.
 #[derive(Debug, Clone)]
@@ -24,6 +16,15 @@ pub struct Desired<'a> {
     pub revision: u64,
     /// Its spec.
     pub spec: &'a ServiceSpec,
+}
+
+/// What nginx's sites dir holds, read just before planning.
+#[derive(Debug, Default, Clone)]
+pub struct SiteFiles {
+    /// The content of each proxied desired service's site file, if it has one.
+    pub current: BTreeMap<String, String>,
+    /// Services with a site file berth wrote (it carries berth's header).
+    pub managed: BTreeSet<String>,
 }
 
 /// What the supervisor knows beyond Docker's view.
@@ -91,6 +92,38 @@ pub enum Action {
         /// Why, for events.
         why: String,
     },
+    /// A proxied service's nginx site is missing or not what its running
+    /// container needs (edited by hand, or the container moved): write it.
+    WriteSite {
+        /// Service.
+        service: String,
+        /// Its active revision, for events.
+        revision: u64,
+        /// The whole site file.
+        content: String,
+        /// Why, for events.
+        why: String,
+    },
+    /// A berth site of a service that is no longer desired.
+    RemoveSite {
+        /// Service.
+        service: String,
+    },
+}
+
+impl Action {
+    /// The service the action is about; `None` for an unlabelled container.
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            Action::Create { service, .. }
+            | Action::Start { service, .. }
+            | Action::Replace { service, .. }
+            | Action::UpdateLimits { service, .. }
+            | Action::WriteSite { service, .. }
+            | Action::RemoveSite { service } => Some(service),
+            Action::Remove { service, .. } => service.as_deref(),
+        }
+    }
 }
 
 /// The actions to take now, and when to look again if a backoff is pending.
@@ -102,8 +135,15 @@ pub struct Plan {
     pub wake_at: Option<Instant>,
 }
 
-/// Decides what to do. Pure: same inputs, same plan.
-pub fn plan(desired: &BTreeMap<String, Desired<'_>>, observed: &[ContainerInfo], ctx: &Context, now: Instant) -> Plan {
+/// Decides what to do: containers first, then nginx sites. Pure: same
+/// inputs, same plan.
+pub fn plan(
+    desired: &BTreeMap<String, Desired<'_>>,
+    observed: &[ContainerInfo],
+    ctx: &Context,
+    sites: &SiteFiles,
+    now: Instant,
+) -> Plan {
     let mut out = Plan::default();
     let mut by_service: BTreeMap<&str, Vec<&ContainerInfo>> = BTreeMap::new();
     for c in observed {
@@ -243,6 +283,55 @@ pub fn plan(desired: &BTreeMap<String, Desired<'_>>, observed: &[ContainerInfo],
             }
         }
     }
+    out.actions.extend(plan_sites(desired, observed, ctx, sites));
+    out
+}
+
+/// Makes each proxied service's nginx site match its running container
+/// (restoring a site edited or removed by hand, following a container whose
+/// address changed) and removes the sites of services no longer desired.
+/// Services a change holds are left to it.
+fn plan_sites(
+    desired: &BTreeMap<String, Desired<'_>>,
+    observed: &[ContainerInfo],
+    ctx: &Context,
+    sites: &SiteFiles,
+) -> Vec<Action> {
+    let mut out = Vec::new();
+    for (name, want) in desired {
+        if ctx.busy.contains(name) {
+            continue;
+        }
+        let Some(proxy) = want.spec.proxy.as_ref() else {
+            continue;
+        };
+        let Some(primary) = observed
+            .iter()
+            .find(|c| c.running && c.service.as_deref() == Some(name) && c.revision == Some(want.revision))
+        else {
+            continue;
+        };
+        let Some(upstream) = upstream_of(primary, want.spec) else {
+            continue;
+        };
+        let content = nginx::render(want.spec, proxy, upstream);
+        let why = match sites.current.get(name) {
+            Some(had) if *had == content => continue,
+            Some(_) => "the site file differed from the spec (edited by hand, or the container moved)",
+            None => "the site file was missing",
+        };
+        out.push(Action::WriteSite {
+            service: name.clone(),
+            revision: want.revision,
+            content,
+            why: why.to_owned(),
+        });
+    }
+    for stale in &sites.managed {
+        if !desired.contains_key(stale) && !ctx.busy.contains(stale) {
+            out.push(Action::RemoveSite { service: stale.clone() });
+        }
+    }
     out
 }
 
@@ -258,19 +347,10 @@ fn show_cpus(n: Option<i64>) -> String {
     n.map_or_else(|| "none".into(), |n| format!("{}", n as f64 / 1e9))
 }
 
-/// The delay before restart number `failures` (1-based) of a crashing
-/// service: immediately the first time, then 1s, 2s, 4s ... up to
-/// [`MAX_BACKOFF`].
-pub fn backoff(failures: u32) -> Duration {
-    if failures <= 1 {
-        return Duration::ZERO;
-    }
-    let exp = (failures - 2).min(16);
-    Duration::from_secs(1u64 << exp).min(MAX_BACKOFF)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use proptest::prelude::*;
 
@@ -303,6 +383,82 @@ mod tests {
 
     fn desired<'a>(spec: &'a ServiceSpec, revision: u64) -> BTreeMap<String, Desired<'a>> {
         BTreeMap::from([("web".to_owned(), Desired { revision, spec })])
+    }
+
+    /// The container part of the plan: no nginx sites on disk.
+    fn plan(desired: &BTreeMap<String, Desired<'_>>, observed: &[ContainerInfo], ctx: &Context, now: Instant) -> Plan {
+        super::plan(desired, observed, ctx, &SiteFiles::default(), now)
+    }
+
+    fn proxied() -> ServiceSpec {
+        spec("ports = [\"8000\"]\n[proxy]\nserver_names = [\"web.example\"]\nlisten = [80]\n")
+    }
+
+    fn with_ip(mut c: ContainerInfo, ip: [u8; 4]) -> ContainerInfo {
+        c.ip = Some(std::net::IpAddr::from(ip));
+        c
+    }
+
+    #[test]
+    fn missing_and_edited_sites_are_written_and_stale_ones_removed() {
+        let s = proxied();
+        let running = [with_ip(container("a", "web", 2, true), [172, 17, 0, 3])];
+        let mut files = SiteFiles::default();
+        files.managed.insert("gone".into());
+        let p = super::plan(&desired(&s, 2), &running, &Context::default(), &files, Instant::now());
+        let content = match &p.actions[..] {
+            [
+                Action::WriteSite {
+                    service,
+                    revision: 2,
+                    content,
+                    why,
+                },
+                Action::RemoveSite { service: stale },
+            ] if service == "web" && stale == "gone" => {
+                assert!(why.contains("missing"), "{why}");
+                content.clone()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert!(content.contains("172.17.0.3:8000"), "{content}");
+
+        // The right file is left alone; an edited one is written back.
+        files.managed.clear();
+        files.current.insert("web".into(), content.clone());
+        assert!(
+            super::plan(&desired(&s, 2), &running, &Context::default(), &files, Instant::now())
+                .actions
+                .is_empty()
+        );
+        files.current.insert("web".into(), format!("{content}# edited\n"));
+        let p = super::plan(&desired(&s, 2), &running, &Context::default(), &files, Instant::now());
+        assert!(matches!(&p.actions[..], [Action::WriteSite { why, .. }] if why.contains("differed")));
+
+        // A container that moved gets the site moved after it.
+        let moved = [with_ip(container("a", "web", 2, true), [172, 17, 0, 9])];
+        files.current.insert("web".into(), content);
+        let p = super::plan(&desired(&s, 2), &moved, &Context::default(), &files, Instant::now());
+        assert!(matches!(&p.actions[..], [Action::WriteSite { content, .. }] if content.contains("172.17.0.9:8000")));
+    }
+
+    #[test]
+    fn sites_of_busy_or_stopped_services_are_left_alone() {
+        let s = proxied();
+        let mut ctx = Context::default();
+        ctx.busy.insert("web".into());
+        let running = [with_ip(container("a", "web", 2, true), [172, 17, 0, 3])];
+        let mut files = SiteFiles::default();
+        files.managed.insert("web".into());
+        let p = super::plan(&desired(&s, 2), &running, &ctx, &files, Instant::now());
+        assert!(p.actions.is_empty(), "{p:?}");
+        files.managed.clear();
+        let stopped = [container("a", "web", 2, false)];
+        let p = super::plan(&desired(&s, 2), &stopped, &Context::default(), &files, Instant::now());
+        assert!(
+            !p.actions.iter().any(|a| matches!(a, Action::WriteSite { .. })),
+            "no running container, no site to point at it: {p:?}"
+        );
     }
 
     #[test]
@@ -427,14 +583,6 @@ mod tests {
         assert!(matches!(&p.actions[..], [Action::Remove { container, .. }] if container == "x"));
     }
 
-    #[test]
-    fn backoff_grows_and_caps() {
-        assert_eq!(backoff(1), Duration::ZERO);
-        assert_eq!(backoff(2), Duration::from_secs(1));
-        assert_eq!(backoff(3), Duration::from_secs(2));
-        assert_eq!(backoff(100), MAX_BACKOFF);
-    }
-
     proptest! {
         /// Whatever Docker shows, a plan never touches a busy service, never
         /// creates two containers for one service, and after applying it
@@ -462,10 +610,7 @@ mod tests {
                 Action::Remove { container, .. } => Some(container.as_str()),
                 _ => None,
             }).collect();
-            let touched_web = p.actions.iter().any(|a| match a {
-                Action::Create { service, .. } | Action::Start { service, .. } | Action::Replace { service, .. } | Action::UpdateLimits { service, .. } => service == "web",
-                Action::Remove { service, .. } => service.as_deref() == Some("web"),
-            });
+            let touched_web = p.actions.iter().any(|a| a.service() == Some("web"));
             if busy {
                 prop_assert!(!touched_web);
             } else {

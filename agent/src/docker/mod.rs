@@ -1,0 +1,39 @@
+//! The agent's connection to the Docker Engine API.
+//!
+//! Owns everything berth says to dockerd. [`connect`] opens a client on the
+//! configured unix socket and negotiates the API version: the engine on a host
+//! may be older than bollard's default (Docker 20.10 speaks API 1.41), so the
+//! client version is lowered to the engine's on first contact and again after
+//! every reconnect. [`Engine`] wraps that client for the rest of the agent:
+//! pulling images (with per-registry credentials), creating, starting,
+//! stopping, updating and removing the containers berth manages, reading their
+//! logs, running commands in them and watching their events.
+//!
+//! Inputs are the [`DockerConfig`](crate::config::DockerConfig) and the
+//! registry credentials; outputs are plain types ([`ContainerInfo`],
+//! [`EngineEvent`], [`LogLine`], ...) so no other module needs bollard's
+//! models. Containers are berth's when they carry
+//! [`berth_core::labels::MANAGED`]`=true`; this module never touches
+//! anything else unless handed its id. It keeps no state besides the
+//! client: every call asks Docker afresh, and there is nothing to shut
+//! down. Streams ([`Engine::logs`], [`Engine::events`]) end when dropped,
+//! or end or fail when dockerd goes away, and the caller reconnects.
+//!
+//! Parts: [`engine`] (the calls), [`error`] (what can go wrong, as
+//! [`DockerError`]), [`types`] (the plain types the rest of the agent
+//! sees), `convert` (bollard's models to and from those types), [`auth`]
+//! (registry credentials) and `time` (Docker's timestamps).
+
+pub mod auth;
+mod convert;
+pub mod engine;
+pub mod error;
+mod time;
+pub mod types;
+
+pub use auth::RegistryAuth;
+pub use engine::{Engine, connect, engine_version};
+pub use error::DockerError;
+pub use types::{
+    ContainerInfo, CreateRequest, EngineEvent, EngineVersion, LogLine, PortBinding, PublishedPort, PullProgress,
+};

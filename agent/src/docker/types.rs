@@ -1,0 +1,163 @@
+//! The plain types the rest of the agent sees instead of bollard's models:
+//! what to create, what a container looks like, pull progress, log lines
+//! and events. Data only.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Facts about the engine, as `GetInfo` reports them.
+#[derive(Debug, Clone)]
+pub struct EngineVersion {
+    /// Engine version, e.g. "20.10.24+dfsg1".
+    pub version: String,
+    /// The API version the agent speaks to it after negotiation.
+    pub api_version: String,
+}
+
+/// What [`super::Engine::create`] makes: one container of one service revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateRequest {
+    /// Container name (unique on the host).
+    pub name: String,
+    /// Image reference; it must already be present (see [`super::Engine::pull`]).
+    pub image: String,
+    /// Command (Docker's `Cmd`); empty keeps the image's default.
+    pub command: Vec<String>,
+    /// Entrypoint; `None` keeps the image's, `Some(vec![])` clears it.
+    pub entrypoint: Option<Vec<String>>,
+    /// Environment, each `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// Ports to expose and publish.
+    pub ports: Vec<PortBinding>,
+    /// Memory limit in bytes, also used as the memory+swap limit so the
+    /// container gets no swap beyond it; `None` = unlimited.
+    pub memory_bytes: Option<u64>,
+    /// CPU limit in billionths of a CPU (`0.5` CPU = 500_000_000); `None` =
+    /// unlimited.
+    pub nano_cpus: Option<i64>,
+    /// All labels, including [`berth_core::labels::MANAGED`], [`berth_core::labels::SERVICE`] and
+    /// [`berth_core::labels::REVISION`]: the caller supplies them.
+    pub labels: HashMap<String, String>,
+    /// Signal `docker stop` sends first, e.g. "SIGTERM"; empty keeps the
+    /// image's (or Docker's SIGTERM).
+    pub stop_signal: String,
+    /// How long `docker stop` waits before SIGKILL; rounded up to whole
+    /// seconds, Docker's unit.
+    pub stop_timeout: Duration,
+}
+
+/// One published port of a [`CreateRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortBinding {
+    /// The port inside the container.
+    pub container_port: u16,
+    /// "tcp" or "udp" ("sctp" also works); empty means "tcp".
+    pub protocol: String,
+    /// Host address to bind; `None` = all addresses.
+    pub host_ip: Option<String>,
+    /// Host port; `None` lets Docker pick a free one.
+    pub host_port: Option<u16>,
+}
+
+/// A port Docker actually bound on the host for a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedPort {
+    /// The port inside the container.
+    pub container_port: u16,
+    /// "tcp", "udp" or "sctp".
+    pub protocol: String,
+    /// The host address bound ("0.0.0.0", "::" or a specific one).
+    pub host_ip: String,
+    /// The host port bound.
+    pub host_port: u16,
+}
+
+/// A container as `docker inspect` shows it, reduced to what berth uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// Full container id.
+    pub id: String,
+    /// Name, without Docker's leading '/'.
+    pub name: String,
+    /// The image reference the container was created from (`Config.Image`),
+    /// e.g. `127.0.0.1:5000/berth-test/app:v1`.
+    pub image: String,
+    /// All labels.
+    pub labels: HashMap<String, String>,
+    /// The [`berth_core::labels::SERVICE`] label.
+    pub service: Option<String>,
+    /// The [`berth_core::labels::REVISION`] label, when it is a number.
+    pub revision: Option<u64>,
+    /// Docker's state: created, running, restarting, exited, paused, dead
+    /// (or removing).
+    pub state: String,
+    /// Whether the container is running (a paused container is too).
+    pub running: bool,
+    /// Exit code of the last run; `None` before the first one ended.
+    pub exit_code: Option<i64>,
+    /// Whether the kernel OOM-killed the last run.
+    pub oom_killed: bool,
+    /// Start of the last run, in ms since the Unix epoch.
+    pub started_at_ms: Option<i64>,
+    /// End of the last run, in ms since the Unix epoch.
+    pub finished_at_ms: Option<i64>,
+    /// The container's address: the first network's (by name), else
+    /// `NetworkSettings.IPAddress`. `None` when not running.
+    pub ip: Option<IpAddr>,
+    /// Host ports actually bound (empty when not running).
+    pub host_ports: Vec<PublishedPort>,
+    /// `HostConfig.Memory` in bytes; 0 = unlimited.
+    pub memory_bytes: i64,
+    /// `HostConfig.MemorySwap` in bytes (memory + swap); 0 = Docker's default,
+    /// -1 = unlimited swap.
+    pub memory_swap_bytes: i64,
+    /// `HostConfig.NanoCpus`; 0 = unlimited.
+    pub nano_cpus: i64,
+    /// How often Docker itself restarted it (always 0 for berth's containers,
+    /// whose restart policy is "no").
+    pub restart_count: i64,
+}
+
+/// One progress message of [`super::Engine::pull`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullProgress {
+    /// The layer (short id) the message is about; empty or the tag for
+    /// messages about the whole image.
+    pub layer: String,
+    /// Docker's status, e.g. "Downloading", "Pull complete", "Digest: ...".
+    pub status: String,
+    /// Bytes done, when the status has a progress bar; else 0.
+    pub current: u64,
+    /// Bytes in all, when known; else 0.
+    pub total: u64,
+}
+
+/// One line of a container's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// "stdout" or "stderr".
+    pub stream: String,
+    /// The line, without its line break.
+    pub line: String,
+}
+
+/// Something that happened to a berth container, from Docker's event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineEvent {
+    /// Docker's action: "start", "die", "oom", "destroy", "stop", "kill",
+    /// "update", "create", "restart", "pause", "unpause", "rename", or
+    /// "health_status: healthy" / "health_status: unhealthy" (Docker appends
+    /// the status).
+    pub action: String,
+    /// Full container id.
+    pub container_id: String,
+    /// The container's [`berth_core::labels::SERVICE`] label.
+    pub service: Option<String>,
+    /// The container's [`berth_core::labels::REVISION`] label.
+    pub revision: Option<u64>,
+    /// The exit code, on "die".
+    pub exit_code: Option<i64>,
+    /// When it happened, in ms since the Unix epoch.
+    pub time_ms: i64,
+}

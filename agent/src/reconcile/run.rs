@@ -1,0 +1,146 @@
+//! The reconcile loop: `select! { cancel, resync tick, trigger, backoff
+//! timer }`, then one [`pass`].
+//!
+//! A pass reads the supervisor's newest snapshot, then Docker (every berth
+//! container) and nginx's sites dir, hands what Docker showed to the owner
+//! (which follows the running containers and forgets stale verdicts),
+//! [`plan`]s, permits the services it has actions for — only those whose
+//! state has not moved since the snapshot and that no change holds — and
+//! applies their actions. Runs on the tracker; ends on cancel (a pass in
+//! progress finishes its current actions first).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::{Context, Desired, SiteFiles, apply, plan};
+use crate::supervisor::Supervisor;
+
+/// How often the whole host is re-read even without events.
+const RESYNC: Duration = Duration::from_secs(10);
+
+/// How soon to look again after a failed action or listing.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// Runs passes until `cancel` fires, woken by `triggers` (Docker events,
+/// health verdicts, finished changes), the resync and pending backoffs.
+pub async fn run(sup: Supervisor, mut triggers: mpsc::Receiver<()>, cancel: CancellationToken) {
+    let mut resync = tokio::time::interval(RESYNC);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wake_at: Option<Instant> = None;
+    loop {
+        let backoff_timer = async {
+            match wake_at {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = resync.tick() => {}
+            Some(()) = triggers.recv() => {}
+            _ = backoff_timer => {}
+        }
+        wake_at = pass(&sup).await;
+    }
+    debug!("Reconcile loop stopped.");
+}
+
+/// One pass: observe, plan, permit, apply. Returns when to look again for a
+/// pending backoff or after a failure.
+pub async fn pass(sup: &Supervisor) -> Option<Instant> {
+    let Ok(engine) = sup.engine() else { return None };
+    // Taken before Docker is read: a change that starts or ends after this
+    // moves the generation, and the permit below is then refused.
+    let snap = sup.snapshot();
+    let observed = match engine.list_managed().await {
+        Ok(o) => o,
+        Err(e) => {
+            warn!(error = %e, "Cannot list containers; retrying.");
+            return Some(Instant::now() + RETRY);
+        }
+    };
+    // Fails only when the agent is stopping.
+    let observation = sup.observed(observed.clone()).await.ok()?;
+    let now = Instant::now();
+    let records = snap.records();
+    let desired: BTreeMap<String, Desired<'_>> = records
+        .iter()
+        .filter_map(|(name, r)| {
+            r.active_revision().map(|rev| {
+                (
+                    name.clone(),
+                    Desired {
+                        revision: rev.number,
+                        spec: &rev.spec,
+                    },
+                )
+            })
+        })
+        .collect();
+    let ctx = Context {
+        busy: snap.changing.iter().cloned().collect(),
+        unhealthy: observation.unhealthy,
+        not_before: observation.not_before,
+    };
+    let sites = site_files(sup, &desired);
+    let plan = plan(&desired, &observed, &ctx, &sites, now);
+
+    // The last action of each service, so its permit ends right after it.
+    let mut last: HashMap<String, usize> = HashMap::new();
+    for (i, a) in plan.actions.iter().enumerate() {
+        if let Some(s) = a.service() {
+            last.insert(s.to_owned(), i);
+        }
+    }
+    let wanted = last.keys().map(|s| (s.clone(), snap.generation(s))).collect();
+    let mut permits: HashMap<String, _> = match sup.claim(wanted).await {
+        Ok(permits) => permits.into_iter().map(|l| (l.service().to_owned(), l)).collect(),
+        Err(_) => return None,
+    };
+    let (mut tried, mut failed) = (0, 0);
+    for (i, action) in plan.actions.iter().enumerate() {
+        if let Some(s) = action.service() {
+            // Someone else acts on it now; the next pass looks again.
+            if !permits.contains_key(s) {
+                continue;
+            }
+        }
+        tried += 1;
+        if let Err(e) = apply(sup, &engine, action, records).await {
+            failed += 1;
+            warn!(action = ?action, error = %e, "Reconcile action failed; will retry.");
+        }
+        if let Some(s) = action.service()
+            && last.get(s) == Some(&i)
+        {
+            permits.remove(s);
+        }
+    }
+    if tried > 0 {
+        debug!(tried, failed, "Reconcile pass done.");
+    }
+    if failed > 0 {
+        // Something is off (port taken, image gone, nginx refusing); look
+        // again soon rather than waiting for the resync.
+        return Some(plan.wake_at.map_or(now + RETRY, |w| w.min(now + RETRY)));
+    }
+    plan.wake_at
+}
+
+/// What the sites dir holds for the desired proxied services, and which
+/// sites berth wrote.
+fn site_files(sup: &Supervisor, desired: &BTreeMap<String, Desired<'_>>) -> SiteFiles {
+    let sites = sup.sites();
+    SiteFiles {
+        current: desired
+            .iter()
+            .filter(|(_, d)| d.spec.proxy.is_some())
+            .filter_map(|(name, _)| sites.current(name).map(|c| (name.clone(), c)))
+            .collect(),
+        managed: sites.managed().into_iter().collect(),
+    }
+}

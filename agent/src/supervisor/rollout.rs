@@ -1,0 +1,509 @@
+//! One rollout, step by step, on a deploy worker that holds the service's
+//! permit.
+//!
+//! Every revision carries the env its containers run with. A change that
+//! makes a new revision writes that env to the service's env file before
+//! its container starts, and a failed gate writes the previous revision's
+//! env back (unless someone edited the file meanwhile), so the file always
+//! says what runs.
+//!
+//! Checks that can refuse a change (ports, capacity, env, pull) run before
+//! anything on the host changes. The new revision is recorded as *pending*
+//! (on disk, through the owner) before its container starts and becomes
+//! *active* only once healthy, so an agent killed mid-deploy comes back to
+//! the previous revision and exactly one container. A failed health gate
+//! stops the new container, restarts the old one and reports why (probe
+//! output, exit code, last log lines).
+//!
+//! Shutdown: a pull in progress is abandoned (nothing changed yet); a gate
+//! in progress ends at once and the rollout settles like a failed gate,
+//! except that the revision is marked *interrupted*; later steps (switch,
+//! drain, cleanup) are short and run to their end.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::deploy::{Mode, Outcome, ProgressTx, internal, keys_detail};
+use super::{Supervisor, SupervisorError, upstream_of};
+use crate::clock::now_ms;
+use crate::docker::{ContainerInfo, PullProgress};
+use crate::events::Severity;
+use crate::health;
+use crate::nginx;
+use crate::state::{NewRevision, RevisionStatus};
+use berth_core::envfile::{self, Vars};
+use berth_core::spec::{ImageRef, ServiceSpec, Strategy};
+
+/// Log lines of a failed container included in the report.
+const LOG_TAIL: usize = 20;
+
+/// Why a rollout did not take over, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// It failed (gate, start, switch): the revision is *failed*.
+    Failed,
+    /// The agent is shutting down: the revision is *interrupted*.
+    Interrupted,
+}
+
+/// What a failure has to know about the rollout it ends.
+struct Attempt<'a> {
+    name: String,
+    revision: u64,
+    mode: Mode,
+    /// The env file and the env this rollout wrote to it, if it did.
+    attempted_env: Option<(PathBuf, Vars)>,
+    progress: &'a ProgressTx,
+}
+
+/// How a rollout failed.
+struct Failure {
+    new_id: Option<String>,
+    reason: String,
+    health_output: Option<String>,
+    exit_code: Option<i64>,
+    ending: Ending,
+}
+
+impl Failure {
+    fn before_gate(reason: String) -> Self {
+        Failure {
+            new_id: None,
+            reason,
+            health_output: None,
+            exit_code: None,
+            ending: Ending::Failed,
+        }
+    }
+}
+
+impl Supervisor {
+    /// The rollout itself; the caller holds the service's permit. `env` is
+    /// what the new containers get.
+    pub(super) async fn rollout(
+        &self,
+        spec: ServiceSpec,
+        env: Vars,
+        mode: Mode,
+        progress: ProgressTx,
+    ) -> Result<Outcome, SupervisorError> {
+        let name = spec.name.as_str().to_owned();
+        let engine = self.engine()?;
+        self.preflight(&spec)?;
+        envfile::check_vars(&env).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
+        let current = self.snapshot().record(&name).and_then(|r| r.active_revision().cloned());
+        // None: a revision from before envs were kept; its containers read the file.
+        let current_env = current.as_ref().and_then(|c| c.env.clone());
+        let mode = match mode {
+            Mode::Restart { author } if current_env.as_ref().is_some_and(|e| *e != env) => Mode::New {
+                reason: "restart with the recorded env".into(),
+                author,
+            },
+            m => m,
+        };
+        let author = match &mode {
+            Mode::New { author, .. } | Mode::Restart { author } => author.clone(),
+        };
+        if let (Mode::New { .. }, Some(cur)) = (&mode, &current)
+            && cur.spec == spec
+            && current_env.as_ref().is_none_or(|e| *e == env)
+        {
+            return Ok(Outcome {
+                success: true,
+                service: name,
+                revision: cur.number,
+                attempted_revision: cur.number,
+                changed: false,
+                ..Outcome::default()
+            });
+        }
+
+        self.pull(&spec.image, &progress).await?;
+
+        let env_keys = current_env
+            .as_ref()
+            .map(|old| envfile::changed_keys(old, &env))
+            .unwrap_or_default();
+        let revision = match &mode {
+            Mode::New { reason, author } => {
+                self.add_revision(
+                    NewRevision {
+                        spec: spec.clone(),
+                        env: Some(env.clone()),
+                        env_keys_changed: env_keys.clone(),
+                        reason: reason.clone(),
+                        author: author.clone(),
+                        now_ms: now_ms(),
+                    },
+                    RevisionStatus::Pending,
+                )
+                .await?
+            }
+            Mode::Restart { .. } => current.as_ref().map_or(0, |c| c.number),
+        };
+        let action = match &mode {
+            Mode::New { reason, .. } => reason.clone(),
+            Mode::Restart { .. } => "restart".into(),
+        };
+        // What fail() restores the file from, if this rollout changes it.
+        let attempted_env = match &mode {
+            Mode::New { .. } => Some((self.env_path(&spec), env.clone())),
+            Mode::Restart { .. } => None,
+        };
+        let at = Attempt {
+            name: name.clone(),
+            revision,
+            mode,
+            attempted_env,
+            progress: &progress,
+        };
+
+        let old = self.containers_of(&name).await?;
+        let was_running: Vec<ContainerInfo> = old.iter().filter(|c| c.running).cloned().collect();
+        let blue_green = spec.strategy() == Strategy::BlueGreen && spec.proxy.is_some();
+        // What a failure has to bring back: recreate stops the old container
+        // first; blue-green never touches it until traffic has moved.
+        let restore: &[ContainerInfo] = if blue_green { &[] } else { &was_running };
+        if let Some((path, env)) = &at.attempted_env
+            && let Err(e) = self.sync_env_file(&name, path, env).await
+        {
+            return Ok(self.fail(&at, &[], Failure::before_gate(e.to_string())).await);
+        }
+        if !blue_green && !was_running.is_empty() {
+            progress.step("stop", format!("stopping {} old container(s)", was_running.len()));
+            for c in &was_running {
+                // The old container frees its ports first. It is kept
+                // (stopped) so a failed gate can start it again at once.
+                if let Err(e) = engine.stop(&c.id, spec.stop_timeout.as_std()).await {
+                    let why = format!("cannot stop the old container: {e}");
+                    return Ok(self.fail(&at, restore, Failure::before_gate(why)).await);
+                }
+            }
+        }
+
+        let beside = if blue_green && !was_running.is_empty() {
+            " next to the running one"
+        } else {
+            ""
+        };
+        progress.step(
+            "start",
+            format!("starting revision {revision} ({}){beside}", spec.image),
+        );
+        let new_id = match self.create_container(&spec, revision).await {
+            Ok(id) => id,
+            Err(e) => {
+                let why = format!("cannot start the new container: {e}");
+                return Ok(self.fail(&at, restore, Failure::before_gate(why)).await);
+            }
+        };
+
+        let deadline = spec.deploy.health_deadline.as_std();
+        progress.step(
+            "health",
+            match &spec.health {
+                Some(_) => format!(
+                    "waiting for the health check to pass (deadline {}s)",
+                    deadline.as_secs()
+                ),
+                None => "no health check: waiting for the container to stay up".to_owned(),
+            },
+        );
+        let gate = tokio::select! {
+            biased;
+            _ = self.cancel().cancelled() => Err(Failure {
+                new_id: Some(new_id.clone()),
+                reason: format!(
+                    "the agent is shutting down, so revision {revision} was stopped before it took over"
+                ),
+                health_output: None,
+                exit_code: None,
+                ending: Ending::Interrupted,
+            }),
+            gate = health::gate(&engine, &new_id, &spec, deadline) => gate.map_err(|g| Failure {
+                new_id: Some(new_id.clone()),
+                reason: g.reason,
+                health_output: Some(g.health_output),
+                exit_code: g.exit_code,
+                ending: Ending::Failed,
+            }),
+        };
+        match gate {
+            Ok(output) => {
+                let interval = spec
+                    .health
+                    .as_ref()
+                    .map_or(Duration::from_secs(2), |h| h.interval.as_std());
+                // Metrics and the health monitor follow the new container at
+                // once, not only after the next reconcile pass.
+                let info = engine.inspect(&new_id).await.ok().flatten();
+                self.healthy(&name, &new_id, interval, output, info).await?;
+            }
+            Err(failure) => return Ok(self.fail(&at, restore, failure).await),
+        }
+
+        if blue_green && let Err(why) = self.switch(&spec, &new_id, revision, &progress).await {
+            let failure = Failure {
+                new_id: Some(new_id),
+                ..Failure::before_gate(why)
+            };
+            return Ok(self.fail(&at, restore, failure).await);
+        }
+        if blue_green && !was_running.is_empty() {
+            let drain = spec.deploy.drain.as_std();
+            progress.step(
+                "drain",
+                format!(
+                    "letting the old container finish its requests for {}s",
+                    drain.as_secs_f64()
+                ),
+            );
+            tokio::time::sleep(drain).await;
+        }
+        if !old.is_empty() {
+            progress.step("cleanup", format!("removing {} old container(s)", old.len()));
+        }
+        for c in &old {
+            if c.running && blue_green {
+                engine.stop(&c.id, spec.stop_timeout.as_std()).await.map_err(internal)?;
+            }
+            engine.remove(&c.id).await.map_err(internal)?;
+        }
+        if let Mode::New { .. } = at.mode {
+            self.activate(&name, revision).await?;
+        }
+        self.deployed(&name).await?;
+        self.bus().publish(
+            "deployed",
+            &name,
+            revision,
+            Severity::Info,
+            format!("Revision {revision} ({}) is running and healthy.", spec.image),
+        );
+        if !env_keys.is_empty() {
+            self.bus().publish(
+                "env-changed",
+                &name,
+                revision,
+                Severity::Info,
+                format!(
+                    "Revision {revision} runs with env keys changed: {}.",
+                    env_keys.join(", ")
+                ),
+            );
+        }
+        self.audit().record(
+            &author,
+            &action,
+            &name,
+            &format!("revision {revision} image {}{}", spec.image, keys_detail(&env_keys)),
+            "ok",
+        );
+        Ok(Outcome {
+            success: true,
+            service: name,
+            revision,
+            attempted_revision: revision,
+            changed: true,
+            ..Outcome::default()
+        })
+    }
+
+    /// Refuses what cannot work before anything on the host changes.
+    fn preflight(&self, spec: &ServiceSpec) -> Result<(), SupervisorError> {
+        let name = spec.name.as_str();
+        let snap = self.snapshot();
+        let others: Vec<&ServiceSpec> = snap
+            .records()
+            .iter()
+            .filter(|(n, _)| n.as_str() != name)
+            .filter_map(|(_, r)| r.active_revision().map(|r| &r.spec))
+            .collect();
+        crate::preflight::check_host_ports(spec, &others).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
+        let capacity = self.capacity();
+        crate::preflight::check_capacity(spec, capacity.cpus, capacity.memory_bytes)
+            .map_err(|e| SupervisorError::Invalid(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Points nginx at the new container: render, test, swap, reload. On
+    /// refusal nginx keeps its running config and the error carries nginx's
+    /// own words.
+    async fn switch(
+        &self,
+        spec: &ServiceSpec,
+        new_id: &str,
+        revision: u64,
+        progress: &ProgressTx,
+    ) -> Result<(), String> {
+        let Some(proxy) = spec.proxy.as_ref() else {
+            return Ok(());
+        };
+        let engine = self.engine().map_err(|e| e.to_string())?;
+        let info = match engine.inspect(new_id).await {
+            Ok(Some(info)) => info,
+            Ok(None) => return Err("the new container disappeared before the switch".into()),
+            Err(e) => return Err(format!("cannot inspect the new container: {e}")),
+        };
+        let upstream =
+            upstream_of(&info, spec).ok_or_else(|| "the new container has no address nginx can reach".to_owned())?;
+        let site = nginx::render(spec, proxy, upstream);
+        self.sites()
+            .install(spec.name.as_str(), &site)
+            .await
+            .map_err(|e| e.to_string())?;
+        progress.step(
+            "switch",
+            format!(
+                "nginx now sends {} to revision {revision} at {upstream}",
+                proxy.server_names.join(", ")
+            ),
+        );
+        Ok(())
+    }
+
+    /// Pulls `image` with progress; an image already on the host will do
+    /// when the registry fails. Abandoned when the agent shuts down.
+    async fn pull(&self, image: &ImageRef, progress: &ProgressTx) -> Result<(), SupervisorError> {
+        let engine = self.engine()?;
+        progress.step("pull", format!("pulling {image}"));
+        let (tx, mut rx) = mpsc::channel::<PullProgress>(64);
+        let forward = async {
+            while let Some(p) = rx.recv().await {
+                progress.pull(p);
+            }
+        };
+        let pulled = async {
+            let (result, ()) = tokio::join!(engine.pull(image, Some(tx)), forward);
+            result
+        };
+        let result = tokio::select! {
+            _ = self.cancel().cancelled() => {
+                return Err(SupervisorError::Unavailable(format!(
+                    "the agent is shutting down; stopped pulling {image} (nothing was changed)"
+                )));
+            }
+            result = pulled => result,
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if engine.image_exists(image.as_str()).await.unwrap_or(false) {
+                    progress.step(
+                        "pull",
+                        format!("pull failed ({e}); using the image already on this host"),
+                    );
+                    Ok(())
+                } else {
+                    Err(SupervisorError::Refused(e.to_string()))
+                }
+            }
+        }
+    }
+
+    /// Ends a rollout that did not take over: removes the new container,
+    /// starts `was_running` again, puts the env file back, records the
+    /// revision failed or interrupted, and says what happened.
+    async fn fail(&self, at: &Attempt<'_>, was_running: &[ContainerInfo], f: Failure) -> Outcome {
+        let Attempt {
+            name,
+            revision,
+            mode,
+            attempted_env,
+            progress,
+        } = at;
+        let (name, revision) = (name.as_str(), *revision);
+        let mut log_tail = Vec::new();
+        if let (Ok(engine), Some(id)) = (self.engine(), &f.new_id) {
+            log_tail = engine.log_tail(id, LOG_TAIL).await;
+            let _ = self.stop_and_remove(id, Duration::from_secs(5)).await;
+        }
+        let mut rolled_back = false;
+        if let Ok(engine) = self.engine() {
+            for c in was_running {
+                if engine.start(&c.id).await.is_ok() {
+                    rolled_back = true;
+                }
+            }
+        }
+        let current = self.snapshot().record(name).map_or(0, |r| r.active);
+        if rolled_back {
+            progress.step("rollback", format!("restored revision {current}"));
+        } else if was_running.is_empty() && current != 0 {
+            // Blue-green: the old container never stopped and nginx never moved.
+            let serving = self
+                .containers_of(name)
+                .await
+                .is_ok_and(|c| c.iter().any(|c| c.running));
+            if serving {
+                rolled_back = true;
+                progress.step(
+                    "rollback",
+                    format!("revision {current} kept serving; traffic was never switched"),
+                );
+            }
+        }
+        if let Some((path, env)) = attempted_env {
+            self.restore_env_file(name, path, env, progress).await;
+        }
+        let (author, action) = match mode {
+            Mode::New { reason, author } => (author.clone(), reason.clone()),
+            Mode::Restart { author } => (author.clone(), "restart".to_owned()),
+        };
+        let env_keys = match mode {
+            Mode::New { .. } => self
+                .snapshot()
+                .record(name)
+                .and_then(|r| r.revision(revision).map(|r| r.env_keys_changed.clone()))
+                .unwrap_or_default(),
+            Mode::Restart { .. } => Vec::new(),
+        };
+        let reason = f.reason;
+        if let Mode::New { .. } = mode {
+            let recorded = match f.ending {
+                Ending::Failed => self.fail_revision(name, revision, &reason).await,
+                Ending::Interrupted => self.interrupt_revision(name, revision, &reason).await,
+            };
+            if let Err(e) = recorded {
+                tracing::error!(service = name, error = %e, "Cannot record how the revision ended.");
+            }
+        }
+        let restored = if rolled_back {
+            format!("; revision {current} was restored")
+        } else {
+            String::new()
+        };
+        let (kind, severity, outcome) = match f.ending {
+            Ending::Failed => ("deploy-failed", Severity::Error, "failed"),
+            Ending::Interrupted => ("deploy-interrupted", Severity::Warning, "interrupted"),
+        };
+        self.bus().publish(
+            kind,
+            name,
+            revision,
+            severity,
+            format!("Revision {revision} {outcome}: {reason}{restored}."),
+        );
+        self.audit().record(
+            &author,
+            &action,
+            name,
+            &format!("revision {revision}{}", keys_detail(&env_keys)),
+            &format!("{outcome}: {reason}"),
+        );
+        Outcome {
+            success: false,
+            service: name.to_owned(),
+            revision: current,
+            attempted_revision: revision,
+            error: reason,
+            rolled_back,
+            health_output: f.health_output.unwrap_or_default(),
+            exit_code: f.exit_code,
+            log_tail,
+            changed: true,
+        }
+    }
+}
