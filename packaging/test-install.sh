@@ -357,7 +357,13 @@ check_web() {
 	port="$(docker port "$id" 8000/tcp | head -n1 | sed 's/.*://')"
 	body="$(curl --noproxy '*' -fsS --max-time 5 "http://127.0.0.1:$port/")" || die "web does not answer on host port $port"
 	expect_eq "web answers" "$body" v1
-	berthctl ps | grep -E '^web ' | has running || die "berthctl ps does not show web running: $(berthctl ps)"
+	# After a reboot the agent restarts web's stopped container; ps reports
+	# "running" once the agent has seen the start, which can trail docker's
+	# own view by a moment.
+	wait_for "berthctl ps never showed web running" ps_shows_web_running
+}
+ps_shows_web_running() {
+	berthctl ps | grep -E '^web ' | has running
 }
 wait_for "web never ran" web_running
 check_web
