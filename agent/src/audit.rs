@@ -5,30 +5,33 @@
 //! Inputs: records from the supervisor's workers and the `Env` API (a
 //! reveal). Output: the file, appended (not fsynced: the state file is what
 //! must survive a crash) under a plain mutex so concurrent lines never
-//! interleave. No task; nothing to shut down.
+//! interleave. Cloning shares that mutex, so every writer of the one file
+//! (the supervisor, the fleet lock) goes through it. No task; nothing to
+//! shut down.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use tracing::warn;
 
 use crate::clock::now_ms;
 
-/// Appends audit records.
+/// Appends audit records. Clones share one file and one lock.
+#[derive(Clone)]
 pub struct Audit {
-    path: PathBuf,
+    path: Arc<PathBuf>,
     // Serializes whole lines so concurrent calls never interleave.
-    lock: Mutex<()>,
+    lock: Arc<Mutex<()>>,
 }
 
 impl Audit {
     /// Audit log at `state_dir/audit.log`.
     pub fn new(state_dir: &Path) -> Self {
         Audit {
-            path: state_dir.join("audit.log"),
-            lock: Mutex::new(()),
+            path: Arc::new(state_dir.join("audit.log")),
+            lock: Arc::new(Mutex::new(())),
         }
     }
 
@@ -48,7 +51,7 @@ impl Audit {
         let result = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.path)
+            .open(self.path.as_path())
             .and_then(|mut f| writeln!(f, "{line}"));
         if let Err(e) = result {
             warn!(path = %self.path.display(), error = %e, "Cannot write the audit log.");

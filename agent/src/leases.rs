@@ -302,8 +302,19 @@ pub fn load(state_dir: &Path) -> Result<(LeaseTable, Loaded), LeaseFileError> {
     }
 }
 
-/// Writes the table durably (temp file, fsync, rename, fsync of the dir).
+/// Writes the table durably (temp file, fsync, rename, fsync of the dir),
+/// creating `state_dir` (0700) if the agent has not yet.
 pub fn save(state_dir: &Path, table: &LeaseTable) -> Result<(), LeaseFileError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(|source| LeaseFileError::Io {
+            action: "create",
+            path: state_dir.to_owned(),
+            source,
+        })?;
     let path = state_dir.join(FILE);
     let tmp = state_dir.join(format!(".{FILE}.tmp"));
     // A table of strings and numbers always serializes.

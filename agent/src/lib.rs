@@ -24,6 +24,7 @@ pub mod docker;
 pub mod envfiles;
 pub mod envwatch;
 pub mod events;
+pub mod fleet;
 pub mod grpc;
 pub mod health;
 pub mod hostinfo;
@@ -46,6 +47,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use berth_proto::v1::env_server::EnvServer;
+use berth_proto::v1::fleet_lock_server::FleetLockServer;
 use berth_proto::v1::host_server::HostServer;
 use berth_proto::v1::metrics_server::MetricsServer;
 use berth_proto::v1::services_server::ServicesServer;
@@ -56,6 +58,7 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use tracing::{Instrument as _, info, info_span, warn};
 
+use crate::audit::Audit;
 use crate::config::Config;
 use crate::docker::{Engine, RegistryAuth};
 use crate::events::EventBus;
@@ -65,7 +68,16 @@ use crate::supervisor::{Capacity, Setup, Starter, Supervisor};
 
 /// What this agent build serves, reported by `GetInfo` so clients can tell
 /// an agent that lacks a feature from one that failed.
-pub const CAPABILITIES: &[&str] = &["host", "grpc-health", "services", "events", "logs", "nginx", "env"];
+pub const CAPABILITIES: &[&str] = &[
+    "host",
+    "grpc-health",
+    "services",
+    "events",
+    "logs",
+    "nginx",
+    "env",
+    "fleet-lock",
+];
 
 /// Runs the agent until `cancel` fires. Binds `config.listen` (port 0 picks
 /// a free port; `listen_address_file` then says which).
@@ -89,7 +101,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     if oomwatch::readable(&config.limits.kernel_log) {
         capabilities.push("limits.oom-kernel-log".to_owned());
     }
-    let host = grpc::host::HostApi::new(facts, probe, capabilities);
+    let cert_not_after = tls::not_after_ms(&config.tls.cert).unwrap_or(0);
+    let host = grpc::host::HostApi::new(facts, probe, capabilities, cert_not_after);
     // Bound before anything is spawned, so a taken port fails the start.
     let prometheus = metrics::prometheus::bind(&config.metrics.prometheus_listen)
         .await
@@ -101,13 +114,25 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     let (docker_tx, docker_rx) = watch::channel(None);
     let (oom_tx, oom_rx) = mpsc::channel(oomwatch::QUEUE);
     let oom_ids = oomwatch::spawn(&config.limits.kernel_log, oom_tx).then_some(oom_rx);
+    let bus = EventBus::new();
+    let audit = Audit::new(&config.state_dir);
+    // Leases are independent of Docker: the keeper runs from the start.
+    let locks = fleet::locks::Locks::start(
+        config.state_dir.clone(),
+        bus.clone(),
+        audit.clone(),
+        &tracker,
+        cancel.child_token(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let (sup, starter) = Supervisor::new(
         Setup {
             state_dir: config.state_dir.clone(),
             env_dir: config.env_dir.clone(),
             sites: nginx::Sites::new(config.nginx.clone()),
             capacity,
-            bus: EventBus::new(),
+            bus,
+            audit,
             metrics_targets: targets_tx,
             oom_ids,
         },
@@ -186,6 +211,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     health.set_serving::<ServicesServer<ServicesApi>>().await;
     health.set_serving::<EnvServer<grpc::env::EnvApi>>().await;
     health.set_serving::<MetricsServer<grpc::metrics::MetricsApi>>().await;
+    health.set_serving::<FleetLockServer<grpc::locks::LocksApi>>().await;
 
     let incoming = grpc::listener::incoming(listener, tls, &tracker, cancel.child_token());
     let server = Server::builder()
@@ -194,6 +220,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         .add_service(ServicesServer::new(services))
         .add_service(EnvServer::new(env))
         .add_service(MetricsServer::new(metrics_api))
+        .add_service(FleetLockServer::new(grpc::locks::LocksApi::new(locks)))
         .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
 
     // Say we listen (and write the address file) once the first attempt to

@@ -119,3 +119,15 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
             expected: "PRIVATE KEY block",
         })
 }
+
+/// When the first certificate in the PEM file at `path` stops being valid
+/// (ms since the epoch), for `GetInfo`: fleet views flag agents whose
+/// certificate is about to expire. `None` when it cannot be read.
+pub fn not_after_ms(path: &Path) -> Option<u64> {
+    let pem = std::fs::read(path).ok()?;
+    let der = rustls_pemfile::certs(&mut pem.as_slice()).next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    u64::try_from(cert.validity().not_after.timestamp())
+        .ok()
+        .map(|s| s.saturating_mul(1000))
+}

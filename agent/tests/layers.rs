@@ -37,7 +37,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "leases",
         ],
     ),
-    ("supervisor", &["supervisor"]),
+    ("supervisor", &["supervisor", "fleet"]),
     ("policy", &["reconcile", "limits"]),
     ("grpc", &["grpc"]),
     ("root", &["lib", "main"]),

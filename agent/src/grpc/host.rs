@@ -14,15 +14,18 @@ pub struct HostApi {
     facts: HostFacts,
     docker: DockerProbe,
     capabilities: Vec<String>,
+    cert_not_after_ms: u64,
 }
 
 impl HostApi {
-    /// `capabilities` lists what this agent serves, for clients to check.
-    pub fn new(facts: HostFacts, docker: DockerProbe, capabilities: Vec<String>) -> Self {
+    /// `capabilities` lists what this agent serves, for clients to check;
+    /// `cert_not_after_ms` is when the agent's certificate expires (0 unknown).
+    pub fn new(facts: HostFacts, docker: DockerProbe, capabilities: Vec<String>, cert_not_after_ms: u64) -> Self {
         HostApi {
             facts,
             docker,
             capabilities,
+            cert_not_after_ms,
         }
     }
 }
@@ -54,6 +57,7 @@ impl Host for HostApi {
                 role: who.role.as_str().to_owned(),
             }),
             agent_started_at_ms: f.agent_started_at_ms,
+            agent_cert_not_after_ms: self.cert_not_after_ms,
         }))
     }
 }

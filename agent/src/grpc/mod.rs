@@ -9,6 +9,7 @@
 pub mod env;
 pub mod host;
 pub mod listener;
+pub mod locks;
 pub mod metrics;
 pub mod services;
 

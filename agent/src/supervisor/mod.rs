@@ -122,7 +122,7 @@ pub struct Capacity {
 
 /// Where the supervisor keeps things and what it may use.
 pub struct Setup {
-    /// State file and audit log.
+    /// State file.
     pub state_dir: PathBuf,
     /// Env files.
     pub env_dir: PathBuf,
@@ -132,6 +132,8 @@ pub struct Setup {
     pub capacity: Capacity,
     /// Where events go.
     pub bus: EventBus,
+    /// The audit trail (shared with the rest of the agent).
+    pub audit: Audit,
     /// Where the owner publishes what the metrics collector reads.
     pub metrics_targets: watch::Sender<Arc<Vec<MetricsTarget>>>,
     /// Ids of containers the kernel log says were OOM-killed, if read.
@@ -195,6 +197,7 @@ impl Supervisor {
             sites,
             capacity,
             bus,
+            audit,
             metrics_targets,
             oom_ids,
         } = setup;
@@ -209,7 +212,7 @@ impl Supervisor {
                 snapshot,
                 phase,
                 bus,
-                audit: Audit::new(&state_dir),
+                audit,
                 env_dir,
                 sites,
                 capacity,
