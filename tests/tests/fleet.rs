@@ -221,6 +221,24 @@ fn inventory_errors_name_the_line_and_discovery_or_a_file_gives_the_hosts() {
         "{listed}"
     );
 
+    // metrics and top over the fleet: a (host) row and service rows per host.
+    let doc = json(&ctl(&fleet, &inv, &["metrics", "--fleet", "cloud", "-o", "json"]));
+    assert_eq!(hosts_of(&doc).len(), 5, "{doc}");
+    assert!(doc["hosts"][0]["result"]["machine"]["cpus"].as_u64() > Some(0), "{doc}");
+    let top = ok(&ctl(
+        &fleet,
+        &inv,
+        &["top", "--fleet", "cloud", "-n", "1", "--sort", "mem"],
+    ));
+    assert!(top.starts_with("fleet: 5 hosts (0 down)"), "{top}");
+    for n in 1..=5 {
+        assert!(
+            top.lines()
+                .any(|l| l.starts_with(&format!("d-{n} ")) && l.contains("(host)")),
+            "{top}"
+        );
+    }
+
     // --hosts-from - reads the same list from standard input.
     let mut child = fleet
         .ctl(&["--hosts-from", "-", "info", "-o", "json"])
