@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use super::Global;
 use super::multiplex::{self, Happening};
 use crate::fleet::{self, HostError, SelectedHost, Summary, fan_out};
-use crate::output::{Sink, Stream, WriteError};
+use crate::output::{Format, Sink, Stream, WriteError};
 
 /// Print a service's container output (stdout to stdout, stderr to stderr).
 ///
@@ -17,7 +17,8 @@ use crate::output::{Sink, Stream, WriteError};
 ///
 /// Over a selection (--fleet, --hosts-from, several --host) every line is
 /// prefixed with its host. With -f a host that drops out is reported,
-/// tried again (1s, doubling to 30s) and rejoins where it left off.
+/// tried again (1s, doubling to 30s) and rejoins where it left off. With
+/// --output json each line is a JSON record with its host.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The service.
@@ -78,7 +79,7 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
         .await;
         for (o, sink) in outcomes.iter().zip(&sinks) {
             for line in o.result.iter().flatten() {
-                show(sink, line)?;
+                show_in(sink, global.output, line)?;
             }
         }
         let summary = Summary::of(&outcomes);
@@ -118,7 +119,7 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
                 Happening::Message(line) => {
                     let mut r = lock(resume);
                     for line in r[i].take(line) {
-                        show(sink, &line)?;
+                        show_in(sink, global.output, &line)?;
                     }
                     Ok(())
                 }
@@ -188,6 +189,17 @@ impl Resume {
             self.last = Some((l.container.clone(), l.line.clone()));
         }
         out
+    }
+}
+
+/// One line of a host of a selection: as [`show`], or under `--output
+/// json` one NDJSON record (`host`, `container`, `stream`, `line`).
+fn show_in(out: &Sink, format: Format, line: &LogLine) -> Result<(), WriteError> {
+    match format {
+        Format::Table => show(out, line),
+        Format::Json => out.record(&serde_json::json!({
+            "container": line.container, "stream": line.stream, "line": line.line,
+        })),
     }
 }
 
