@@ -57,6 +57,7 @@ enum Command {
     Env(cmd::env::Args),
     Top(cmd::top::Args),
     Metrics(cmd::metrics::Args),
+    Rollout(cmd::rollout::Args),
 }
 
 fn main() -> ExitCode {
@@ -77,11 +78,15 @@ fn main() -> ExitCode {
         Command::Env(args) => block_on(cmd::env::run(&cli.global, out, args)),
         Command::Top(args) => block_on(cmd::top::run(&cli.global, out, args)),
         Command::Metrics(args) => block_on(cmd::metrics::run(&cli.global, out, args)),
+        Command::Rollout(args) => block_on(cmd::rollout::run(&cli.global, out, args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // Whoever read our output has gone: there is no one left to tell.
         Err(e) if WriteError::is_closed(&e) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<cmd::Exit>().is_some() => {
+            ExitCode::from(e.downcast_ref::<cmd::Exit>().map_or(1, |x| x.0))
+        }
         Err(e) => {
             // If stderr is gone too, the exit code still says it.
             let _ = out.err(&format!("berthctl: {e:#}"));
