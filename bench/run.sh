@@ -9,6 +9,8 @@
 #                             # prometheus-node-exporter; collection cost per container
 #   bench/run.sh fleet [--quick]  # berthctl ps over 50/100/200 real agents vs a shell loop of
 #                             # one berthctl --host per host, 5 at a time (--quick: 20 and 50)
+#   bench/run.sh rollout [--quick]  # rollout of 20 agents --batch 5 vs the ideal (slowest host per
+#                             # batch, same run) and a shell loop of deploys (--quick: 10 agents)
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 which="${1:-all}"
@@ -18,7 +20,7 @@ run() { [[ "$which" == all || "$which" == "$1" ]]; }
 if run getinfo; then
 	cargo bench -q -p berth-tests --bench getinfo
 fi
-if run supervise || run proxy || run metrics; then
+if run supervise || run proxy || run metrics || run rollout; then
 	# shellcheck source=scripts/test-env.sh
 	source scripts/test-env.sh
 fi
@@ -33,4 +35,7 @@ if run metrics; then
 fi
 if run fleet; then
 	cargo bench -q -p berth-tests --bench fleet
+fi
+if run rollout; then
+	cargo bench -q -p berth-tests --bench rollout
 fi

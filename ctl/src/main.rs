@@ -67,6 +67,7 @@ enum Command {
     Metrics(cmd::metrics::Args),
     Fleet(cmd::fleet::Args),
     Lock(cmd::lock::Args),
+    Rollout(cmd::rollout::Args),
 }
 
 fn main() -> ExitCode {
@@ -89,11 +90,15 @@ fn main() -> ExitCode {
         Command::Metrics(args) => block_on(cmd::metrics::run(&cli.global, out, args)),
         Command::Fleet(args) => block_on(cmd::fleet::run(&cli.global, out, args)),
         Command::Lock(args) => block_on(cmd::lock::run(&cli.global, out, args)),
+        Command::Rollout(args) => block_on(cmd::rollout::run(&cli.global, out, args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // Whoever read our output has gone: there is no one left to tell.
         Err(e) if WriteError::is_closed(&e) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<cmd::Exit>().is_some() => {
+            ExitCode::from(e.downcast_ref::<cmd::Exit>().map_or(1, |x| x.0))
+        }
         Err(e) => {
             // If stderr is gone too, the exit code still says it.
             let _ = out.err(&format!("berthctl: {e:#}"));
