@@ -7,15 +7,18 @@
 #   bench/run.sh proxy        # failed requests and latency behind nginx: berth deploy vs docker stop/run
 #   bench/run.sh metrics      # agent CPU%/RSS with 0 and 20 containers at 1s and 10s vs
 #                             # prometheus-node-exporter; collection cost per container
+#   bench/run.sh flood [--quick]  # 2,000 idle TCP + 200 stalled TLS handshakes: sockets held,
+#                             # ps latency during the flood, log lines written
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 which="${1:-all}"
+quick="${2:-}"
 cargo build --release --bins -q
 run() { [[ "$which" == all || "$which" == "$1" ]]; }
 if run getinfo; then
 	cargo bench -q -p berth-tests --bench getinfo
 fi
-if run supervise || run proxy || run metrics; then
+if run supervise || run proxy || run metrics || run flood; then
 	# shellcheck source=scripts/test-env.sh
 	source scripts/test-env.sh
 fi
@@ -27,4 +30,7 @@ if run proxy; then
 fi
 if run metrics; then
 	cargo bench -q -p berth-tests --bench metrics
+fi
+if run flood; then
+	cargo bench -q -p berth-tests --bench flood -- ${quick:+"$quick"}
 fi

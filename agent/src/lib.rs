@@ -213,8 +213,20 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     health.set_serving::<MetricsServer<grpc::metrics::MetricsApi>>().await;
     health.set_serving::<FleetLockServer<grpc::locks::LocksApi>>().await;
 
-    let incoming = grpc::listener::incoming(listener, tls, &tracker, cancel.child_token());
+    let (limits, nofile) = grpc::listener::fit_to_fd_limit(grpc::listener::Limits::from_config(&config.connections));
+    info!(
+        max_connections = limits.max,
+        per_address = limits.max_per_address,
+        max_handshakes = limits.max_handshakes,
+        nofile = ?nofile,
+        "Connection limits."
+    );
+    let incoming = grpc::listener::incoming(listener, tls, limits, &tracker, cancel.child_token());
+    let keepalive = config.connections.keepalive.as_std();
     let server = Server::builder()
+        .max_concurrent_streams(Some(config.connections.max_concurrent_streams))
+        .http2_keepalive_interval(Some(keepalive))
+        .http2_keepalive_timeout(Some(keepalive))
         .add_service(health_service)
         .add_service(HostServer::new(host))
         .add_service(ServicesServer::new(services))

@@ -1,0 +1,53 @@
+//! Hardening: what anyone who reaches the agent's port, or an unlucky
+//! operator, can do to it. Connection floods, and the agent's shutdown with
+//! clients that stopped reading. Real agents, real TLS, real Docker.
+
+use std::time::Duration;
+
+use berth_tests::flood::{Flood, open_sockets};
+use berth_tests::{Agent, Pki, Spec, agent_config, apply, ok, only_container, ps, service};
+
+/// systemd's open-file limit for a unit without `LimitNOFILE`, the limit
+/// the flood exhausted.
+const SYSTEMD_NOFILE: u64 = 1024;
+
+#[test]
+fn a_connection_flood_neither_starves_callers_nor_replaces_containers() {
+    let pki = Pki::new();
+    let agent = Agent::start_ready_nofile(&pki, &agent_config(&pki, ""), SYSTEMD_NOFILE);
+    ok(&apply(&pki, &agent.addr, &Spec::checked("flood", "v1")));
+    let before = only_container(&pki.instance, "flood");
+
+    // 2,000 idle TCP connections and 200 stalled TLS handshakes, more
+    // than the agent's 1,024 descriptors, held past the handshake timeout
+    // while the health probes (every 500ms, 3 retries) keep running.
+    let flood = Flood::open(agent.addr.parse().expect("agent address"), 2_000, 200);
+    assert!(flood.len() >= 2_000, "the flood got {} connections in", flood.len());
+    let mut held = 0;
+    for _ in 0..4 {
+        let s = ps(&pki, &agent.addr);
+        let svc = service(&s, "flood");
+        assert_eq!(svc["containers"][0]["health"], "healthy", "{svc}");
+        held = held.max(open_sockets(agent.pid()));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    // connections.max_per_address (64) from each of the two flood
+    // addresses, at most; plus the listener, Docker's pool, ps's own.
+    assert!(held < 2 * 64 + 40, "the agent held {held} sockets during the flood");
+    drop(flood);
+
+    assert_eq!(
+        only_container(&pki.instance, "flood"),
+        before,
+        "no container was replaced"
+    );
+    let s = ps(&pki, &agent.addr);
+    assert_eq!(service(&s, "flood")["restarts"], 0, "{s}");
+    let logs = agent.logs();
+    assert!(!logs.contains("unhealthy"), "{logs}");
+    // One line per refusal would be thousands: a few per interval, then a
+    // count.
+    let refusals = logs.lines().filter(|l| l.contains("Refused")).count();
+    assert!(refusals <= 20, "{refusals} refusal lines:\n{logs}");
+    assert!(logs.contains("more connections in the last"), "{logs}");
+}
