@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use berth_tests::flood::{Flood, open_sockets};
-use berth_tests::{Agent, Pki, Spec, agent_config, apply, ok, only_container, ps, service};
+use berth_tests::nginx::Nginx;
+use berth_tests::{Agent, Pki, Spec, agent_config, apply, fails, ok, only_container, ps, service};
 
 /// systemd's open-file limit for a unit without `LimitNOFILE`, the limit
 /// the flood exhausted.
@@ -50,4 +51,50 @@ fn a_connection_flood_neither_starves_callers_nor_replaces_containers() {
     let refusals = logs.lines().filter(|l| l.contains("Refused")).count();
     assert!(refusals <= 20, "{refusals} refusal lines:\n{logs}");
     assert!(logs.contains("more connections in the last"), "{logs}");
+}
+
+#[test]
+fn nginx_config_injection_through_any_proxy_field_is_refused_naming_the_key() {
+    let pki = Pki::new();
+    let nginx = Nginx::start(pki.dir.path());
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, &nginx.agent_config()));
+    // The attack: it passed `nginx -t` and served the host's /etc.
+    let attack = "/x { } location /x/ { alias /etc/; autoindex on; } location = /y";
+    let base = || Spec::checked("inject", "v1").proxy("_", 18080);
+    let attempts = [
+        (base().set("proxy", "health_paths", [attack]), "proxy.health_paths"),
+        (
+            base().set("proxy", "health_paths", ["/ok", "/a;b"]),
+            "proxy.health_paths",
+        ),
+        (
+            base()
+                .set("proxy", "tls_cert", "/etc/ssl/a.pem; include /etc/passwd")
+                .set("proxy", "tls_key", "/etc/ssl/a.key"),
+            "proxy.tls_cert",
+        ),
+        (
+            base()
+                .set("proxy", "tls_cert", "/etc/ssl/a.pem")
+                .set("proxy", "tls_key", "/etc/ssl/$ssl_server_name.key"),
+            "proxy.tls_key",
+        ),
+        (
+            base().set("proxy", "server_names", ["a.example.com; location / { return 200; }"]),
+            "proxy.server_names",
+        ),
+    ];
+    for (spec, key) in attempts {
+        let err = fails(&apply(&pki, &agent.addr, &spec));
+        assert!(err.contains(key), "{key} not named: {err}");
+    }
+    assert!(
+        std::fs::read_dir(&nginx.sites).expect("sites dir").next().is_none(),
+        "no site was written"
+    );
+    assert!(service_absent(&pki, &agent.addr, "inject"));
+}
+
+fn service_absent(pki: &Pki, addr: &str, name: &str) -> bool {
+    berth_tests::find_service(&ps(pki, addr), name).is_none()
 }
