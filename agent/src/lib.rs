@@ -251,13 +251,33 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         notify::ready();
     }
 
-    let result = server.instrument(info_span!("grpc")).await;
+    let server = server.instrument(info_span!("grpc"));
+    tokio::pin!(server);
+    let result = tokio::select! {
+        result = &mut server => result,
+        () = cancel.cancelled() => {
+            // Graceful shutdown waits for every client to acknowledge
+            // GOAWAY; one that stopped reading (a suspended berthctl) never
+            // does. Calls get DRAIN to finish, then connections are dropped.
+            match tokio::time::timeout(DRAIN, &mut server).await {
+                Ok(result) => result,
+                Err(_) => {
+                    warn!(drain = ?DRAIN, "Dropping client connections that did not close within the drain time.");
+                    Ok(())
+                }
+            }
+        }
+    };
     // Whatever ended the server, the rest must stop too.
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
     result.context("gRPC server failed")
 }
+
+/// How long connections get to close after shutdown starts, well inside
+/// main's grace, so clients that never answer GOAWAY cannot hold it.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How long start-up waits for the first attempt to reach Docker before
 /// announcing the listener anyway.

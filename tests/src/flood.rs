@@ -94,3 +94,40 @@ pub fn open_sockets(pid: u32) -> usize {
         })
         .unwrap_or(0)
 }
+
+/// A connection from a valid client that finishes the mutual-TLS handshake
+/// and then sends nothing, not even HTTP/2's preface: a berthctl suspended
+/// at the wrong moment. Open until dropped.
+pub struct IdleClient {
+    rt: tokio::runtime::Runtime,
+    stream: Option<tokio_rustls::client::TlsStream<TcpStream>>,
+}
+
+impl IdleClient {
+    /// Connects to `addr` (`127.0.0.1:PORT`) as the client in `tls_dir`.
+    pub fn connect(tls_dir: &std::path::Path, addr: SocketAddr) -> IdleClient {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let files = berthctl::client::TlsFiles::resolve(tls_dir, None).expect("client certificate");
+        let config = berthctl::client::client_config(&files).expect("client TLS config");
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let stream = rt.block_on(async {
+            let tcp = TcpStream::connect(addr).await.expect("connect");
+            connector.connect(name, tcp).await.expect("mutual TLS handshake")
+        });
+        IdleClient {
+            rt,
+            stream: Some(stream),
+        }
+    }
+}
+
+impl Drop for IdleClient {
+    fn drop(&mut self) {
+        let _guard = self.rt.enter();
+        self.stream = None;
+    }
+}

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use berth_tests::flood::{Flood, open_sockets};
+use berth_tests::flood::{Flood, IdleClient, open_sockets};
 use berth_tests::nginx::Nginx;
-use berth_tests::{Agent, Pki, Spec, agent_config, apply, fails, ok, only_container, ps, service};
+use berth_tests::{Agent, Pki, Spec, agent_config, apply, berthctl_command, fails, ok, only_container, ps, service};
 
 /// systemd's open-file limit for a unit without `LimitNOFILE`, the limit
 /// the flood exhausted.
@@ -97,4 +97,44 @@ fn nginx_config_injection_through_any_proxy_field_is_refused_naming_the_key() {
 
 fn service_absent(pki: &Pki, addr: &str, name: &str) -> bool {
     berth_tests::find_service(&ps(pki, addr), name).is_none()
+}
+
+#[test]
+fn a_client_that_stopped_reading_does_not_hold_the_agents_shutdown() {
+    let pki = Pki::new();
+    let mut agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
+    let chatty = Spec::new("chatty", "v1").key(
+        "command",
+        [
+            "sh",
+            "-c",
+            "while :; do echo 'a line of log output that keeps coming'; done",
+        ],
+    );
+    ok(&apply(&pki, &agent.addr, &chatty));
+    // `berthctl logs -f`, then suspended (Ctrl-Z): it stops reading, the
+    // stream's buffers fill, and it never answers the agent's GOAWAY.
+    let mut follower = berthctl_command(&pki, &agent.addr)
+        .args(["logs", "chatty", "-f"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("berthctl logs -f");
+    // So is a client that finished TLS and then said nothing.
+    let idle = IdleClient::connect(&pki.tls_dir(), agent.addr.parse().expect("agent address"));
+    std::thread::sleep(Duration::from_secs(2));
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &follower.id().to_string()])
+        .status()
+        .expect("kill -STOP");
+    assert!(stopped.success());
+    std::thread::sleep(Duration::from_secs(3));
+
+    let status = agent.signal_and_wait(15, Duration::from_secs(40));
+    drop(idle);
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let status = status.expect("the agent exited");
+    assert!(status.success(), "exit {status}; the grace ran out:\n{}", agent.logs());
+    assert!(!agent.logs().contains("did not finish in time"), "{}", agent.logs());
 }
