@@ -9,10 +9,12 @@
 #                             # prometheus-node-exporter; collection cost per container
 #   bench/run.sh flood [--quick]  # 2,000 idle TCP + 200 stalled TLS handshakes: sockets held,
 #                             # ps latency during the flood, log lines written
+#   bench/run.sh fleet [--quick]  # berthctl ps over 50/100/200 real agents vs a shell loop of
+#                             # one berthctl --host per host, 5 at a time (--quick: 20 and 50)
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 which="${1:-all}"
-quick="${2:-}"
+if [[ "${2:-}" == "--quick" ]]; then export BERTH_BENCH_QUICK=1; fi
 cargo build --release --bins -q
 run() { [[ "$which" == all || "$which" == "$1" ]]; }
 if run getinfo; then
@@ -32,5 +34,8 @@ if run metrics; then
 	cargo bench -q -p berth-tests --bench metrics
 fi
 if run flood; then
-	cargo bench -q -p berth-tests --bench flood -- ${quick:+"$quick"}
+	cargo bench -q -p berth-tests --bench flood
+fi
+if run fleet; then
+	cargo bench -q -p berth-tests --bench fleet
 fi

@@ -50,6 +50,7 @@ use berth_proto::v1::env_server::EnvServer;
 use berth_proto::v1::fleet_lock_server::FleetLockServer;
 use berth_proto::v1::host_server::HostServer;
 use berth_proto::v1::metrics_server::MetricsServer;
+use berth_proto::v1::rollouts_server::RolloutsServer;
 use berth_proto::v1::services_server::ServicesServer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -77,6 +78,7 @@ pub const CAPABILITIES: &[&str] = &[
     "nginx",
     "env",
     "fleet-lock",
+    "rollouts",
 ];
 
 /// Runs the agent until `cancel` fires. Binds `config.listen` (port 0 picks
@@ -125,6 +127,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         cancel.child_token(),
     )
     .map_err(anyhow::Error::msg)?;
+    let rollouts = fleet::rollouts::Rollouts::new(&config.state_dir, bus.clone(), audit.clone());
     let (sup, starter) = Supervisor::new(
         Setup {
             state_dir: config.state_dir.clone(),
@@ -212,6 +215,9 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     health.set_serving::<EnvServer<grpc::env::EnvApi>>().await;
     health.set_serving::<MetricsServer<grpc::metrics::MetricsApi>>().await;
     health.set_serving::<FleetLockServer<grpc::locks::LocksApi>>().await;
+    health
+        .set_serving::<RolloutsServer<grpc::rollouts::RolloutsApi>>()
+        .await;
 
     let (limits, nofile) = grpc::listener::fit_to_fd_limit(grpc::listener::Limits::from_config(&config.connections));
     info!(
@@ -233,6 +239,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         .add_service(EnvServer::new(env))
         .add_service(MetricsServer::new(metrics_api))
         .add_service(FleetLockServer::new(grpc::locks::LocksApi::new(locks)))
+        .add_service(RolloutsServer::new(grpc::rollouts::RolloutsApi::new(
+            sup.clone(),
+            rollouts,
+        )))
         .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
 
     // Say we listen (and write the address file) once the first attempt to

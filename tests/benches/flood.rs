@@ -5,7 +5,7 @@
 //! Prints what the issue asks for: connections the agent held, `berthctl
 //! ps` latency before and during the flood, log lines written, and whether
 //! the container survived. `bench/run.sh flood` (needs the test registry);
-//! `-- --quick` holds the flood for one handshake timeout instead of three.
+//! `bench/run.sh flood --quick` holds the flood for one handshake timeout instead of three.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use berth_tests::flood::{Flood, open_sockets};
 use berth_tests::{Agent, Pki, Spec, agent_config, apply, berthctl, median, ok, only_container, ps, service};
 
 fn main() -> anyhow::Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let quick = std::env::var_os("BERTH_BENCH_QUICK").is_some() || std::env::args().any(|a| a == "--quick");
     let hold = if quick {
         Duration::from_secs(6)
     } else {

@@ -9,28 +9,36 @@ pub mod certs;
 pub mod deploy;
 pub mod env;
 pub mod events;
+pub mod fleet;
+pub mod fleetview;
 pub mod history;
 pub mod info;
+pub mod lock;
 pub mod logs;
 pub mod metrics;
+pub mod multiplex;
 pub mod progress;
 pub mod ps;
 pub mod restart;
 pub mod rm;
 pub mod rollback;
+pub mod rollout;
 pub mod top;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::client::{Agent, ConnectError, Target, TlsFiles};
+use crate::client::Agent;
+use crate::fleet::{Selection, SelectionArgs, SelectionError};
 use crate::output::Format;
 
 /// Options shared by every command that talks to an agent.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Global {
-    /// Agent address: HOST or HOST:PORT (default port 7443).
-    #[arg(long, global = true, env = "BERTH_HOST", default_value = "127.0.0.1:7443")]
-    pub host: Target,
+    /// Which agents: --host, --fleet, --select, --hosts-from, and how to
+    /// call them: --parallel, --timeout.
+    #[command(flatten)]
+    pub select: SelectionArgs,
 
     /// Directory with ca.pem and your client certificate NAME.pem/NAME-key.pem.
     /// [default: ~/.config/berth]
@@ -53,13 +61,27 @@ impl Global {
         self.tls_dir.clone().unwrap_or_else(default_tls_dir)
     }
 
-    /// The agent at --host, with the TLS files resolved; it dials on its
-    /// first [`Agent::call`].
-    pub fn agent(&self) -> Result<Agent, ConnectError> {
-        let files = TlsFiles::resolve(&self.tls_dir(), self.cert.as_deref())?;
-        Ok(Agent::new(self.host.clone(), files))
+    /// The selected hosts (see [`SelectionArgs::resolve`]), with
+    /// `--tls-dir` and `--cert` applied; nothing is dialed yet.
+    pub async fn selection(&self) -> Result<Selection, SelectionError> {
+        self.select.resolve(self.tls_dir.as_deref(), self.cert.as_deref()).await
+    }
+
+    /// The one agent a changing command (`what`, e.g. `deploy`) talks to;
+    /// a selection of several hosts is refused, pointing to `berthctl
+    /// rollout`. It dials on its first [`Agent::call`].
+    pub async fn one_agent(&self, what: &str) -> anyhow::Result<Arc<Agent>> {
+        let selection = self.selection().await?;
+        Ok(selection.single(what)?.agent.clone())
     }
 }
+
+/// Ends berthctl with this exit code and nothing more printed (what there
+/// was to say has been said), e.g. 2 for `rollout --dry-run` when
+/// something would change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("exit code {0}")]
+pub struct Exit(pub u8);
 
 /// `~/.config/berth` (or `$XDG_CONFIG_HOME/berth`).
 pub fn default_tls_dir() -> PathBuf {
