@@ -7,6 +7,8 @@
 #   bench/run.sh proxy        # failed requests and latency behind nginx: berth deploy vs docker stop/run
 #   bench/run.sh metrics      # agent CPU%/RSS with 0 and 20 containers at 1s and 10s vs
 #                             # prometheus-node-exporter; collection cost per container
+#   bench/run.sh flood [--quick]  # 2,000 idle TCP + 200 stalled TLS handshakes: sockets held,
+#                             # ps latency during the flood, log lines written
 #   bench/run.sh fleet [--quick]  # berthctl ps over 50/100/200 real agents vs a shell loop of
 #                             # one berthctl --host per host, 5 at a time (--quick: 20 and 50)
 #   bench/run.sh rollout [--quick]  # rollout of 20 agents --batch 5 vs the ideal (slowest host per
@@ -20,7 +22,7 @@ run() { [[ "$which" == all || "$which" == "$1" ]]; }
 if run getinfo; then
 	cargo bench -q -p berth-tests --bench getinfo
 fi
-if run supervise || run proxy || run metrics || run rollout; then
+if run supervise || run proxy || run metrics || run flood || run rollout; then
 	# shellcheck source=scripts/test-env.sh
 	source scripts/test-env.sh
 fi
@@ -32,6 +34,9 @@ if run proxy; then
 fi
 if run metrics; then
 	cargo bench -q -p berth-tests --bench metrics
+fi
+if run flood; then
+	cargo bench -q -p berth-tests --bench flood
 fi
 if run fleet; then
 	cargo bench -q -p berth-tests --bench fleet

@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::docker::{ContainerInfo, Engine};
+use crate::docker::{ContainerInfo, DockerError, Engine};
 use berth_core::spec::{HealthCheck, Probe, ServiceSpec};
 
 /// How often the deploy gate probes at most: a healthy container should be
@@ -41,8 +41,22 @@ const NO_CHECK_SETTLE: Duration = Duration::from_secs(2);
 pub struct Outcome {
     /// Whether the check passed.
     pub healthy: bool,
+    /// The agent could not run the probe for a reason of its own (out of
+    /// file descriptors or local ports, Docker unreachable): the result says
+    /// nothing about the container, so it neither passes nor fails a check.
+    pub unknown: bool,
     /// What the probe saw, for people: status line, error, command output.
     pub output: String,
+}
+
+/// Whether an I/O error is the agent's own shortage rather than the
+/// container's answer: EMFILE/ENFILE (no file descriptors), EADDRNOTAVAIL
+/// (no local port), ENOBUFS/ENOMEM (no kernel memory).
+fn own_resource_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::EADDRNOTAVAIL | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// Runs `check` once against `container`.
@@ -60,6 +74,7 @@ pub async fn probe(engine: &Engine, container: &ContainerInfo, spec: &ServiceSpe
             let addr = SocketAddr::new(ip, *port);
             match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(_)) => ok(format!("TCP {addr}: connected")),
+                Ok(Err(e)) if own_resource_error(&e) => unknown(format!("TCP {addr}: {e}")),
                 Ok(Err(e)) => fail(format!("TCP {addr}: {e}")),
                 Err(_) => fail(format!("TCP {addr}: no answer within {}", check.timeout)),
             }
@@ -67,6 +82,8 @@ pub async fn probe(engine: &Engine, container: &ContainerInfo, spec: &ServiceSpe
         Probe::Exec { command } => match engine.exec(&container.id, command, timeout).await {
             Ok((0, out)) => ok(out),
             Ok((code, out)) => fail(format!("exit {code}: {}", out.trim())),
+            // Docker not answering is not the container failing its check.
+            Err(e @ (DockerError::Connect { .. } | DockerError::Unreachable { .. })) => unknown(e.to_string()),
             Err(e) => fail(e.to_string()),
         },
     }
@@ -74,8 +91,17 @@ pub async fn probe(engine: &Engine, container: &ContainerInfo, spec: &ServiceSpe
 
 async fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Outcome {
     let url = format!("http://{addr}{path}");
+    // Connecting is tried on its own: failing to get a socket is the
+    // agent's problem, not the container's.
+    let started = Instant::now();
+    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) if own_resource_error(&e) => return unknown(format!("GET {url}: {e}")),
+        Ok(Err(e)) => return fail(format!("GET {url}: {e}")),
+        Err(_) => return fail(format!("GET {url}: no answer within {}ms", timeout.as_millis())),
+    };
+    let left = timeout.saturating_sub(started.elapsed());
     let attempt = async {
-        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .map_err(|e| e.to_string())?;
@@ -110,7 +136,7 @@ async fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Outcome {
             .collect();
         Ok::<_, String>((status, snippet))
     };
-    match tokio::time::timeout(timeout, attempt).await {
+    match tokio::time::timeout(left, attempt).await {
         Ok(Ok((status, _))) if status.is_success() || status.is_redirection() => ok(format!("GET {url}: {status}")),
         Ok(Ok((status, body))) => fail(format!("GET {url}: {status} {body}").trim().to_owned()),
         Ok(Err(e)) => fail(format!("GET {url}: {e}")),
@@ -143,11 +169,27 @@ where
 }
 
 fn ok(output: String) -> Outcome {
-    Outcome { healthy: true, output }
+    Outcome {
+        healthy: true,
+        unknown: false,
+        output,
+    }
 }
 
 fn fail(output: String) -> Outcome {
-    Outcome { healthy: false, output }
+    Outcome {
+        healthy: false,
+        unknown: false,
+        output,
+    }
+}
+
+fn unknown(output: String) -> Outcome {
+    Outcome {
+        healthy: false,
+        unknown: true,
+        output: format!("unknown, the agent could not probe: {output}"),
+    }
 }
 
 /// Why a new container did not pass its gate.
@@ -218,11 +260,12 @@ pub async fn gate(
         if outcome.healthy {
             return Ok(outcome.output);
         }
-        last_output = outcome.output;
+        last_output = outcome.output.clone();
         let now = Instant::now();
         // Count failures at the spec's own interval, and only once the
         // start period is over, as Docker's HEALTHCHECK would.
-        if now >= started + check.start_period.as_std() && now >= next_counted {
+        // A probe the agent itself could not run counts for nothing.
+        if !outcome.unknown && now >= started + check.start_period.as_std() && now >= next_counted {
             failures += 1;
             next_counted = now + check.interval.as_std();
             if failures >= check.retries {

@@ -219,8 +219,20 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         .set_serving::<RolloutsServer<grpc::rollouts::RolloutsApi>>()
         .await;
 
-    let incoming = grpc::listener::incoming(listener, tls, &tracker, cancel.child_token());
+    let (limits, nofile) = grpc::listener::fit_to_fd_limit(grpc::listener::Limits::from_config(&config.connections));
+    info!(
+        max_connections = limits.max,
+        per_address = limits.max_per_address,
+        max_handshakes = limits.max_handshakes,
+        nofile = ?nofile,
+        "Connection limits."
+    );
+    let incoming = grpc::listener::incoming(listener, tls, limits, &tracker, cancel.child_token());
+    let keepalive = config.connections.keepalive.as_std();
     let server = Server::builder()
+        .max_concurrent_streams(Some(config.connections.max_concurrent_streams))
+        .http2_keepalive_interval(Some(keepalive))
+        .http2_keepalive_timeout(Some(keepalive))
         .add_service(health_service)
         .add_service(HostServer::new(host))
         .add_service(ServicesServer::new(services))
@@ -249,13 +261,33 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         notify::ready();
     }
 
-    let result = server.instrument(info_span!("grpc")).await;
+    let server = server.instrument(info_span!("grpc"));
+    tokio::pin!(server);
+    let result = tokio::select! {
+        result = &mut server => result,
+        () = cancel.cancelled() => {
+            // Graceful shutdown waits for every client to acknowledge
+            // GOAWAY; one that stopped reading (a suspended berthctl) never
+            // does. Calls get DRAIN to finish, then connections are dropped.
+            match tokio::time::timeout(DRAIN, &mut server).await {
+                Ok(result) => result,
+                Err(_) => {
+                    warn!(drain = ?DRAIN, "Dropping client connections that did not close within the drain time.");
+                    Ok(())
+                }
+            }
+        }
+    };
     // Whatever ended the server, the rest must stop too.
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
     result.context("gRPC server failed")
 }
+
+/// How long connections get to close after shutdown starts, well inside
+/// main's grace, so clients that never answer GOAWAY cannot hold it.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How long start-up waits for the first attempt to reach Docker before
 /// announcing the listener anyway.

@@ -126,15 +126,37 @@ impl Agent {
         agent
     }
 
+    /// Like [`Agent::start_ready`], with the agent's open-file limit (soft
+    /// and hard) set to `nofile` by prlimit(1): 1024 is what systemd gives a
+    /// unit without `LimitNOFILE`.
+    pub fn start_ready_nofile(pki: &Pki, config: &str, nofile: u64) -> Agent {
+        let mut agent = Agent::spawn_with(pki.dir.path(), config, Some(nofile));
+        wait_all(&mut [&mut agent], Until::Ready, START);
+        agent
+    }
+
     /// `berth-agent --config CONFIG`, its stderr appended to `log`, logging
     /// at info to stderr (never journald), stdin and stdout closed.
     pub fn command(config: &Path, log: &Path) -> Command {
+        Agent::command_with(config, log, None)
+    }
+
+    /// [`Agent::command`], run under `prlimit --nofile=N:N` when `nofile`
+    /// is given (prlimit execs the agent: the pid is the agent's).
+    fn command_with(config: &Path, log: &Path, nofile: Option<u64>) -> Command {
         let stderr = std::fs::File::options()
             .create(true)
             .append(true)
             .open(log)
             .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
-        let mut cmd = Command::new(bin("berth-agent"));
+        let mut cmd = match nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(bin("berth-agent"));
+                c
+            }
+            None => Command::new(bin("berth-agent")),
+        };
         cmd.arg("--config")
             .arg(config)
             .env("RUST_LOG", "info")
@@ -149,6 +171,10 @@ impl Agent {
     /// log in `DIR/agent.log` and its notify socket `DIR/notify.sock`;
     /// returns at once ([`wait_all`] waits).
     pub(crate) fn spawn(dir: &Path, config: &str) -> Agent {
+        Agent::spawn_with(dir, config, None)
+    }
+
+    fn spawn_with(dir: &Path, config: &str, nofile: Option<u64>) -> Agent {
         let config_path = dir.join("agent.toml");
         std::fs::write(&config_path, config).expect("write config");
         let addr_file = dir.join("agent.addr");
@@ -158,7 +184,7 @@ impl Agent {
         let notify = UnixDatagram::bind(&sock).unwrap_or_else(|e| panic!("bind {}: {e}", sock.display()));
         notify.set_nonblocking(true).expect("nonblocking notify socket");
         let log = dir.join("agent.log");
-        let child = Agent::command(&config_path, &log)
+        let child = Agent::command_with(&config_path, &log, nofile)
             .env("NOTIFY_SOCKET", &sock)
             .spawn()
             .expect("spawn berth-agent");

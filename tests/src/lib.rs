@@ -9,12 +9,14 @@
 //! One of each helper lives here: specs are built with [`Spec`] and sent
 //! with [`apply`]; [`ps`], [`history`] and [`service`] read berthctl's JSON;
 //! [`containers`], [`running`], [`one_running`] and [`only_container`]
-//! look at what Docker runs; [`free_port`] and [`rss_kib`] ask the OS.
+//! look at what Docker runs; [`free_port`] and [`rss_kib`] ask the OS;
+//! [`flood`] opens a connection flood.
 
 mod agent;
 mod docker;
 pub mod dockerproxy;
 pub mod fleet;
+pub mod flood;
 pub mod nginx;
 mod os;
 mod pki;

@@ -97,6 +97,26 @@ impl Config {
                 format!("\"{}\" is too short: the minimum is 1s", self.docker.timeout),
             ));
         }
+        let c = &self.connections;
+        for (key, value) in [
+            ("connections.max", c.max),
+            ("connections.max_per_address", c.max_per_address),
+            ("connections.max_handshakes", c.max_handshakes),
+            ("connections.max_handshakes_per_address", c.max_handshakes_per_address),
+            ("connections.max_concurrent_streams", c.max_concurrent_streams),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        for (key, d) in [
+            ("connections.handshake_timeout", c.handshake_timeout),
+            ("connections.keepalive", c.keepalive),
+        ] {
+            if d.as_std() < std::time::Duration::from_secs(1) {
+                return Err(invalid(key, format!("\"{d}\" is too short: the minimum is 1s")));
+            }
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(
                 "log.level",

@@ -99,6 +99,9 @@ pub struct Config {
     /// What the agent does when the host runs short of memory.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// How many connections the gRPC listener holds, and for how long.
+    #[serde(default)]
+    pub connections: ConnectionsConfig,
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
@@ -305,6 +308,39 @@ impl PressureAction {
     }
 }
 
+/// `[connections]`: what the gRPC listener lets one peer, and everyone
+/// together, hold. Whoever reaches the port can open TCP connections without
+/// a certificate; these bounds keep that from exhausting the agent's file
+/// descriptors (which its health probes need too).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// Connections held at once, handshaking or established. Lowered at
+    /// start to fit the open-file limit (`LimitNOFILE`), keeping room for
+    /// Docker, probes and files.
+    #[serde(default = "defaults::max_connections")]
+    pub max: u32,
+    /// Connections held at once from one source address.
+    #[serde(default = "defaults::max_connections_per_address")]
+    pub max_per_address: u32,
+    /// TLS handshakes in progress at once.
+    #[serde(default = "defaults::max_handshakes")]
+    pub max_handshakes: u32,
+    /// TLS handshakes in progress at once from one source address.
+    #[serde(default = "defaults::max_handshakes_per_address")]
+    pub max_handshakes_per_address: u32,
+    /// How long a peer gets to finish its TLS handshake.
+    #[serde(default = "defaults::handshake_timeout")]
+    pub handshake_timeout: Duration,
+    /// HTTP/2 streams (calls) one connection may have open at once.
+    #[serde(default = "defaults::max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// How often an idle connection is pinged (HTTP/2 PING and TCP
+    /// keepalive); one that does not answer within the same time is closed.
+    #[serde(default = "defaults::keepalive")]
+    pub keepalive: Duration,
+}
+
 /// Log output. Under systemd (`JOURNAL_STREAM` set) logs go to journald.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -392,6 +428,27 @@ mod defaults {
     pub fn kernel_log() -> PathBuf {
         "/dev/kmsg".into()
     }
+    pub fn max_connections() -> u32 {
+        512
+    }
+    pub fn max_connections_per_address() -> u32 {
+        64
+    }
+    pub fn max_handshakes() -> u32 {
+        64
+    }
+    pub fn max_handshakes_per_address() -> u32 {
+        16
+    }
+    pub fn handshake_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn max_concurrent_streams() -> u32 {
+        128
+    }
+    pub fn keepalive() -> Duration {
+        Duration::from_secs(30)
+    }
     pub fn log_format() -> LogFormat {
         LogFormat::Text
     }
@@ -452,6 +509,20 @@ impl Default for LimitsConfig {
             pressure_sustained: defaults::pressure_sustained(),
             pressure_cooldown: defaults::pressure_cooldown(),
             kernel_log: defaults::kernel_log(),
+        }
+    }
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            max: defaults::max_connections(),
+            max_per_address: defaults::max_connections_per_address(),
+            max_handshakes: defaults::max_handshakes(),
+            max_handshakes_per_address: defaults::max_handshakes_per_address(),
+            handshake_timeout: defaults::handshake_timeout(),
+            max_concurrent_streams: defaults::max_concurrent_streams(),
+            keepalive: defaults::keepalive(),
         }
     }
 }

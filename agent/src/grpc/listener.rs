@@ -2,16 +2,22 @@
 //!
 //! Owns accepting TCP connections and running each TLS handshake on its own
 //! task with a deadline, so one slow or hostile peer cannot hold up others.
-//! Refused handshakes are logged with the peer address and the reason (a
-//! client from another CA, an expired certificate, a plaintext client), which
-//! is what an operator needs when someone cannot connect. Accepted
+//! Anyone who reaches the port can open connections before any certificate
+//! is checked, so the listener caps connections and handshakes, overall and
+//! per source address ([`Limits`], `[connections]` in the config), and
+//! closes those over a cap at once. Refused connections are logged with the
+//! peer address and the reason (a client from another CA, an expired
+//! certificate, a plaintext client, a cap), which is what an operator needs
+//! when someone cannot connect; a flood is summed up in one line per
+//! interval rather than one per connection. Accepted
 //! connections carry the caller's [`Identity`], read once per connection.
 //! Stops accepting when the cancellation token fires.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,10 +32,8 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::server::Connected;
 use tracing::{debug, warn};
 
+use crate::config::ConnectionsConfig;
 use berth_core::identity::Identity;
-
-/// How long a peer gets to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Handshaken connections waiting for the gRPC server to pick them up. The
 /// server drains this as fast as it can; the bound only keeps a burst of
@@ -49,6 +53,8 @@ pub struct PeerInfo {
 pub struct TlsConn {
     stream: TlsStream<TcpStream>,
     peer: PeerInfo,
+    /// Held for as long as the connection lives.
+    _slot: ConnSlot,
 }
 
 impl Connected for TlsConn {
@@ -91,17 +97,301 @@ impl AsyncWrite for TlsConn {
     }
 }
 
+/// What the listener lets peers hold, from `[connections]`, with the
+/// connection cap already fitted to the open-file limit ([`fit_to_fd_limit`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections at once, handshaking or established.
+    pub max: usize,
+    /// Connections at once from one source address.
+    pub max_per_address: usize,
+    /// Handshakes in progress at once.
+    pub max_handshakes: usize,
+    /// Handshakes in progress at once from one source address.
+    pub max_handshakes_per_address: usize,
+    /// How long a handshake may take.
+    pub handshake_timeout: Duration,
+    /// TCP keepalive idle time and probe interval.
+    pub keepalive: Duration,
+}
+
+impl Limits {
+    /// The limits `[connections]` asks for, not yet fitted to the fd limit.
+    pub fn from_config(c: &ConnectionsConfig) -> Self {
+        Limits {
+            max: c.max as usize,
+            max_per_address: c.max_per_address as usize,
+            max_handshakes: c.max_handshakes as usize,
+            max_handshakes_per_address: c.max_handshakes_per_address as usize,
+            handshake_timeout: c.handshake_timeout.as_std(),
+            keepalive: c.keepalive.as_std(),
+        }
+    }
+}
+
+/// File descriptors kept free of connections: the Docker socket and its
+/// pool, health probes, env and state files, nginx, metrics.
+const FD_RESERVE: u64 = 256;
+
+/// Raises the soft open-file limit to the hard one (as Go and nginx do; it
+/// fails harmlessly where setrlimit is filtered, as in the packaged unit,
+/// which sets `LimitNOFILE` instead) and lowers `limits.max` so that
+/// connections alone can never use the descriptors the agent needs for
+/// itself. Returns the limits and the open-file limit in force.
+pub fn fit_to_fd_limit(mut limits: Limits) -> (Limits, Option<u64>) {
+    let Ok((soft, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return (limits, None);
+    };
+    let soft = if soft < hard {
+        rlimit::increase_nofile_limit(hard).unwrap_or(soft)
+    } else {
+        soft
+    };
+    let room = usize::try_from(soft.saturating_sub(FD_RESERVE).max(16)).unwrap_or(usize::MAX);
+    if limits.max > room {
+        warn!(
+            configured = limits.max,
+            used = room,
+            nofile = soft,
+            "connections.max is more than the open-file limit leaves room for; using {room}. Raise LimitNOFILE to allow more."
+        );
+        limits.max = room;
+    }
+    limits.max_per_address = limits.max_per_address.min(limits.max);
+    limits.max_handshakes = limits.max_handshakes.min(limits.max);
+    (limits, Some(soft))
+}
+
+/// Who holds how many connections and handshakes now.
+#[derive(Debug, Default)]
+struct Counts {
+    connections: usize,
+    handshakes: usize,
+    per_address: HashMap<IpAddr, (usize, usize)>,
+}
+
+/// Admission of new connections against [`Limits`]; shared by the accept
+/// loop and the guards that give slots back.
+#[derive(Debug)]
+struct Gate {
+    limits: Limits,
+    counts: Mutex<Counts>,
+}
+
+/// Why a connection was turned away before any TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Refusal {
+    Connections,
+    FromAddress,
+    Handshakes,
+    HandshakesFromAddress,
+}
+
+impl Refusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Connections => "the agent holds connections.max connections",
+            Refusal::FromAddress => "this address holds connections.max_per_address connections",
+            Refusal::Handshakes => "connections.max_handshakes handshakes are in progress",
+            Refusal::HandshakesFromAddress => {
+                "this address has connections.max_handshakes_per_address handshakes in progress"
+            }
+        }
+    }
+}
+
+impl Gate {
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        // A panic while counting cannot leave the counts half-updated.
+        self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes a connection slot and a handshake slot for `ip`, or says why not.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<(ConnSlot, HandshakeSlot), Refusal> {
+        let l = self.limits;
+        let mut c = self.counts();
+        let (conns, shakes) = c.per_address.get(&ip).copied().unwrap_or((0, 0));
+        let refusal = if c.connections >= l.max {
+            Some(Refusal::Connections)
+        } else if conns >= l.max_per_address {
+            Some(Refusal::FromAddress)
+        } else if c.handshakes >= l.max_handshakes {
+            Some(Refusal::Handshakes)
+        } else if shakes >= l.max_handshakes_per_address {
+            Some(Refusal::HandshakesFromAddress)
+        } else {
+            None
+        };
+        if let Some(r) = refusal {
+            return Err(r);
+        }
+        c.connections += 1;
+        c.handshakes += 1;
+        let entry = c.per_address.entry(ip).or_default();
+        entry.0 += 1;
+        entry.1 += 1;
+        Ok((
+            ConnSlot { gate: self.clone(), ip },
+            HandshakeSlot { gate: self.clone(), ip },
+        ))
+    }
+
+    fn release(&self, ip: IpAddr, connection: bool) {
+        let mut c = self.counts();
+        if connection {
+            c.connections = c.connections.saturating_sub(1);
+        } else {
+            c.handshakes = c.handshakes.saturating_sub(1);
+        }
+        if let Some(entry) = c.per_address.get_mut(&ip) {
+            if connection {
+                entry.0 = entry.0.saturating_sub(1);
+            } else {
+                entry.1 = entry.1.saturating_sub(1);
+            }
+            if *entry == (0, 0) {
+                c.per_address.remove(&ip);
+            }
+        }
+    }
+}
+
+/// A held connection; gives its slot back when dropped with the connection.
+#[derive(Debug)]
+struct ConnSlot {
+    gate: Arc<Gate>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.gate.release(self.ip, true);
+    }
+}
+
+/// A handshake in progress; gives its slot back when it ends either way.
+#[derive(Debug)]
+struct HandshakeSlot {
+    gate: Arc<Gate>,
+    ip: IpAddr,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.gate.release(self.ip, false);
+    }
+}
+
+/// How often refusals beyond the first few are summed up in one line.
+const REFUSAL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Refusals logged one by one per interval; the rest are counted.
+const REFUSALS_LOGGED: u32 = 5;
+
+/// Rate-limited refusal logging: a flood of connections must not become a
+/// flood of log lines. The first [`REFUSALS_LOGGED`] refusals of each
+/// [`REFUSAL_INTERVAL`] are logged with peer and reason; the rest become
+/// one line per interval with their count and the busiest peer.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    logged: u32,
+    suppressed: u64,
+    by_peer: HashMap<IpAddr, u64>,
+}
+
+impl RefusalLog {
+    /// Whether this refusal should be logged on its own line.
+    fn note(&mut self, ip: IpAddr) -> bool {
+        if self.logged < REFUSALS_LOGGED {
+            self.logged += 1;
+            return true;
+        }
+        self.suppressed += 1;
+        // Bounded: only a few thousand addresses are worth naming.
+        if self.by_peer.len() < 4096 || self.by_peer.contains_key(&ip) {
+            *self.by_peer.entry(ip).or_default() += 1;
+        }
+        false
+    }
+
+    /// Ends an interval: the summary line to write, if anything was held back.
+    fn flush(&mut self) -> Option<(u64, IpAddr, u64)> {
+        let out = (self.suppressed > 0).then(|| {
+            let (ip, n) = self
+                .by_peer
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map(|(ip, n)| (*ip, *n))
+                .unwrap_or((IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0));
+            (self.suppressed, ip, n)
+        });
+        *self = RefusalLog::default();
+        out
+    }
+}
+
+/// The refusal log, shared by the accept loop and every handshake.
+#[derive(Debug, Clone, Default)]
+struct Refusals(Arc<Mutex<RefusalLog>>);
+
+impl Refusals {
+    fn refuse(&self, peer: SocketAddr, reason: &dyn std::fmt::Display) {
+        let log = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .note(peer.ip());
+        if log {
+            warn!(peer = %peer, reason = %reason, "Refused a connection.");
+        }
+    }
+
+    /// Logs the interval's summary; runs until `cancel`.
+    async fn summarize(self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(REFUSAL_INTERVAL);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let summary = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).flush();
+            if let Some((count, top, from_top)) = summary {
+                warn!(
+                    refused = count,
+                    interval = ?REFUSAL_INTERVAL,
+                    top_peer = %top,
+                    from_top_peer = from_top,
+                    "Refused {count} more connections in the last {}s (most from {top}: {from_top}); only the first {REFUSALS_LOGGED} of each interval are logged one by one.",
+                    REFUSAL_INTERVAL.as_secs()
+                );
+            }
+        }
+    }
+}
+
 /// Accepts connections on `listener` and yields those whose mutual-TLS
-/// handshake succeeded. The accept loop runs on `tracker` until `cancel`.
+/// handshake succeeded, within `limits`. The accept loop runs on `tracker`
+/// until `cancel`.
 pub fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
+    limits: Limits,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> ReceiverStream<Result<TlsConn, io::Error>> {
     let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
     let acceptor = TlsAcceptor::from(config);
     let handshakes = tracker.clone();
+    let gate = Arc::new(Gate {
+        limits,
+        counts: Mutex::new(Counts::default()),
+    });
+    let refusals = Refusals::default();
+    tracker.spawn(refusals.clone().summarize(cancel.clone()));
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(limits.keepalive)
+        .with_interval(limits.keepalive);
     tracker.spawn(async move {
         loop {
             let (tcp, remote_addr) = tokio::select! {
@@ -116,26 +406,44 @@ pub fn incoming(
                     }
                 },
             };
+            // Over a limit: closed at once, before any TLS work, so a flood
+            // costs one descriptor for a moment per connection.
+            let (conn_slot, handshake_slot) = match gate.admit(remote_addr.ip()) {
+                Ok(slots) => slots,
+                Err(refusal) => {
+                    drop(tcp);
+                    refusals.refuse(remote_addr, &refusal.as_str());
+                    continue;
+                }
+            };
             let _ = tcp.set_nodelay(true);
+            let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             let cancel = cancel.clone();
+            let refusals = refusals.clone();
+            let timeout = limits.handshake_timeout;
             handshakes.spawn(async move {
-                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                let handshake = tokio::time::timeout(timeout, acceptor.accept(tcp));
                 let stream = tokio::select! {
                     _ = cancel.cancelled() => return,
                     result = handshake => match result {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {
-                            warn!(peer = %remote_addr, reason = %explain_refusal(&e), "Refused a connection.");
+                            refusals.refuse(remote_addr, &explain_refusal(&e));
                             return;
                         }
                         Err(_) => {
-                            warn!(peer = %remote_addr, "Refused a connection: TLS handshake took longer than 10s.");
+                            let why = format!(
+                                "the TLS handshake took longer than {}s (connections.handshake_timeout)",
+                                timeout.as_secs()
+                            );
+                            refusals.refuse(remote_addr, &why);
                             return;
                         }
                     },
                 };
+                drop(handshake_slot);
                 let identity = stream
                     .get_ref()
                     .1
@@ -146,6 +454,7 @@ pub fn incoming(
                 let conn = TlsConn {
                     stream,
                     peer: PeerInfo { remote_addr, identity },
+                    _slot: conn_slot,
                 };
                 let _ = tx.send(Ok(conn)).await;
             });
@@ -179,5 +488,68 @@ fn explain_refusal(e: &io::Error) -> String {
         }
         TlsErr::AlertReceived(alert) => format!("the client aborted the handshake: {alert:?}"),
         other => format!("TLS handshake failed: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(max: usize, per_address: usize, handshakes: usize, handshakes_per_address: usize) -> Arc<Gate> {
+        Arc::new(Gate {
+            limits: Limits {
+                max,
+                max_per_address: per_address,
+                max_handshakes: handshakes,
+                max_handshakes_per_address: handshakes_per_address,
+                handshake_timeout: Duration::from_secs(5),
+                keepalive: Duration::from_secs(30),
+            },
+            counts: Mutex::new(Counts::default()),
+        })
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    #[test]
+    fn caps_handshakes_and_connections_per_address_and_overall() {
+        let g = gate(5, 3, 3, 2);
+        let a1 = g.admit(ip(2)).expect("first");
+        let a2 = g.admit(ip(2)).expect("second");
+        assert_eq!(g.admit(ip(2)).err(), Some(Refusal::HandshakesFromAddress));
+        // A finished handshake frees its slot; the connection stays counted.
+        let (conn1, shake1) = a1;
+        drop(shake1);
+        let a3 = g.admit(ip(2)).expect("third");
+        assert_eq!(g.admit(ip(2)).err(), Some(Refusal::FromAddress));
+        // Another address still gets in, up to the overall caps.
+        let b1 = g.admit(ip(3)).expect("another address");
+        assert_eq!(g.admit(ip(4)).err(), Some(Refusal::Handshakes));
+        drop(a2);
+        let (d, d_shake) = g.admit(ip(4)).expect("a handshake slot came free");
+        drop(d_shake);
+        let e = g.admit(ip(5)).expect("fifth connection");
+        assert_eq!(g.admit(ip(6)).err(), Some(Refusal::Connections));
+        drop((conn1, a3, b1, d, e));
+        let c = g.counts();
+        assert_eq!((c.connections, c.handshakes), (0, 0));
+        assert!(c.per_address.is_empty(), "nothing kept per address once all are gone");
+    }
+
+    #[test]
+    fn refusals_beyond_the_first_few_are_counted_not_logged() {
+        let mut log = RefusalLog::default();
+        let logged = (0..1000)
+            .filter(|i| log.note(ip(if i % 4 == 0 { 3 } else { 2 })))
+            .count();
+        assert_eq!(logged, REFUSALS_LOGGED as usize);
+        let (count, top, from_top) = log.flush().expect("a summary");
+        assert_eq!(count, 1000 - u64::from(REFUSALS_LOGGED));
+        assert_eq!(top, ip(2));
+        assert!(from_top > 700, "{from_top}");
+        assert!(log.flush().is_none(), "a quiet interval says nothing");
+        assert!(log.note(ip(2)), "a new interval logs again");
     }
 }

@@ -210,7 +210,10 @@ impl Runtime {
         });
         h.next_probe = now + check.interval.as_std();
         h.last_output = outcome.output.clone();
-        if outcome.healthy {
+        if outcome.unknown {
+            // The agent could not probe (its own EMFILE, Docker away): the
+            // verdict stands as it was.
+        } else if outcome.healthy {
             h.failures = 0;
             h.healthy = Some(true);
         } else if !in_start_period {
@@ -313,6 +316,7 @@ mod tests {
     fn outcome(healthy: bool) -> health::Outcome {
         health::Outcome {
             healthy,
+            unknown: false,
             output: if healthy { "ok" } else { "404" }.into(),
         }
     }
@@ -374,6 +378,26 @@ mod tests {
         assert_eq!(rt.unhealthy(), HashSet::from(["a".to_owned()]));
         rt.observe(&BTreeMap::new(), &[], 100_000);
         assert!(rt.health.is_empty());
+    }
+
+    #[test]
+    fn probes_the_agent_could_not_run_never_make_a_container_unhealthy() {
+        let now = Instant::now();
+        let check = check("retries = 2\n");
+        let mut rt = Runtime::default();
+        let c = container("a", "web", 1, true, 0);
+        rt.record_probe(&c, &check, &outcome(true), now, 100_000);
+        let emfile = health::Outcome {
+            healthy: false,
+            unknown: true,
+            output: "Too many open files (os error 24)".into(),
+        };
+        for _ in 0..10 {
+            assert_eq!(rt.record_probe(&c, &check, &emfile, now, 100_000), None);
+        }
+        assert_eq!(rt.health["a"].failures, 0);
+        assert_eq!(rt.health["a"].healthy, Some(true), "the last real verdict stands");
+        assert!(rt.unhealthy().is_empty());
     }
 
     #[test]

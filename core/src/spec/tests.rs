@@ -384,6 +384,48 @@ fn validation_errors() {
 }
 
 #[test]
+fn nothing_rendered_into_the_nginx_site_can_carry_config_syntax() {
+    let proxied = |keys: &str| with(&format!("ports = [\"8000\"]\n[proxy]\n{keys}"));
+    // The attack from the issue, then every character nginx reads as syntax.
+    let mut attempts = vec![r#"/x { } location /x/ { alias /etc/; autoindex on; } location = /y"#.to_owned()];
+    for c in [' ', '\t', '\n', ';', '{', '}', '"', '\'', '#', '$', '\\'] {
+        attempts.push(format!("/a{c}b"));
+    }
+    for attempt in &attempts {
+        let quoted = toml::Value::String(attempt.clone()).to_string();
+        let cases = [
+            (
+                format!("server_names = [\"_\"]\nhealth_paths = [{quoted}]"),
+                "proxy.health_paths",
+            ),
+            (
+                format!("server_names = [\"_\"]\ntls_cert = {quoted}\ntls_key = \"/k.pem\""),
+                "proxy.tls_cert",
+            ),
+            (
+                format!("server_names = [\"_\"]\ntls_cert = \"/c.pem\"\ntls_key = {quoted}"),
+                "proxy.tls_key",
+            ),
+            (format!("server_names = [{quoted}]"), "proxy.server_names"),
+        ];
+        for (keys, key) in cases {
+            let e = err(&proxied(&keys));
+            assert!(e.starts_with(key), "{attempt:?} in {key}: {e}");
+        }
+    }
+    let e = err(&proxied(&format!(
+        "server_names = [\"_\"]\nhealth_paths = [\"/{}\"]",
+        "a".repeat(2000)
+    )));
+    assert!(e.contains("at most 1024"), "{e}");
+    // What real sites use still passes.
+    ok(&proxied(
+        "server_names = [\"_\"]\nhealth_paths = [\"/__lbheartbeat__\", \"/health/live%20ok\", \"/v1:ping\"]\n\
+         tls_cert = \"/etc/ssl/certs/api.example.com+chain.pem\"\ntls_key = \"/etc/ssl/private/api_key-2024.pem\"",
+    ));
+}
+
+#[test]
 fn round_trips_through_toml_and_json() {
     let full = with(
         "command = [\"web\", \"--port=8000\"]\nentrypoint = [\"/bin/app\"]\n\

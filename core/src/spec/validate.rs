@@ -236,10 +236,14 @@ impl ServiceSpec {
         for (key, path) in [("proxy.tls_cert", &proxy.tls_cert), ("proxy.tls_key", &proxy.tls_key)] {
             if let Some(path) = path {
                 check_absolute(key, path)?;
+                check_nginx_word(key, &path.to_string_lossy(), FILE_CHARS)?;
             }
         }
-        if let Some(path) = proxy.health_paths.iter().find(|p| !p.starts_with('/')) {
-            return Err(invalid("proxy.health_paths", path, "must start with /"));
+        for path in &proxy.health_paths {
+            if !path.starts_with('/') {
+                return Err(invalid("proxy.health_paths", path, "must start with /"));
+            }
+            check_nginx_word("proxy.health_paths", path, URL_PATH_CHARS)?;
         }
         for (key, timeout) in [
             ("proxy.read_timeout", proxy.read_timeout),
@@ -251,6 +255,43 @@ impl ServiceSpec {
         }
         Ok(())
     }
+}
+
+/// Characters a health path may hold: unreserved URL characters, `/`,
+/// percent-escapes and a few sub-delimiters. Nothing nginx's config syntax
+/// gives a meaning (whitespace, `;`, `{`, `}`, quotes, `#`, `$`, `\`), since
+/// the path is written into the site as a word.
+const URL_PATH_CHARS: &str = "-._~/%:@!*+,=";
+
+/// Characters a TLS file path may hold, for the same reason.
+const FILE_CHARS: &str = "-._/+@=,";
+
+/// Longest value written into an nginx site as one word.
+const NGINX_WORD_MAX: usize = 1024;
+
+/// `value` goes into the nginx site unquoted: only ASCII letters, digits
+/// and `allowed` pass, so no value can end a directive or open a block.
+fn check_nginx_word(key: &str, value: &str, allowed: &str) -> Result<(), SpecError> {
+    if value.len() > NGINX_WORD_MAX {
+        return Err(invalid_key(
+            key,
+            format!("is {} bytes long; at most {NGINX_WORD_MAX} are allowed", value.len()),
+        ));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !c.is_ascii_alphanumeric() && !allowed.contains(*c))
+    {
+        // The value itself is not echoed: it may be long or hostile.
+        return Err(invalid_key(
+            key,
+            format!(
+                "contains {bad:?}, which nginx's config syntax could read as more than a value; \
+                 use letters, digits and {allowed:?}"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn check_absolute(key: &str, path: &Path) -> Result<(), SpecError> {
