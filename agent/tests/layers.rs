@@ -35,6 +35,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "telemetry",
             "notify",
             "leases",
+            "dirs",
         ],
     ),
     ("supervisor", &["supervisor", "fleet"]),

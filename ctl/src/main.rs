@@ -57,6 +57,7 @@ enum Command {
     Env(cmd::env::Args),
     Top(cmd::top::Args),
     Metrics(cmd::metrics::Args),
+    Audit(cmd::audit::Args),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +78,7 @@ fn main() -> ExitCode {
         Command::Env(args) => block_on(cmd::env::run(&cli.global, out, args)),
         Command::Top(args) => block_on(cmd::top::run(&cli.global, out, args)),
         Command::Metrics(args) => block_on(cmd::metrics::run(&cli.global, out, args)),
+        Command::Audit(args) => block_on(cmd::audit::run(&cli.global, out, args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -141,7 +141,7 @@ pub fn incoming(
                     .1
                     .peer_certificates()
                     .and_then(|certs| certs.first())
-                    .and_then(|der| Identity::from_der(der));
+                    .and_then(|der| Identity::from_der(der).ok());
                 debug!(peer = %remote_addr, caller = ?identity, "Accepted a connection.");
                 let conn = TlsConn {
                     stream,
@@ -176,6 +176,15 @@ fn explain_refusal(e: &io::Error) -> String {
         }
         TlsErr::InvalidCertificate(CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }) => {
             "the client certificate is not valid yet (check clocks)".to_owned()
+        }
+        TlsErr::InvalidCertificate(CertificateError::Revoked) => {
+            "the client certificate has been revoked (it is listed in tls.crl)".to_owned()
+        }
+        TlsErr::InvalidCertificate(CertificateError::Other(other)) => {
+            match other.0.downcast_ref::<crate::tls::Unusable>() {
+                Some(unusable) => unusable.to_string(),
+                None => format!("the client certificate was refused: {other}"),
+            }
         }
         TlsErr::AlertReceived(alert) => format!("the client aborted the handshake: {alert:?}"),
         other => format!("TLS handshake failed: {other}"),
