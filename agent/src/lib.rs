@@ -52,6 +52,7 @@ use berth_proto::v1::env_server::EnvServer;
 use berth_proto::v1::fleet_lock_server::FleetLockServer;
 use berth_proto::v1::host_server::HostServer;
 use berth_proto::v1::metrics_server::MetricsServer;
+use berth_proto::v1::rollouts_server::RolloutsServer;
 use berth_proto::v1::services_server::ServicesServer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -80,6 +81,7 @@ pub const CAPABILITIES: &[&str] = &[
     "env",
     "fleet-lock",
     "audit",
+    "rollouts",
 ];
 
 /// Runs the agent until `cancel` fires. Binds `config.listen` (port 0 picks
@@ -133,6 +135,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         cancel.child_token(),
     )
     .map_err(anyhow::Error::msg)?;
+    let rollouts = fleet::rollouts::Rollouts::new(&config.state_dir, bus.clone(), audit.clone());
     let (sup, starter) = Supervisor::new(
         Setup {
             state_dir: config.state_dir.clone(),
@@ -222,6 +225,9 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     health.set_serving::<MetricsServer<grpc::metrics::MetricsApi>>().await;
     health.set_serving::<FleetLockServer<grpc::locks::LocksApi>>().await;
     health.set_serving::<AuditServer<grpc::audit::AuditApi>>().await;
+    health
+        .set_serving::<RolloutsServer<grpc::rollouts::RolloutsApi>>()
+        .await;
 
     let incoming = grpc::listener::incoming(listener, tls, &tracker, cancel.child_token());
     let server = Server::builder()
@@ -233,6 +239,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         .add_service(MetricsServer::new(metrics_api))
         .add_service(FleetLockServer::new(grpc::locks::LocksApi::new(locks)))
         .add_service(AuditServer::new(audit_api))
+        .add_service(RolloutsServer::new(grpc::rollouts::RolloutsApi::new(
+            sup.clone(),
+            rollouts,
+        )))
         .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
 
     // Say we listen (and write the address file) once the first attempt to

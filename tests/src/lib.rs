@@ -186,3 +186,18 @@ pub fn fails(out: &Output) -> String {
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// A berthctl client of the agent at `addr` using `cert`'s certificate,
+/// for tests that call the gRPC API directly.
+pub fn rpc_as(pki: &Pki, addr: &str, cert: &str) -> berthctl::client::Agent {
+    let files = berthctl::client::TlsFiles::resolve(&pki.tls_dir(), Some(cert)).expect("tls files");
+    berthctl::client::Agent::new(addr.parse().expect("agent address"), files)
+}
+
+/// A current-thread runtime for a test's direct gRPC calls.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

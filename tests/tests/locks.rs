@@ -9,13 +9,7 @@ use std::time::Duration;
 use berth_core::identity::Role;
 use berth_proto::v1::fleet_lock_client::FleetLockClient;
 use berth_proto::v1::{AcquireLockRequest, BreakLockRequest, ListLocksRequest, ReleaseLockRequest, RenewLockRequest};
-use berth_tests::{Agent, Pki, agent_config};
-use berthctl::client::{self, TlsFiles};
-
-fn as_user(pki: &Pki, agent: &Agent, cert: &str) -> client::Agent {
-    let files = TlsFiles::resolve(&pki.tls_dir(), Some(cert)).expect("tls files");
-    client::Agent::new(agent.addr.parse().expect("address"), files)
-}
+use berth_tests::{Agent, Pki, agent_config, rpc_as, runtime};
 
 fn acquire(ttl_seconds: u32) -> AcquireLockRequest {
     AcquireLockRequest {
@@ -24,13 +18,6 @@ fn acquire(ttl_seconds: u32) -> AcquireLockRequest {
         ttl_seconds,
         purpose: "rollout api -> v2".into(),
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 #[test]
@@ -42,9 +29,9 @@ fn leases_refuse_lapse_survive_restarts_and_are_audited() {
     let mut agent = Agent::start(&pki, &config);
     let rt = runtime();
     rt.block_on(async {
-        let alice = as_user(&pki, &agent, "alice");
-        let bob = as_user(&pki, &agent, "bob");
-        let vic = as_user(&pki, &agent, "vic");
+        let alice = rpc_as(&pki, &agent.addr, "alice");
+        let bob = rpc_as(&pki, &agent.addr, "bob");
+        let vic = rpc_as(&pki, &agent.addr, "vic");
 
         let lease = alice
             .call(|ch| async move { FleetLockClient::new(ch).acquire_lock(acquire(30)).await })
@@ -103,7 +90,7 @@ fn leases_refuse_lapse_survive_restarts_and_are_audited() {
     let agent = Agent::start(&pki, &config);
     let rt = runtime();
     rt.block_on(async {
-        let bob = as_user(&pki, &agent, "bob");
+        let bob = rpc_as(&pki, &agent.addr, "bob");
         let still = bob
             .call(|ch| async move { FleetLockClient::new(ch).acquire_lock(acquire(30)).await })
             .await
@@ -130,7 +117,7 @@ fn leases_refuse_lapse_survive_restarts_and_are_audited() {
             .await
             .expect("bob takes it");
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let alice = as_user(&pki, &agent, "alice");
+        let alice = rpc_as(&pki, &agent.addr, "alice");
         alice
             .call(|ch| async move { FleetLockClient::new(ch).acquire_lock(acquire(30)).await })
             .await

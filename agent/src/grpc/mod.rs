@@ -13,6 +13,7 @@ pub mod host;
 pub mod listener;
 pub mod locks;
 pub mod metrics;
+pub mod rollouts;
 pub mod services;
 
 use tonic::{Request, Status};

@@ -52,6 +52,7 @@ mod monitor;
 mod oom;
 mod owner;
 mod permit;
+pub mod plan;
 mod rebuild;
 mod rollout;
 mod runtime;

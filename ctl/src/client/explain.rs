@@ -18,7 +18,16 @@ pub enum ConnectError {
     /// Local setup: TLS files missing or unreadable.
     #[error("{0}")]
     Setup(String),
-    /// The agent could not be reached, or refused us.
+    /// The agent could not be reached: nothing listens, no answer, or one
+    /// side refused the other's certificate.
+    #[error("{target}: {message}")]
+    Unreachable {
+        /// Which agent.
+        target: String,
+        /// What happened and what to do.
+        message: String,
+    },
+    /// The agent answered, with an error.
     #[error("{target}: {message}")]
     Agent {
         /// Which agent.
@@ -28,11 +37,28 @@ pub enum ConnectError {
     },
 }
 
+impl ConnectError {
+    /// True when the agent was never reached (as opposed to answering with
+    /// an error); fleet summaries count these as unreachable.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ConnectError::Unreachable { .. })
+    }
+
+    /// The message without the agent's address in front, for views that
+    /// name the host themselves.
+    pub fn message(&self) -> &str {
+        match self {
+            ConnectError::Setup(m) => m,
+            ConnectError::Unreachable { message, .. } | ConnectError::Agent { message, .. } => message,
+        }
+    }
+}
+
 /// Turns a failure anywhere in the error chain into a sentence that names
 /// which side refused and why.
 pub fn explain(target: &Target, files: &TlsFiles, err: &(dyn std::error::Error + 'static)) -> ConnectError {
     let message = explain_message(target, files, err);
-    ConnectError::Agent {
+    ConnectError::Unreachable {
         target: target.to_string(),
         message,
     }

@@ -30,9 +30,12 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
     } else {
         std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?
     };
-    progress::run(&global.agent()?, global.output, out, |ch| async move {
-        ServicesClient::new(ch).apply(ApplyRequest { spec_toml }).await
-    })
+    progress::run(
+        &*global.one_agent("apply").await?,
+        global.output,
+        out,
+        |ch| async move { ServicesClient::new(ch).apply(ApplyRequest { spec_toml }).await },
+    )
     .await
     .map(|_| ())
 }

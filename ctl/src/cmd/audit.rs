@@ -35,7 +35,7 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
         Some(s) => Some(parse_since(s, now_ms())?),
         None => None,
     };
-    let agent = global.agent()?;
+    let agent = global.one_agent("audit").await?;
     // Verifying needs every record; the filter is then applied here.
     let req = ReadAuditRequest {
         since_ms: if args.verify { 0 } else { since_ms.unwrap_or(0) },

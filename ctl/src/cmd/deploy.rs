@@ -27,9 +27,12 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
         service: args.service,
         image: args.image,
     };
-    progress::run(&global.agent()?, global.output, out, |ch| async move {
-        ServicesClient::new(ch).deploy(req).await
-    })
+    progress::run(
+        &*global.one_agent("deploy").await?,
+        global.output,
+        out,
+        |ch| async move { ServicesClient::new(ch).deploy(req).await },
+    )
     .await
     .map(|_| ())
 }

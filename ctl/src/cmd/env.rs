@@ -107,7 +107,7 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
                 envfile::check_key(k).map_err(|m| anyhow::anyhow!("env unset {service}: {k:?} {m}"))?;
             }
             let req = UnsetEnvRequest { service, keys };
-            progress::run(&global.agent()?, global.output, out, |ch| async move {
+            progress::run(&*global.one_agent("env").await?, global.output, out, |ch| async move {
                 EnvClient::new(ch).unset_env(req).await
             })
             .await
@@ -118,7 +118,7 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
 }
 
 async fn change(global: &Global, out: &Sink, req: SetEnvRequest) -> anyhow::Result<()> {
-    progress::run(&global.agent()?, global.output, out, |ch| async move {
+    progress::run(&*global.one_agent("env").await?, global.output, out, |ch| async move {
         EnvClient::new(ch).set_env(req).await
     })
     .await
@@ -131,7 +131,8 @@ async fn get(global: &Global, out: &Sink, service: String, reveal: bool) -> anyh
         reveal,
     };
     let env = global
-        .agent()?
+        .one_agent("env")
+        .await?
         .call(|ch| async move { EnvClient::new(ch).get_env(req).await })
         .await?;
     match global.output {

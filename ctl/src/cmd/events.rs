@@ -17,7 +17,7 @@ pub struct Args {
 
 /// Runs `berthctl events`.
 pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
-    let agent = global.agent()?;
+    let agent = global.one_agent("events").await?;
     let req = WatchEventsRequest {
         services: args.services,
     };

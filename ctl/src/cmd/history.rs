@@ -20,7 +20,8 @@ pub struct Args {
 pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
     let req = HistoryRequest { service: args.service };
     let history = global
-        .agent()?
+        .one_agent("history")
+        .await?
         .call(|ch| async move { ServicesClient::new(ch).history(req).await })
         .await?;
     match global.output {

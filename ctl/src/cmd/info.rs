@@ -13,7 +13,7 @@ pub struct Args {}
 
 /// Runs `berthctl info`.
 pub async fn run(global: &Global, out: &Sink, _args: Args) -> anyhow::Result<()> {
-    let agent = global.agent()?;
+    let agent = global.one_agent("info").await?;
     let info = agent
         .call(|ch| async move { HostClient::new(ch).get_info(GetInfoRequest {}).await })
         .await?;

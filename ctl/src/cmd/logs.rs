@@ -24,7 +24,7 @@ pub struct Args {
 
 /// Runs `berthctl logs`.
 pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
-    let agent = global.agent()?;
+    let agent = global.one_agent("logs").await?;
     let req = LogsRequest {
         service: args.service,
         follow: args.follow,

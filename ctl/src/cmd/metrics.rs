@@ -26,7 +26,7 @@ pub struct Args {
 
 /// Runs `berthctl metrics`.
 pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
-    let agent = global.agent()?;
+    let agent = global.one_agent("metrics").await?;
     let mut stream = open(&agent, args.services).await?;
     let snapshot = agent.next(&mut stream).await?.ok_or_else(|| {
         anyhow::anyhow!(

@@ -22,16 +22,19 @@ pub mod rollback;
 pub mod top;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::client::{Agent, ConnectError, Target, TlsFiles};
+use crate::client::Agent;
+use crate::fleet::{Selection, SelectionArgs, SelectionError};
 use crate::output::Format;
 
 /// Options shared by every command that talks to an agent.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Global {
-    /// Agent address: HOST or HOST:PORT (default port 7443).
-    #[arg(long, global = true, env = "BERTH_HOST", default_value = "127.0.0.1:7443")]
-    pub host: Target,
+    /// Which agents: --host, --fleet, --select, --hosts-from, and how to
+    /// call them: --parallel, --timeout.
+    #[command(flatten)]
+    pub select: SelectionArgs,
 
     /// Directory with ca.pem and your client certificate NAME.pem/NAME-key.pem.
     /// [default: ~/.config/berth]
@@ -54,11 +57,18 @@ impl Global {
         self.tls_dir.clone().unwrap_or_else(default_tls_dir)
     }
 
-    /// The agent at --host, with the TLS files resolved; it dials on its
-    /// first [`Agent::call`].
-    pub fn agent(&self) -> Result<Agent, ConnectError> {
-        let files = TlsFiles::resolve(&self.tls_dir(), self.cert.as_deref())?;
-        Ok(Agent::new(self.host.clone(), files))
+    /// The selected hosts (see [`SelectionArgs::resolve`]), with
+    /// `--tls-dir` and `--cert` applied; nothing is dialed yet.
+    pub async fn selection(&self) -> Result<Selection, SelectionError> {
+        self.select.resolve(self.tls_dir.as_deref(), self.cert.as_deref()).await
+    }
+
+    /// The one agent a changing command (`what`, e.g. `deploy`) talks to;
+    /// a selection of several hosts is refused, pointing to `berthctl
+    /// rollout`. It dials on its first [`Agent::call`].
+    pub async fn one_agent(&self, what: &str) -> anyhow::Result<Arc<Agent>> {
+        let selection = self.selection().await?;
+        Ok(selection.single(what)?.agent.clone())
     }
 }
 

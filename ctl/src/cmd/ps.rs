@@ -16,7 +16,7 @@ pub struct Args {}
 
 /// Runs `berthctl ps`.
 pub async fn run(global: &Global, out: &Sink, _args: Args) -> anyhow::Result<()> {
-    let agent = global.agent()?;
+    let agent = global.one_agent("ps").await?;
     let list = agent
         .call(|ch| async move { ServicesClient::new(ch).list(ListRequest {}).await })
         .await?;

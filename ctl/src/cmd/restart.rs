@@ -17,9 +17,12 @@ pub struct Args {
 /// Runs `berthctl restart`.
 pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
     let req = RestartRequest { service: args.service };
-    progress::run(&global.agent()?, global.output, out, |ch| async move {
-        ServicesClient::new(ch).restart(req).await
-    })
+    progress::run(
+        &*global.one_agent("restart").await?,
+        global.output,
+        out,
+        |ch| async move { ServicesClient::new(ch).restart(req).await },
+    )
     .await
     .map(|_| ())
 }

@@ -22,7 +22,8 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
         service: args.service.clone(),
     };
     let resp = global
-        .agent()?
+        .one_agent("rm")
+        .await?
         .call(|ch| async move { ServicesClient::new(ch).remove(req).await })
         .await?;
     match global.output {

@@ -26,9 +26,12 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
         service: args.service,
         to_revision: args.to.unwrap_or(0),
     };
-    progress::run(&global.agent()?, global.output, out, |ch| async move {
-        ServicesClient::new(ch).rollback(req).await
-    })
+    progress::run(
+        &*global.one_agent("rollback").await?,
+        global.output,
+        out,
+        |ch| async move { ServicesClient::new(ch).rollback(req).await },
+    )
     .await
     .map(|_| ())
 }

@@ -25,7 +25,7 @@ pub struct Args {
 
 /// Runs `berthctl top`.
 pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
-    let agent = global.agent()?;
+    let agent = global.one_agent("top").await?;
     let mut stream = open(&agent, args.services).await?;
     let mut shown = 0u64;
     while let Some(s) = agent.next(&mut stream).await? {
