@@ -41,6 +41,7 @@ pub mod state;
 pub mod supervisor;
 pub mod telemetry;
 pub mod tls;
+pub mod tlsreload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -229,6 +230,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         .set_serving::<RolloutsServer<grpc::rollouts::RolloutsApi>>()
         .await;
 
+    let tls = tlsreload::spawn(config.tls.clone(), tls, &tracker, cancel.child_token());
     let incoming = grpc::listener::incoming(listener, tls, &tracker, cancel.child_token());
     let server = Server::builder()
         .layer(grpc::audited::AuditLayer::new(audit))

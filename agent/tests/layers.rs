@@ -36,6 +36,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "notify",
             "leases",
             "dirs",
+            "tlsreload",
         ],
     ),
     ("supervisor", &["supervisor", "fleet"]),

@@ -160,7 +160,8 @@ impl Config {
         let registry_files = self
             .registries
             .iter()
-            .map(|r| ("registries.password_file", &r.password_file));
+            .map(|r| ("registries.password_file", &r.password_file))
+            .chain(self.tls.crl.iter().map(|p| ("tls.crl", p)));
         for (key, p) in [
             ("tls.ca", &self.tls.ca),
             ("tls.cert", &self.tls.cert),

@@ -92,15 +92,17 @@ impl AsyncWrite for TlsConn {
 }
 
 /// Accepts connections on `listener` and yields those whose mutual-TLS
-/// handshake succeeded. The accept loop runs on `tracker` until `cancel`.
+/// handshake succeeded. Each handshake uses the newest config on `config`
+/// (see [`crate::tlsreload`]), so a reissued certificate serves new
+/// connections while open ones carry on. The accept loop runs on `tracker`
+/// until `cancel`.
 pub fn incoming(
     listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
+    config: tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> ReceiverStream<Result<TlsConn, io::Error>> {
     let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-    let acceptor = TlsAcceptor::from(config);
     let handshakes = tracker.clone();
     tracker.spawn(async move {
         loop {
@@ -117,7 +119,7 @@ pub fn incoming(
                 },
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            let acceptor = TlsAcceptor::from(config.borrow().clone());
             let tx = tx.clone();
             let cancel = cancel.clone();
             handshakes.spawn(async move {
