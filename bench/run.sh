@@ -7,15 +7,20 @@
 #   bench/run.sh proxy        # failed requests and latency behind nginx: berth deploy vs docker stop/run
 #   bench/run.sh metrics      # agent CPU%/RSS with 0 and 20 containers at 1s and 10s vs
 #                             # prometheus-node-exporter; collection cost per container
+#   bench/run.sh fleet [--quick]  # berthctl ps over 50/100/200 real agents vs a shell loop of
+#                             # one berthctl --host per host, 5 at a time (--quick: 20 and 50)
+#   bench/run.sh rollout [--quick]  # rollout of 20 agents --batch 5 vs the ideal (slowest host per
+#                             # batch, same run) and a shell loop of deploys (--quick: 10 agents)
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 which="${1:-all}"
+if [[ "${2:-}" == "--quick" ]]; then export BERTH_BENCH_QUICK=1; fi
 cargo build --release --bins -q
 run() { [[ "$which" == all || "$which" == "$1" ]]; }
 if run getinfo; then
 	cargo bench -q -p berth-tests --bench getinfo
 fi
-if run supervise || run proxy || run metrics; then
+if run supervise || run proxy || run metrics || run rollout; then
 	# shellcheck source=scripts/test-env.sh
 	source scripts/test-env.sh
 fi
@@ -27,4 +32,10 @@ if run proxy; then
 fi
 if run metrics; then
 	cargo bench -q -p berth-tests --bench metrics
+fi
+if run fleet; then
+	cargo bench -q -p berth-tests --bench fleet
+fi
+if run rollout; then
+	cargo bench -q -p berth-tests --bench rollout
 fi

@@ -15,6 +15,14 @@ use clap::{Parser, Subcommand};
 /// Every command that talks to an agent takes --host (or BERTH_HOST) and
 /// --tls-dir (or BERTH_TLS_DIR; default ~/.config/berth), which holds ca.pem
 /// and your client certificate. Start with `berthctl certs --help`.
+///
+/// For many hosts at once: --fleet NAME from the inventory (`berthctl fleet
+/// --help`), --select KEY=VALUE, --host more than once, or --hosts-from
+/// FILE. Reads (info, ps, history, metrics, env get) then print one table
+/// with a HOST column and a summary, and exit non-zero when any host
+/// failed; logs -f, events and top follow every host at once. Changes
+/// (apply, deploy, restart, rm, env set) take one host: use `berthctl
+/// rollout` for a fleet.
 #[derive(Parser)]
 #[command(name = "berthctl", version, about, long_about)]
 struct Cli {
@@ -58,6 +66,9 @@ enum Command {
     Top(cmd::top::Args),
     Metrics(cmd::metrics::Args),
     Audit(cmd::audit::Args),
+    Fleet(cmd::fleet::Args),
+    Lock(cmd::lock::Args),
+    Rollout(cmd::rollout::Args),
 }
 
 fn main() -> ExitCode {
@@ -79,11 +90,17 @@ fn main() -> ExitCode {
         Command::Top(args) => block_on(cmd::top::run(&cli.global, out, args)),
         Command::Metrics(args) => block_on(cmd::metrics::run(&cli.global, out, args)),
         Command::Audit(args) => block_on(cmd::audit::run(&cli.global, out, args)),
+        Command::Fleet(args) => block_on(cmd::fleet::run(&cli.global, out, args)),
+        Command::Lock(args) => block_on(cmd::lock::run(&cli.global, out, args)),
+        Command::Rollout(args) => block_on(cmd::rollout::run(&cli.global, out, args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // Whoever read our output has gone: there is no one left to tell.
         Err(e) if WriteError::is_closed(&e) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<cmd::Exit>().is_some() => {
+            ExitCode::from(e.downcast_ref::<cmd::Exit>().map_or(1, |x| x.0))
+        }
         Err(e) => {
             // If stderr is gone too, the exit code still says it.
             let _ = out.err(&format!("berthctl: {e:#}"));

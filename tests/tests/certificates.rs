@@ -73,7 +73,11 @@ fn a_reissued_agent_certificate_serves_new_connections_while_streams_carry_on() 
 
     agent.wait_for(Duration::from_secs(20), "the TLS reload", || reloads() > before);
     let old = berthctl(&pki, &agent.addr, &["info"]);
-    assert!(!old.status.success(), "the old certificate is still served:\n{}", agent.logs());
+    assert!(
+        !old.status.success(),
+        "the old certificate is still served:\n{}",
+        agent.logs()
+    );
     let err = String::from_utf8_lossy(&old.stderr);
     assert!(err.contains("berthctl refused the agent's certificate"), "{err}");
     let info = std::process::Command::new(berth_tests::bin("berthctl"))
@@ -127,7 +131,10 @@ fn a_revoked_client_certificate_is_refused() {
         agent.logs().contains("Reloaded the TLS certificate")
     });
     let err = fails(&info("bob"));
-    assert!(err.contains("refused your client certificate") && err.contains("revoked"), "{err}");
+    assert!(
+        err.contains("refused your client certificate") && err.contains("revoked"),
+        "{err}"
+    );
     agent.wait_for(Duration::from_secs(10), "the refusal logged", || {
         agent.logs().contains("has been revoked")
     });

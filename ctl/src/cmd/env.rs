@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use berth_core::envfile;
 use berth_proto::v1::env_client::EnvClient;
-use berth_proto::v1::{GetEnvRequest, SetEnvRequest, UnsetEnvRequest};
+use berth_proto::v1::{GetEnvRequest, GetEnvResponse, SetEnvRequest, UnsetEnvRequest};
 use serde_json::json;
 
-use super::{Global, progress};
+use super::{Global, fleetview, progress};
 use crate::output::{self, Format, Sink};
 
 /// `berthctl env`: its subcommands. (The command's long help is on its
@@ -76,6 +76,7 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
             change(
                 global,
                 out,
+                "env set",
                 SetEnvRequest {
                     service,
                     set,
@@ -94,6 +95,7 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
             change(
                 global,
                 out,
+                "env import",
                 SetEnvRequest {
                     service,
                     set,
@@ -107,9 +109,12 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
                 envfile::check_key(k).map_err(|m| anyhow::anyhow!("env unset {service}: {k:?} {m}"))?;
             }
             let req = UnsetEnvRequest { service, keys };
-            progress::run(&*global.one_agent("env").await?, global.output, out, |ch| async move {
-                EnvClient::new(ch).unset_env(req).await
-            })
+            progress::run(
+                &*global.one_agent("env unset").await?,
+                global.output,
+                out,
+                |ch| async move { EnvClient::new(ch).unset_env(req).await },
+            )
             .await
             .map(|_| ())
         }
@@ -117,8 +122,8 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
     }
 }
 
-async fn change(global: &Global, out: &Sink, req: SetEnvRequest) -> anyhow::Result<()> {
-    progress::run(&*global.one_agent("env").await?, global.output, out, |ch| async move {
+async fn change(global: &Global, out: &Sink, what: &str, req: SetEnvRequest) -> anyhow::Result<()> {
+    progress::run(&*global.one_agent(what).await?, global.output, out, |ch| async move {
         EnvClient::new(ch).set_env(req).await
     })
     .await
@@ -126,42 +131,74 @@ async fn change(global: &Global, out: &Sink, req: SetEnvRequest) -> anyhow::Resu
 }
 
 async fn get(global: &Global, out: &Sink, service: String, reveal: bool) -> anyhow::Result<()> {
-    let req = GetEnvRequest {
-        service: service.clone(),
-        reveal,
-    };
-    let env = global
-        .one_agent("env")
-        .await?
-        .call(|ch| async move { EnvClient::new(ch).get_env(req).await })
-        .await?;
-    match global.output {
-        Format::Json => {
-            let vars: serde_json::Map<String, serde_json::Value> =
-                env.vars.iter().map(|v| (v.key.clone(), json!(v.value))).collect();
-            let doc = json!({
-                "service": service,
-                "revision": env.revision,
-                "path": env.path,
-                "masked": env.vars.iter().any(|v| v.masked),
-                "vars": vars,
-            });
-            out.document(&doc)?;
-        }
-        Format::Table => {
-            let at = if env.revision == 0 {
-                "not applied yet".to_owned()
-            } else {
-                format!("revision {}", env.revision)
-            };
-            out.err(&format!("# {service}: {} ({at})", env.path))?;
-            let mut rows = vec![vec!["KEY".to_owned(), "VALUE".to_owned()]];
-            rows.extend(env.vars.iter().map(|v| vec![v.key.clone(), v.value.clone()]));
-            out.text(&output::table(&rows))?;
-            if env.vars.iter().any(|v| v.masked) {
-                out.err("# values masked; --reveal shows them (operators only)")?;
+    let selection = global.selection().await?;
+    if !selection.many {
+        let req = GetEnvRequest {
+            service: service.clone(),
+            reveal,
+        };
+        let env = selection.hosts[0]
+            .agent
+            .call(|ch| async move { EnvClient::new(ch).get_env(req).await })
+            .await?;
+        match global.output {
+            Format::Json => out.document(&env_json(&service, &env))?,
+            Format::Table => {
+                let at = if env.revision == 0 {
+                    "not applied yet".to_owned()
+                } else {
+                    format!("revision {}", env.revision)
+                };
+                out.err(&format!("# {service}: {} ({at})", env.path))?;
+                let mut rows = vec![vec!["KEY".to_owned(), "VALUE".to_owned()]];
+                rows.extend(env.vars.iter().map(|v| vec![v.key.clone(), v.value.clone()]));
+                out.text(&output::table(&rows))?;
+                if env.vars.iter().any(|v| v.masked) {
+                    out.err("# values masked; --reveal shows them (operators only)")?;
+                }
             }
         }
+        return Ok(());
     }
-    Ok(())
+    let name = &service;
+    let outcomes = selection
+        .fan_out(|h| async move {
+            let req = GetEnvRequest {
+                service: name.clone(),
+                reveal,
+            };
+            Ok(h.agent
+                .call(|ch| async move { EnvClient::new(ch).get_env(req).await })
+                .await?)
+        })
+        .await;
+    fleetview::print(
+        out,
+        global.output,
+        &outcomes,
+        &fleetview::View {
+            header: &["REV", "KEY", "VALUE"],
+            rows: &|env: &GetEnvResponse| {
+                env.vars
+                    .iter()
+                    .map(|v| vec![env.revision.to_string(), v.key.clone(), v.value.clone()])
+                    .collect()
+            },
+            json: &|env| env_json(name, env),
+            notes: &|_| Vec::new(),
+            empty: "no variables on any host",
+        },
+    )
+}
+
+fn env_json(service: &str, env: &GetEnvResponse) -> serde_json::Value {
+    let vars: serde_json::Map<String, serde_json::Value> =
+        env.vars.iter().map(|v| (v.key.clone(), json!(v.value))).collect();
+    json!({
+        "service": service,
+        "revision": env.revision,
+        "path": env.path,
+        "masked": env.vars.iter().any(|v| v.masked),
+        "vars": vars,
+    })
 }

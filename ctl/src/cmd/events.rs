@@ -5,10 +5,17 @@ use berth_proto::v1::{Event, WatchEventsRequest};
 use serde_json::json;
 
 use super::Global;
+use super::multiplex::{self, Happening};
+use crate::fleet::fanout::show_duration;
 use crate::output::{Format, Sink, WriteError};
 
 /// Follow the agent's events (deploys, restarts, crashes, OOM kills, drift
 /// repairs) until interrupted.
+///
+/// Over a selection (--fleet, --hosts-from, several --host) every host's
+/// events in one stream, each line prefixed with its host (NDJSON with a
+/// "host" field under --output json). A host that drops out is reported,
+/// tried again (1s, doubling to 30s) and rejoins.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Only these services (default: all, plus host events).
@@ -17,16 +24,44 @@ pub struct Args {
 
 /// Runs `berthctl events`.
 pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
-    let agent = global.one_agent("events").await?;
-    let req = WatchEventsRequest {
-        services: args.services,
-    };
-    let mut stream = agent
-        .call(|ch| async move { ServicesClient::new(ch).watch_events(req).await })
-        .await?;
-    while let Some(e) = agent.next(&mut stream).await? {
-        show(out, global.output, &e)?;
+    let selection = global.selection().await?;
+    if !selection.many {
+        let agent = &selection.hosts[0].agent;
+        let req = WatchEventsRequest {
+            services: args.services,
+        };
+        let mut stream = agent
+            .call(|ch| async move { ServicesClient::new(ch).watch_events(req).await })
+            .await?;
+        while let Some(e) = agent.next(&mut stream).await? {
+            show(out, global.output, &e)?;
+        }
+        return Ok(());
     }
+    let sinks = out.per_host_of(&selection.names());
+    let services = &args.services;
+    multiplex::follow(
+        &selection.hosts,
+        selection.timeout,
+        |h, _attempt| {
+            let req = WatchEventsRequest {
+                services: services.clone(),
+            };
+            async move {
+                Ok(h.agent
+                    .call(|ch| async move { ServicesClient::new(ch).watch_events(req).await })
+                    .await?)
+            }
+        },
+        |i, happening| match happening {
+            Happening::Message(e) => show(&sinks[i], global.output, &e),
+            Happening::Down { why, retry } => {
+                sinks[i].err(&format!("dropped out: {why}; trying again in {}", show_duration(retry)))
+            }
+            Happening::Rejoined => sinks[i].err("rejoined (events from while it was away are not replayed)"),
+        },
+    )
+    .await?;
     Ok(())
 }
 

@@ -1,71 +1,100 @@
-//! `berthctl history SERVICE`: a service's revisions.
+//! `berthctl history SERVICE`: a service's revisions, on one host or every
+//! selected one.
 
-use berth_proto::v1::HistoryRequest;
 use berth_proto::v1::services_client::ServicesClient;
-use serde_json::json;
+use berth_proto::v1::{HistoryRequest, HistoryResponse, Revision};
+use serde_json::{Value, json};
 
 use super::Global;
+use super::fleetview::{self, View};
 use crate::output::{self, Format, Sink};
 
 /// List a service's revisions, newest first: image, why it was made, who
 /// made it, and whether it is active, superseded or failed (with why).
 /// Env changes show which keys changed, never their values.
+///
+/// Over a selection (--fleet, --hosts-from, several --host) one table with
+/// a HOST column; a host without the service counts as failed.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The service.
     service: String,
 }
 
+const HEADER: [&str; 7] = ["REV", "AGE", "IMAGE", "REASON", "AUTHOR", "ENV", "STATUS"];
+
 /// Runs `berthctl history`.
 pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
-    let req = HistoryRequest { service: args.service };
-    let history = global
-        .one_agent("history")
-        .await?
-        .call(|ch| async move { ServicesClient::new(ch).history(req).await })
-        .await?;
-    match global.output {
-        Format::Json => {
-            let revs: Vec<_> = history
-                .revisions
-                .iter()
-                .map(|r| {
-                    json!({
-                        "revision": r.number, "created_at_ms": r.created_at_ms, "image": r.image,
-                        "reason": r.reason, "author": r.author, "status": r.status,
-                        "env_keys_changed": r.env_keys_changed,
-                    })
-                })
-                .collect();
-            out.document(&json!(revs))?;
-        }
-        Format::Table => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0);
-            let mut rows = vec![
-                ["REV", "AGE", "IMAGE", "REASON", "AUTHOR", "ENV", "STATUS"]
-                    .map(String::from)
-                    .to_vec(),
-            ];
-            for r in &history.revisions {
-                rows.push(vec![
-                    r.number.to_string(),
-                    output::duration(now.saturating_sub(r.created_at_ms) / 1000),
-                    r.image.clone(),
-                    r.reason.clone(),
-                    r.author.clone(),
-                    if r.env_keys_changed.is_empty() {
-                        "-".into()
-                    } else {
-                        r.env_keys_changed.join(",")
-                    },
-                    r.status.clone(),
-                ]);
+    let selection = global.selection().await?;
+    let now = output::now_ms();
+    if !selection.many {
+        let req = HistoryRequest { service: args.service };
+        let history = selection.hosts[0]
+            .agent
+            .call(|ch| async move { ServicesClient::new(ch).history(req).await })
+            .await?;
+        match global.output {
+            Format::Json => out.document(&to_json(&history))?,
+            Format::Table => {
+                let mut rows = vec![HEADER.map(String::from).to_vec()];
+                rows.extend(history.revisions.iter().map(|r| row(r, now)));
+                out.text(&output::table(&rows))?;
             }
-            out.text(&output::table(&rows))?;
         }
+        return Ok(());
     }
-    Ok(())
+    let service = &args.service;
+    let outcomes = selection
+        .fan_out(|h| async move {
+            let req = HistoryRequest {
+                service: service.clone(),
+            };
+            Ok(h.agent
+                .call(|ch| async move { ServicesClient::new(ch).history(req).await })
+                .await?)
+        })
+        .await;
+    fleetview::print(
+        out,
+        global.output,
+        &outcomes,
+        &View {
+            header: &HEADER,
+            rows: &|h: &HistoryResponse| h.revisions.iter().map(|r| row(r, now)).collect(),
+            json: &to_json,
+            notes: &|_| Vec::new(),
+            empty: "no revisions on any host",
+        },
+    )
+}
+
+fn to_json(history: &HistoryResponse) -> Value {
+    let revs: Vec<_> = history
+        .revisions
+        .iter()
+        .map(|r| {
+            json!({
+                "revision": r.number, "created_at_ms": r.created_at_ms, "image": r.image,
+                "reason": r.reason, "author": r.author, "status": r.status,
+                "env_keys_changed": r.env_keys_changed,
+            })
+        })
+        .collect();
+    json!(revs)
+}
+
+fn row(r: &Revision, now: u64) -> Vec<String> {
+    vec![
+        r.number.to_string(),
+        output::duration(now.saturating_sub(r.created_at_ms) / 1000),
+        r.image.clone(),
+        r.reason.clone(),
+        r.author.clone(),
+        if r.env_keys_changed.is_empty() {
+            "-".into()
+        } else {
+            r.env_keys_changed.join(",")
+        },
+        r.status.clone(),
+    ]
 }

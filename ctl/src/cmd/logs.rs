@@ -3,13 +3,21 @@
 use berth_proto::v1::services_client::ServicesClient;
 use berth_proto::v1::{LogLine, LogsRequest};
 
+use std::sync::Mutex;
+
 use super::Global;
+use super::multiplex::{self, Happening};
+use crate::fleet::{self, HostError, SelectedHost, Summary, fan_out};
 use crate::output::{Sink, Stream, WriteError};
 
 /// Print a service's container output (stdout to stdout, stderr to stderr).
 ///
 /// Reads the running container of the active revision, or the newest one
 /// if none runs (so a crashed service's last words are there).
+///
+/// Over a selection (--fleet, --hosts-from, several --host) every line is
+/// prefixed with its host. With -f a host that drops out is reported,
+/// tried again (1s, doubling to 30s) and rejoins where it left off.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The service.
@@ -22,21 +30,165 @@ pub struct Args {
     tail: u32,
 }
 
+/// Lines asked for again when a host rejoins, to find where we left off.
+const REJOIN_TAIL: u32 = 1000;
+
 /// Runs `berthctl logs`.
 pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
-    let agent = global.one_agent("logs").await?;
-    let req = LogsRequest {
-        service: args.service,
-        follow: args.follow,
-        tail: args.tail,
-    };
-    let mut stream = agent
-        .call(|ch| async move { ServicesClient::new(ch).logs(req).await })
-        .await?;
-    while let Some(line) = agent.next(&mut stream).await? {
-        show(out, &line)?;
+    let selection = global.selection().await?;
+    if !selection.many {
+        let agent = &selection.hosts[0].agent;
+        let req = LogsRequest {
+            service: args.service,
+            follow: args.follow,
+            tail: args.tail,
+        };
+        let mut stream = agent
+            .call(|ch| async move { ServicesClient::new(ch).logs(req).await })
+            .await?;
+        while let Some(line) = agent.next(&mut stream).await? {
+            show(out, &line)?;
+        }
+        return Ok(());
     }
+    let sinks = out.per_host_of(&selection.names());
+    let service = &args.service;
+    if !args.follow {
+        // Each host's lines together, hosts in order.
+        let deadline = selection.timeout;
+        let outcomes = fan_out(&selection.hosts, selection.parallel, None, |h| async move {
+            let req = LogsRequest {
+                service: service.clone(),
+                follow: false,
+                tail: args.tail,
+            };
+            let mut stream = tokio::time::timeout(
+                deadline,
+                h.agent
+                    .call(|ch| async move { ServicesClient::new(ch).logs(req).await }),
+            )
+            .await
+            .map_err(|_| HostError::timed_out(deadline))??;
+            let mut lines = Vec::new();
+            while let Some(line) = h.agent.next(&mut stream).await? {
+                lines.push(line);
+            }
+            Ok(lines)
+        })
+        .await;
+        for (o, sink) in outcomes.iter().zip(&sinks) {
+            for line in o.result.iter().flatten() {
+                show(sink, line)?;
+            }
+        }
+        let summary = Summary::of(&outcomes);
+        if !summary.all_ok() {
+            anyhow::bail!("{summary}");
+        }
+        return Ok(());
+    }
+    let resume: Mutex<Vec<Resume>> = Mutex::new((0..selection.hosts.len()).map(|_| Resume::default()).collect());
+    let resume = &resume;
+    let names = selection.names();
+    let index = |h: &SelectedHost| names.iter().position(|n| *n == h.name).unwrap_or(0);
+    multiplex::follow(
+        &selection.hosts,
+        selection.timeout,
+        |h, attempt| {
+            let i = index(&h);
+            let tail = if attempt > 0 && lock(resume)[i].last.is_some() {
+                REJOIN_TAIL
+            } else {
+                args.tail
+            };
+            let req = LogsRequest {
+                service: service.clone(),
+                follow: true,
+                tail,
+            };
+            async move {
+                Ok(h.agent
+                    .call(|ch| async move { ServicesClient::new(ch).logs(req).await })
+                    .await?)
+            }
+        },
+        |i, happening| {
+            let sink = &sinks[i];
+            match happening {
+                Happening::Message(line) => {
+                    let mut r = lock(resume);
+                    for line in r[i].take(line) {
+                        show(sink, &line)?;
+                    }
+                    Ok(())
+                }
+                Happening::Down { why, retry } => sink.err(&format!(
+                    "dropped out: {why}; trying again in {}",
+                    fleet::fanout::show_duration(retry)
+                )),
+                Happening::Rejoined => {
+                    lock(resume)[i].rejoined();
+                    sink.err("rejoined")
+                }
+            }
+        },
+    )
+    .await?;
     Ok(())
+}
+
+fn lock(m: &Mutex<Vec<Resume>>) -> std::sync::MutexGuard<'_, Vec<Resume>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where a host's log left off, so a rejoin neither repeats nor loses
+/// lines: after a rejoin the agent sends the last [`REJOIN_TAIL`] lines
+/// again; those up to the last one already shown are skipped.
+#[derive(Default)]
+struct Resume {
+    /// The container and text of the last line shown.
+    last: Option<(String, String)>,
+    /// After a rejoin, until the last line shown comes by again.
+    skipping: bool,
+    /// Lines held while skipping.
+    held: Vec<LogLine>,
+}
+
+impl Resume {
+    fn rejoined(&mut self) {
+        self.skipping = self.last.is_some();
+        self.held.clear();
+    }
+
+    /// The lines to show now, given the next line that arrived.
+    fn take(&mut self, line: LogLine) -> Vec<LogLine> {
+        let out = if !self.skipping {
+            vec![line]
+        } else if self
+            .last
+            .as_ref()
+            .is_some_and(|(c, l)| *c == line.container && *l == line.line)
+        {
+            // Everything before it was shown already.
+            self.skipping = false;
+            self.held.clear();
+            Vec::new()
+        } else if self.last.as_ref().is_some_and(|(c, _)| *c != line.container)
+            || self.held.len() + 1 >= REJOIN_TAIL as usize
+        {
+            // Another container, or more new lines than we asked for: all new.
+            self.skipping = false;
+            self.held.push(line);
+            std::mem::take(&mut self.held)
+        } else {
+            self.held.push(line);
+            Vec::new()
+        };
+        if let Some(l) = out.last() {
+            self.last = Some((l.container.clone(), l.line.clone()));
+        }
+        out
+    }
 }
 
 /// Prints one line of a container's output on the stream it came from.
@@ -60,6 +212,31 @@ mod tests {
             line: text.into(),
             container: "web-3".into(),
         }
+    }
+
+    #[test]
+    fn a_rejoin_skips_what_was_shown_and_keeps_what_is_new() {
+        let mut r = Resume::default();
+        let l = |t: &str| LogLine {
+            stream: "stdout".into(),
+            line: t.into(),
+            container: "web-3".into(),
+        };
+        let texts = |v: Vec<LogLine>| v.into_iter().map(|l| l.line).collect::<Vec<_>>();
+        assert_eq!(texts(r.take(l("a"))), ["a"]);
+        assert_eq!(texts(r.take(l("b"))), ["b"]);
+        r.rejoined();
+        // The backlog again: a, b; then what came while away: c.
+        assert!(r.take(l("a")).is_empty());
+        assert!(r.take(l("b")).is_empty());
+        assert_eq!(texts(r.take(l("c"))), ["c"]);
+        r.rejoined();
+        // A new container: nothing of it was shown.
+        let other = LogLine {
+            container: "web-4".into(),
+            ..l("x")
+        };
+        assert_eq!(texts(r.take(other)), ["x"]);
     }
 
     #[test]

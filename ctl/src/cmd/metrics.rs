@@ -6,7 +6,7 @@ use berth_proto::v1::metrics_client::MetricsClient;
 use berth_proto::v1::{MetricsSnapshot, WatchMetricsRequest};
 use serde_json::{Value, json};
 
-use super::Global;
+use super::{Global, fleetview};
 use crate::client::{Agent, ConnectError};
 use crate::output::{self, Format, Sink};
 
@@ -26,7 +26,26 @@ pub struct Args {
 
 /// Runs `berthctl metrics`.
 pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
-    let agent = global.one_agent("metrics").await?;
+    let selection = global.selection().await?;
+    if selection.many {
+        let services = &args.services;
+        let outcomes = selection
+            .fan_out(|h| async move { Ok(first_snapshot(&h.agent, services.clone()).await?) })
+            .await;
+        return fleetview::print(
+            out,
+            global.output,
+            &outcomes,
+            &fleetview::View {
+                header: &FLEET_HEADER,
+                rows: &fleet_rows,
+                json: &to_json_of,
+                notes: &|_| Vec::new(),
+                empty: "",
+            },
+        );
+    }
+    let agent = selection.hosts[0].agent.clone();
     let mut stream = open(&agent, args.services).await?;
     let snapshot = agent.next(&mut stream).await?.ok_or_else(|| {
         anyhow::anyhow!(
@@ -49,11 +68,79 @@ pub async fn open(agent: &Agent, services: Vec<String>) -> Result<tonic::Streami
         .await
 }
 
+/// The newest snapshot of `agent`: the first message of a `WatchMetrics`.
+pub async fn first_snapshot(agent: &Agent, services: Vec<String>) -> Result<MetricsSnapshot, ConnectError> {
+    let mut stream = open(agent, services).await?;
+    agent.next(&mut stream).await?.ok_or_else(|| ConnectError::Agent {
+        target: agent.target.to_string(),
+        message: "the agent ended the metrics stream before sending a snapshot".into(),
+    })
+}
+
+/// Columns of the fleet views (`metrics`, `top` over a selection), after HOST.
+pub const FLEET_HEADER: [&str; 9] = [
+    "SERVICE",
+    "REV",
+    "CPU",
+    "CPU LIMIT",
+    "MEM",
+    "MEM LIMIT",
+    "RESTARTS",
+    "OOM",
+    "HEALTH",
+];
+
+/// A host's rows in the fleet views: the machine (`(host)`), then one per
+/// service.
+pub fn fleet_rows(s: &MetricsSnapshot) -> Vec<Vec<String>> {
+    let h = s.host.clone().unwrap_or_default();
+    let used = h.memory_total_bytes.saturating_sub(h.memory_available_bytes);
+    let mut rows = vec![vec![
+        "(host)".into(),
+        "-".into(),
+        format!("{:.1}%", h.cpu_percent),
+        format!("{} CPUs", h.cpus),
+        output::bytes(used),
+        output::bytes(h.memory_total_bytes),
+        "-".into(),
+        "-".into(),
+        format!("load {:.2}", h.load1),
+    ]];
+    for c in &s.containers {
+        let [
+            service,
+            rev,
+            cpu,
+            cpu_limit,
+            _,
+            mem,
+            mem_limit,
+            _,
+            _,
+            restarts,
+            oom,
+            health,
+        ] = cells(c);
+        rows.push(vec![
+            service, rev, cpu, cpu_limit, mem, mem_limit, restarts, oom, health,
+        ]);
+    }
+    rows
+}
+
 /// A snapshot as JSON, with the host it came from.
 pub fn to_json(agent: &Agent, s: &MetricsSnapshot) -> Value {
+    let mut doc = to_json_of(s);
+    if let Some(o) = doc.as_object_mut() {
+        o.insert("host".into(), json!(agent.target.to_string()));
+    }
+    doc
+}
+
+/// A snapshot as JSON, without saying whose.
+pub fn to_json_of(s: &MetricsSnapshot) -> Value {
     let host = s.host.clone().unwrap_or_default();
     json!({
-        "host": agent.target.to_string(),
         "timestamp_ms": s.timestamp_ms,
         "source": s.source,
         "dropped": s.dropped,
@@ -131,49 +218,52 @@ pub fn service_table(s: &MetricsSnapshot) -> String {
         .map(String::from)
         .to_vec(),
     ];
-    for c in &s.containers {
-        let running = !c.container_id.is_empty();
-        let or_dash = |v: String| if running { v } else { "-".into() };
-        rows.push(vec![
-            c.service.clone(),
-            c.revision.to_string(),
-            or_dash(format!("{:.1}%", c.cpu_percent)),
-            if c.cpu_limit > 0.0 {
-                format!("{}", c.cpu_limit)
-            } else {
-                "-".into()
-            },
-            or_dash(c.cpu_throttled_periods.to_string()),
-            or_dash(output::bytes(c.memory_bytes)),
-            if c.memory_limit_bytes > 0 {
-                output::bytes(c.memory_limit_bytes)
-            } else {
-                "-".into()
-            },
-            or_dash(format!(
-                "{}/{}",
-                output::bytes(c.net_rx_bytes),
-                output::bytes(c.net_tx_bytes)
-            )),
-            or_dash(format!(
-                "{}/{}",
-                output::bytes(c.blkio_read_bytes),
-                output::bytes(c.blkio_write_bytes)
-            )),
-            c.restarts.to_string(),
-            c.oom_kills.to_string(),
-            if running || c.health == "held" {
-                if c.health.is_empty() {
-                    "-".into()
-                } else {
-                    c.health.clone()
-                }
-            } else {
-                "not running".into()
-            },
-        ]);
-    }
+    rows.extend(s.containers.iter().map(|c| cells(c).to_vec()));
     output::table(&rows)
+}
+
+/// A container's cells, in the order of [`service_table`]'s columns.
+fn cells(c: &berth_proto::v1::ContainerMetrics) -> [String; 12] {
+    let running = !c.container_id.is_empty();
+    let or_dash = |v: String| if running { v } else { "-".into() };
+    [
+        c.service.clone(),
+        c.revision.to_string(),
+        or_dash(format!("{:.1}%", c.cpu_percent)),
+        if c.cpu_limit > 0.0 {
+            format!("{}", c.cpu_limit)
+        } else {
+            "-".into()
+        },
+        or_dash(c.cpu_throttled_periods.to_string()),
+        or_dash(output::bytes(c.memory_bytes)),
+        if c.memory_limit_bytes > 0 {
+            output::bytes(c.memory_limit_bytes)
+        } else {
+            "-".into()
+        },
+        or_dash(format!(
+            "{}/{}",
+            output::bytes(c.net_rx_bytes),
+            output::bytes(c.net_tx_bytes)
+        )),
+        or_dash(format!(
+            "{}/{}",
+            output::bytes(c.blkio_read_bytes),
+            output::bytes(c.blkio_write_bytes)
+        )),
+        c.restarts.to_string(),
+        c.oom_kills.to_string(),
+        if running || c.health == "held" {
+            if c.health.is_empty() {
+                "-".into()
+            } else {
+                c.health.clone()
+            }
+        } else {
+            "not running".into()
+        },
+    ]
 }
 
 /// The whole human report: host line, disks and interfaces (when `detail`),

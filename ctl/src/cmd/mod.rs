@@ -10,15 +10,20 @@ pub mod certs;
 pub mod deploy;
 pub mod env;
 pub mod events;
+pub mod fleet;
+pub mod fleetview;
 pub mod history;
 pub mod info;
+pub mod lock;
 pub mod logs;
 pub mod metrics;
+pub mod multiplex;
 pub mod progress;
 pub mod ps;
 pub mod restart;
 pub mod rm;
 pub mod rollback;
+pub mod rollout;
 pub mod top;
 
 use std::path::PathBuf;
@@ -71,6 +76,13 @@ impl Global {
         Ok(selection.single(what)?.agent.clone())
     }
 }
+
+/// Ends berthctl with this exit code and nothing more printed (what there
+/// was to say has been said), e.g. 2 for `rollout --dry-run` when
+/// something would change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("exit code {0}")]
+pub struct Exit(pub u8);
 
 /// `~/.config/berth` (or `$XDG_CONFIG_HOME/berth`).
 pub fn default_tls_dir() -> PathBuf {

@@ -64,8 +64,9 @@ pub struct SelectionArgs {
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub parallel: Option<u32>,
 
-    /// How long each host may take to answer (dial and call), e.g. 5s or
-    /// 500ms. [default: the inventory's, else 5s]
+    /// How long each host of a selection may take to answer (dial and
+    /// call), e.g. 5s or 500ms; a single --host waits as long as it takes.
+    /// [default: the inventory's, else 5s]
     #[arg(long, global = true, value_name = "DURATION")]
     pub timeout: Option<Duration>,
 }

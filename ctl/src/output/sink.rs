@@ -84,6 +84,16 @@ impl Sink {
             .collect()
     }
 
+    /// [`Sink::per_host`] on this sink's console: one sink per host.
+    pub fn per_host_of<S: AsRef<str>>(&self, hosts: &[S]) -> Vec<Sink> {
+        Sink::per_host(&self.console, hosts)
+    }
+
+    /// Whether `stream` is a terminal.
+    pub fn is_tty(&self, stream: Stream) -> bool {
+        self.console.is_tty(stream)
+    }
+
     /// The host this sink prefixes, if any.
     pub fn host(&self) -> Option<&str> {
         self.label.as_deref().map(|l| l.name.as_str())
