@@ -208,7 +208,7 @@ expect_eq "enablement symlink" \
 	/lib/systemd/system/berth-agent.service
 expect_eq "dirs and modes" \
 	"$(in_box stat -c '%n %a' /etc/berth /etc/berth/env /etc/berth/tls /var/lib/berth | tr '\n' ' ')" \
-	"/etc/berth 755 /etc/berth/env 700 /etc/berth/tls 700 /var/lib/berth 750 "
+	"/etc/berth 755 /etc/berth/env 700 /etc/berth/tls 700 /var/lib/berth 700 "
 # shellcheck disable=SC2016 # ${Conffiles} is for dpkg-query
 in_box dpkg-query -W -f='${Conffiles}\n' berth-agent | has '/etc/berth/agent.toml' ||
 	die "/etc/berth/agent.toml is not a conffile"
@@ -447,7 +447,7 @@ log "ok: purge deleted /var/lib/berth and /etc/berth"
 	expect_eq "rpm: is-active before TLS" "$(in_box systemctl is-active berth-agent || true)" inactive
 	expect_eq "rpm: dirs and modes" \
 		"$(in_box stat -c '%n %a' /etc/berth/env /etc/berth/tls /var/lib/berth | tr '\n' ' ')" \
-		"/etc/berth/env 700 /etc/berth/tls 700 /var/lib/berth 750 "
+		"/etc/berth/env 700 /etc/berth/tls 700 /var/lib/berth 700 "
 	configure_agent
 	in_box systemctl start berth-agent || die "rpm: systemctl start failed"
 	pid_before="$(in_box systemctl show -p MainPID --value berth-agent)"

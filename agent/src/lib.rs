@@ -10,7 +10,7 @@
 //! installs logging and waits for signals.
 //!
 //! Layers point down: `berth-core` → adapters of the outside world
-//! ([`clock`], [`config`], [`docker`], [`nginx`], [`envfiles`],
+//! ([`clock`], [`config`], [`dirs`], [`docker`], [`nginx`], [`envfiles`],
 //! [`envwatch`], [`state`], [`health`], [`metrics`], [`oomwatch`],
 //! [`events`], [`audit`], ...) → [`supervisor`] → [`reconcile`] and
 //! [`limits`] → [`grpc`] → this file. `agent/tests/layers.rs` checks it
@@ -20,6 +20,7 @@ pub mod atomicfile;
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod dirs;
 pub mod docker;
 pub mod envfiles;
 pub mod envwatch;
@@ -40,12 +41,14 @@ pub mod state;
 pub mod supervisor;
 pub mod telemetry;
 pub mod tls;
+pub mod tlsreload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
+use berth_proto::v1::audit_server::AuditServer;
 use berth_proto::v1::env_server::EnvServer;
 use berth_proto::v1::fleet_lock_server::FleetLockServer;
 use berth_proto::v1::host_server::HostServer;
@@ -78,6 +81,7 @@ pub const CAPABILITIES: &[&str] = &[
     "nginx",
     "env",
     "fleet-lock",
+    "audit",
     "rollouts",
 ];
 
@@ -85,6 +89,11 @@ pub const CAPABILITIES: &[&str] = &[
 /// a free port; `listen_address_file` then says which).
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
+    dirs::make_private("state_dir", &config.state_dir)?;
+    dirs::make_private("env_dir", &config.env_dir)?;
+    if let Some(warning) = tls::key_mode_warning(&config.tls.key) {
+        warn!("{warning}");
+    }
     let tls = tls::server_config(&config.tls).context("cannot load the agent's TLS material")?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -117,7 +126,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     let (oom_tx, oom_rx) = mpsc::channel(oomwatch::QUEUE);
     let oom_ids = oomwatch::spawn(&config.limits.kernel_log, oom_tx).then_some(oom_rx);
     let bus = EventBus::new();
-    let audit = Audit::new(&config.state_dir);
+    let audit = Audit::open(&config.state_dir, &config.audit)?;
     // Leases are independent of Docker: the keeper runs from the start.
     let locks = fleet::locks::Locks::start(
         config.state_dir.clone(),
@@ -135,7 +144,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             sites: nginx::Sites::new(config.nginx.clone()),
             capacity,
             bus,
-            audit,
+            audit: audit.clone(),
             metrics_targets: targets_tx,
             oom_ids,
         },
@@ -207,6 +216,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     };
     let metrics_api = grpc::metrics::MetricsApi::new(hub, streams.clone());
     let services = ServicesApi::new(sup.clone(), streams.clone());
+    let audit_api = grpc::audit::AuditApi::new(audit.clone(), streams.clone());
     let env = grpc::env::EnvApi::new(sup.clone(), streams);
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -215,6 +225,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     health.set_serving::<EnvServer<grpc::env::EnvApi>>().await;
     health.set_serving::<MetricsServer<grpc::metrics::MetricsApi>>().await;
     health.set_serving::<FleetLockServer<grpc::locks::LocksApi>>().await;
+    health.set_serving::<AuditServer<grpc::audit::AuditApi>>().await;
     health
         .set_serving::<RolloutsServer<grpc::rollouts::RolloutsApi>>()
         .await;
@@ -227,18 +238,21 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         nofile = ?nofile,
         "Connection limits."
     );
+    let tls = tlsreload::spawn(config.tls.clone(), tls, &tracker, cancel.child_token());
     let incoming = grpc::listener::incoming(listener, tls, limits, &tracker, cancel.child_token());
     let keepalive = config.connections.keepalive.as_std();
     let server = Server::builder()
         .max_concurrent_streams(Some(config.connections.max_concurrent_streams))
         .http2_keepalive_interval(Some(keepalive))
         .http2_keepalive_timeout(Some(keepalive))
+        .layer(grpc::audited::AuditLayer::new(audit))
         .add_service(health_service)
         .add_service(HostServer::new(host))
         .add_service(ServicesServer::new(services))
         .add_service(EnvServer::new(env))
         .add_service(MetricsServer::new(metrics_api))
         .add_service(FleetLockServer::new(grpc::locks::LocksApi::new(locks)))
+        .add_service(AuditServer::new(audit_api))
         .add_service(RolloutsServer::new(grpc::rollouts::RolloutsApi::new(
             sup.clone(),
             rollouts,

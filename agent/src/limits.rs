@@ -302,7 +302,14 @@ pub async fn run(
                             tracker.spawn(
                                 async move {
                                     let progress = ProgressTx::new(None);
-                                    if let Err(e) = sup.restart(&service, "agent (memory pressure)", progress).await {
+                                    if let Err(e) = sup
+                                        .restart(
+                                            &service,
+                                            &crate::audit::Actor::agent("agent (memory pressure)"),
+                                            progress,
+                                        )
+                                        .await
+                                    {
                                         warn!(service = %service, error = %e, "Memory-pressure restart failed.");
                                     }
                                 }

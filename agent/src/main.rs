@@ -55,6 +55,11 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig) = cli.command {
         return match config.check_files() {
             Ok(()) => {
+                // A warning, not a refusal: the agent runs, but the key is
+                // exposed to other users of the host.
+                if let Some(warning) = berth_agent::tls::key_mode_warning(&config.tls.key) {
+                    eprintln!("berth-agent: warning: {warning}");
+                }
                 println!("{}: OK", cli.config.display());
                 ExitCode::SUCCESS
             }

@@ -35,6 +35,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "telemetry",
             "notify",
             "leases",
+            "dirs",
+            "tlsreload",
         ],
     ),
     ("supervisor", &["supervisor", "fleet"]),

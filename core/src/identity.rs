@@ -48,29 +48,119 @@ impl FromStr for Role {
 /// Who is calling, taken from a verified client certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// The certificate's commonName.
+    /// The certificate's commonName; never empty.
     pub name: String,
     /// From organizationalUnitName; a certificate without a known role is a
     /// viewer, so a stray certificate from the CA can never change anything.
     pub role: Role,
+    /// SHA-256 of the certificate (DER, hex), for the audit log: tells two
+    /// certificates with the same name apart.
+    pub fingerprint: String,
+}
+
+/// Why a client certificate names no usable caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// Not a parsable X.509 certificate.
+    #[error("the client certificate cannot be parsed: {0}")]
+    Unparsable(String),
+    /// No commonName, or an empty one: the audit log could not say who.
+    #[error("the client certificate has no commonName; issue one with `berthctl certs issue client --name NAME`")]
+    NoName,
+    /// Both `OU=operator` and `OU=viewer`: which one holds would depend on
+    /// their order.
+    #[error("the client certificate {name:?} carries both OU=operator and OU=viewer; issue it with one role")]
+    ConflictingRoles {
+        /// Its commonName.
+        name: String,
+    },
 }
 
 impl Identity {
-    /// Reads name and role from a DER client certificate.
-    pub fn from_der(der: &[u8]) -> Option<Identity> {
-        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    /// Reads name and role from a DER client certificate. Refuses one
+    /// without a name or with two different roles.
+    pub fn from_der(der: &[u8]) -> Result<Identity, IdentityError> {
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(der).map_err(|e| IdentityError::Unparsable(e.to_string()))?;
         let subject = cert.subject();
         let name = subject
             .iter_common_name()
             .next()
             .and_then(|cn| cn.as_str().ok())
             .unwrap_or("")
+            .trim()
             .to_owned();
-        let role = subject
+        if name.is_empty() {
+            return Err(IdentityError::NoName);
+        }
+        let mut roles = subject
             .iter_organizational_unit()
             .filter_map(|ou| ou.as_str().ok())
-            .find_map(|ou| ou.parse::<Role>().ok())
-            .unwrap_or(Role::Viewer);
-        Some(Identity { name, role })
+            .filter_map(|ou| ou.parse::<Role>().ok());
+        let role = roles.next().unwrap_or(Role::Viewer);
+        if roles.any(|other| other != role) {
+            return Err(IdentityError::ConflictingRoles { name });
+        }
+        Ok(Identity {
+            name,
+            role,
+            fingerprint: crate::audit::sha256_hex(der),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(subject: &[(rcgen::DnType, &str)]) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::default();
+        let mut dn = rcgen::DistinguishedName::new();
+        for (t, v) in subject {
+            dn.push(t.clone(), *v);
+        }
+        params.distinguished_name = dn;
+        let key = rcgen::KeyPair::generate().expect("key");
+        params.self_signed(&key).expect("cert").der().to_vec()
+    }
+
+    #[test]
+    fn name_role_and_fingerprint_come_from_the_certificate() {
+        use rcgen::DnType::{CommonName, OrganizationalUnitName};
+        let der = cert(&[(CommonName, "alice"), (OrganizationalUnitName, "operator")]);
+        let id = Identity::from_der(&der).expect("identity");
+        assert_eq!((id.name.as_str(), id.role), ("alice", Role::Operator));
+        assert_eq!(id.fingerprint, crate::audit::sha256_hex(&der));
+        let id = Identity::from_der(&cert(&[(CommonName, "dash")])).expect("no OU");
+        assert_eq!(id.role, Role::Viewer);
+        // The same role twice, or an unrelated OU next to it, is fine.
+        // rcgen keeps one value per type: the same OID under another key
+        // makes a second OU.
+        let der = cert(&[
+            (CommonName, "bob"),
+            (OrganizationalUnitName, "ops"),
+            (rcgen::DnType::CustomDnType(vec![2, 5, 4, 11]), "operator"),
+        ]);
+        assert_eq!(Identity::from_der(&der).expect("identity").role, Role::Operator);
+    }
+
+    #[test]
+    fn empty_names_and_conflicting_roles_are_refused() {
+        use rcgen::DnType::{CommonName, OrganizationalUnitName};
+        let der = cert(&[(CommonName, ""), (OrganizationalUnitName, "operator")]);
+        assert_eq!(Identity::from_der(&der), Err(IdentityError::NoName));
+        let der = cert(&[(OrganizationalUnitName, "operator")]);
+        assert_eq!(Identity::from_der(&der), Err(IdentityError::NoName));
+        for order in [["operator", "viewer"], ["viewer", "operator"]] {
+            let der = cert(&[
+                (CommonName, "eve"),
+                (OrganizationalUnitName, order[0]),
+                (rcgen::DnType::CustomDnType(vec![2, 5, 4, 11]), order[1]),
+            ]);
+            assert!(
+                matches!(Identity::from_der(&der), Err(IdentityError::ConflictingRoles { .. })),
+                "{order:?}"
+            );
+        }
     }
 }

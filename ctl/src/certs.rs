@@ -3,8 +3,10 @@
 //! Owns the CA (`ca.pem`, `ca-key.pem`), agent certificates (server auth,
 //! with the addresses clients dial as SANs) and client certificates (client
 //! auth, the caller's name in commonName and its role in
-//! organizationalUnitName, which is where the agent reads it). Every file is
-//! written with mode 0600 and never overwritten unless asked to.
+//! organizationalUnitName, which is where the agent reads it), and the
+//! CA's revocation list (`crl.pem`, the agent's `tls.crl`). Every file is
+//! written with mode 0600 and never overwritten unless asked to (the list
+//! is rewritten whole, keeping what it already revoked).
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
@@ -14,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    KeyUsagePurpose, RevocationReason, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -211,6 +213,71 @@ fn issue(
     let cert = params.signed_by(&key, &issuer)?;
     write_pair(dir, &pair, &cert.pem(), &key.serialize_pem(), force)?;
     Ok(pair)
+}
+
+/// Adds the certificates at `certs` to the revocation list at `crl` (made
+/// when missing; entries already there are kept), signed by `dir`'s CA and
+/// valid `days`. Returns how many serials the list now holds.
+pub fn revoke(dir: &Path, certs: &[PathBuf], crl: &Path, days: i64) -> Result<usize, CertError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| CertError::Io { path, source }
+    };
+    let invalid = |path: &Path, what: String| CertError::Invalid(format!("{}: {what}", path.display()));
+    let ca = Pair::in_dir(dir, "ca");
+    let read_ca = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|source| CertError::NoCa {
+            dir: dir.to_owned(),
+            source,
+        })
+    };
+    let issuer = Issuer::from_ca_cert_pem(&read_ca(&ca.cert)?, KeyPair::from_pem(&read_ca(&ca.key)?)?)?;
+    let now = OffsetDateTime::now_utc();
+    let mut revoked: Vec<rcgen::RevokedCertParams> = Vec::new();
+    if crl.exists() {
+        let pem = std::fs::read(crl).map_err(io(crl))?;
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&pem)
+            .map_err(|e| invalid(crl, format!("not a PEM revocation list: {e}")))?;
+        let (_, list) = x509_parser::parse_x509_crl(&pem.contents)
+            .map_err(|e| invalid(crl, format!("not a revocation list: {e}")))?;
+        for r in list.iter_revoked_certificates() {
+            revoked.push(rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(r.raw_serial()),
+                revocation_time: r.revocation_date.to_datetime(),
+                reason_code: None,
+                invalidity_date: None,
+            });
+        }
+    }
+    for path in certs {
+        let pem = std::fs::read(path).map_err(io(path))?;
+        let (_, pem) =
+            x509_parser::pem::parse_x509_pem(&pem).map_err(|e| invalid(path, format!("not a PEM certificate: {e}")))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents)
+            .map_err(|e| invalid(path, format!("not a certificate: {e}")))?;
+        let serial = rcgen::SerialNumber::from_slice(cert.raw_serial());
+        if !revoked.iter().any(|r| r.serial_number == serial) {
+            revoked.push(rcgen::RevokedCertParams {
+                serial_number: serial,
+                revocation_time: now,
+                reason_code: Some(RevocationReason::Superseded),
+                invalidity_date: None,
+            });
+        }
+    }
+    let count = revoked.len();
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: now - Duration::minutes(5),
+        next_update: now + Duration::days(days),
+        // Seconds since the epoch: a later list always has a larger number.
+        crl_number: rcgen::SerialNumber::from(u64::try_from(now.unix_timestamp()).unwrap_or(0)),
+        issuing_distribution_point: None,
+        revoked_certs: revoked,
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    let list = params.signed_by(&issuer)?;
+    write_0600(crl, &list.pem()?, true)?;
+    Ok(count)
 }
 
 fn check_name(name: &str) -> Result<(), CertError> {

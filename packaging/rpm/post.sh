@@ -4,7 +4,7 @@
 # when `berth-agent check-config` passes. Without TLS material the unit is
 # enabled but left stopped, and this says what to do.
 UNIT=berth-agent.service
-for spec in /etc/berth:0755 /etc/berth/env:0700 /etc/berth/tls:0700 /var/lib/berth:0750; do
+for spec in /etc/berth:0755 /etc/berth/env:0700 /etc/berth/tls:0700 /var/lib/berth:0700; do
 	dir=${spec%:*}
 	[ -d "$dir" ] || install -d -m "${spec#*:}" "$dir"
 done

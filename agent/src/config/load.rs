@@ -91,6 +91,24 @@ impl Config {
                 return Err(invalid(key, "must not be empty".into()));
             }
         }
+        if self.audit.keep_files == 0 {
+            return Err(invalid(
+                "audit.keep_files",
+                "must be at least 1: rotation keeps the previous file".into(),
+            ));
+        }
+        if self.audit.max_file_size.bytes() < 4096 {
+            return Err(invalid(
+                "audit.max_file_size",
+                format!("\"{}\" is too small: the minimum is 4k", self.audit.max_file_size),
+            ));
+        }
+        if self.tls.crl.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(invalid(
+                "tls.crl",
+                "must not be empty; leave it out for no revocation check".into(),
+            ));
+        }
         if self.docker.timeout.as_std() < std::time::Duration::from_secs(1) {
             return Err(invalid(
                 "docker.timeout",
@@ -162,7 +180,8 @@ impl Config {
         let registry_files = self
             .registries
             .iter()
-            .map(|r| ("registries.password_file", &r.password_file));
+            .map(|r| ("registries.password_file", &r.password_file))
+            .chain(self.tls.crl.iter().map(|p| ("tls.crl", p)));
         for (key, p) in [
             ("tls.ca", &self.tls.ca),
             ("tls.cert", &self.tls.cert),

@@ -105,6 +105,9 @@ pub struct Config {
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
+    /// The audit log (`state_dir/audit.log`) and its rotation.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Credentials for private registries, chosen by the image's registry host.
     #[serde(default)]
     pub registries: Vec<RegistryConfig>,
@@ -134,9 +137,30 @@ pub struct TlsConfig {
     /// The agent's certificate (PEM), signed by a CA its clients trust.
     #[serde(default = "defaults::tls_cert")]
     pub cert: PathBuf,
-    /// The agent's private key (PEM).
+    /// The agent's private key (PEM). Keep it 0600: the agent warns when
+    /// group or others may read it.
     #[serde(default = "defaults::tls_key")]
     pub key: PathBuf,
+    /// Certificate revocation list(s) (PEM, or one DER list) from the CA:
+    /// client certificates listed there are refused at the handshake.
+    /// `berthctl certs revoke` writes one. Unset: no revocation check.
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
+}
+
+/// The audit log: one hash-chained record per change, denial and failure,
+/// fsynced as it is written. When `audit.log` would grow past
+/// `max_file_size` it becomes `audit.log.1` (older files shift up, the
+/// oldest beyond `keep_files` is deleted); the chain runs on across files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Size at which `audit.log` is rotated, e.g. "16m".
+    #[serde(default = "defaults::audit_max_file_size")]
+    pub max_file_size: ByteSize,
+    /// Rotated files kept (`audit.log.1` ... `audit.log.N`), at least 1.
+    #[serde(default = "defaults::audit_keep_files")]
+    pub keep_files: u32,
 }
 
 /// The Docker Engine connection.
@@ -386,6 +410,12 @@ mod defaults {
     pub fn tls_key() -> PathBuf {
         "/etc/berth/tls/agent-key.pem".into()
     }
+    pub fn audit_max_file_size() -> ByteSize {
+        ByteSize::new(16 * 1024 * 1024).expect("16 MiB is a valid size")
+    }
+    pub fn audit_keep_files() -> u32 {
+        8
+    }
     pub fn docker_socket() -> PathBuf {
         "/var/run/docker.sock".into()
     }
@@ -463,6 +493,16 @@ impl Default for TlsConfig {
             ca: defaults::tls_ca(),
             cert: defaults::tls_cert(),
             key: defaults::tls_key(),
+            crl: None,
+        }
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            max_file_size: defaults::audit_max_file_size(),
+            keep_files: defaults::audit_keep_files(),
         }
     }
 }

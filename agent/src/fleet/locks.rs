@@ -44,15 +44,12 @@ pub enum LockError {
     Stopping,
 }
 
-/// Who asks, for the audit log and the lease's holder.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// The client certificate's name.
-    pub name: String,
-}
+/// Who asks, for the audit log and the lease's holder: the caller's
+/// certificate name, role and fingerprint.
+pub use crate::audit::Actor as Caller;
 
 enum Command {
-    Acquire(Acquire, oneshot::Sender<Result<Lease, LockError>>),
+    Acquire(Acquire, Caller, oneshot::Sender<Result<Lease, LockError>>),
     Renew {
         caller: Caller,
         name: String,
@@ -126,8 +123,8 @@ impl Locks {
     }
 
     /// Takes a lease (see [`LeaseTable::acquire`]).
-    pub async fn acquire(&self, req: Acquire) -> Result<Lease, LockError> {
-        self.ask(|r| Command::Acquire(req, r)).await?
+    pub async fn acquire(&self, req: Acquire, caller: Caller) -> Result<Lease, LockError> {
+        self.ask(|r| Command::Acquire(req, caller, r)).await?
     }
 
     /// Extends a lease the caller holds.
@@ -256,15 +253,15 @@ impl Keeper {
             );
             self.bus.publish("lock-expired", "", 0, Severity::Warning, message);
             self.audit
-                .record(&l.holder, "lock expired", &l.name, &l.purpose, "lapsed");
+                .record(&Caller::agent(&l.holder), "lock expired", &l.name, &l.purpose, "lapsed");
         }
     }
 
     async fn handle(&mut self, cmd: Command) {
         let now = now_ms();
         match cmd {
-            Command::Acquire(req, reply) => {
-                let _ = reply.send(self.acquire(req, now).await);
+            Command::Acquire(req, caller, reply) => {
+                let _ = reply.send(self.acquire(req, &caller, now).await);
             }
             Command::Renew {
                 caller,
@@ -304,7 +301,7 @@ impl Keeper {
                         format!("{} released lock {:?} ({}).", caller.name, lease.name, lease.purpose),
                     );
                     self.audit
-                        .record(&caller.name, "lock release", &lease.name, &lease.purpose, "ok");
+                        .record(&caller, "lock release", &lease.name, &lease.purpose, "ok");
                 }
                 let _ = reply.send(result);
             }
@@ -340,7 +337,7 @@ impl Keeper {
                             ),
                         );
                         self.audit.record(
-                            &caller.name,
+                            &caller,
                             "lock break",
                             &lease.name,
                             &format!("held by {} for {:?}{why}", lease.holder, lease.purpose),
@@ -348,12 +345,11 @@ impl Keeper {
                         );
                     }
                     Ok(None) => {
-                        self.audit
-                            .record(&caller.name, "lock break", &name, &reason, "not held");
+                        self.audit.record(&caller, "lock break", &name, &reason, "not held");
                     }
                     Err(e) => {
                         self.audit
-                            .record(&caller.name, "lock break", &name, &reason, &format!("failed: {e}"));
+                            .record(&caller, "lock break", &name, &reason, &format!("failed: {e}"));
                     }
                 }
                 let _ = reply.send(result);
@@ -361,7 +357,7 @@ impl Keeper {
         }
     }
 
-    async fn acquire(&mut self, req: Acquire, now: u64) -> Result<Lease, LockError> {
+    async fn acquire(&mut self, req: Acquire, caller: &Caller, now: u64) -> Result<Lease, LockError> {
         let lease_id = leases::new_lease_id().map_err(|e| LockError::Disk(format!("cannot make a lease id: {e}")))?;
         let mut next = self.table.clone();
         let (who, name, purpose) = (req.holder.clone(), req.name.clone(), req.purpose.clone());
@@ -379,8 +375,13 @@ impl Keeper {
                             old.name, old.holder, old.purpose
                         ),
                     );
-                    self.audit
-                        .record(&old.holder, "lock expired", &old.name, &old.purpose, "lapsed");
+                    self.audit.record(
+                        &Caller::agent(&old.holder),
+                        "lock expired",
+                        &old.name,
+                        &old.purpose,
+                        "lapsed",
+                    );
                 }
                 self.bus.publish(
                     "lock-acquired",
@@ -394,7 +395,7 @@ impl Keeper {
                         format_utc(lease.expires_at_ms)
                     ),
                 );
-                self.audit.record(&who, "lock acquire", &name, &purpose, "ok");
+                self.audit.record(caller, "lock acquire", &name, &purpose, "ok");
                 Ok(lease)
             }
             Err(e) => {
@@ -402,7 +403,7 @@ impl Keeper {
                     LeaseError::Held(held) => format!("refused: held by {} for {:?}", held.holder, held.purpose),
                     other => format!("refused: {other}"),
                 };
-                self.audit.record(&who, "lock acquire", &name, &purpose, &outcome);
+                self.audit.record(caller, "lock acquire", &name, &purpose, &outcome);
                 Err(e.into())
             }
         }
@@ -430,8 +431,14 @@ mod tests {
         let bus = EventBus::new();
         let tracker = tokio_util::task::TaskTracker::new();
         let cancel = CancellationToken::new();
-        let locks =
-            Locks::start(dir.to_owned(), bus.clone(), Audit::new(dir), &tracker, cancel.clone()).expect("start");
+        let locks = Locks::start(
+            dir.to_owned(),
+            bus.clone(),
+            Audit::open(dir, &Default::default()).expect("audit"),
+            &tracker,
+            cancel.clone(),
+        )
+        .expect("start");
         (locks, bus, cancel, tracker)
     }
 
@@ -450,11 +457,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (locks, bus, cancel, tracker) = keeper_in(dir.path());
         let mut events = bus.subscribe();
-        let lease = locks.acquire(req("alice", 1_000)).await.expect("free");
+        let lease = locks
+            .acquire(req("alice", 1_000), Caller::agent("alice"))
+            .await
+            .expect("free");
         let (on_disk, _) = leases::load(dir.path()).expect("load");
         assert_eq!(on_disk.live(now_ms()).len(), 1, "written before the reply");
         assert_eq!(events.recv().await.expect("event").kind, "lock-acquired");
-        let refused = locks.acquire(req("bob", 0)).await.expect_err("held");
+        let refused = locks
+            .acquire(req("bob", 0), Caller::agent("bob"))
+            .await
+            .expect_err("held");
         let LockError::Lease(LeaseError::Held(held)) = &refused else {
             panic!("{refused}")
         };
@@ -465,12 +478,7 @@ mod tests {
         );
         // Bob cannot renew alice's lease even with its id.
         let e = locks
-            .renew(
-                Caller { name: "bob".into() },
-                "deploy".into(),
-                lease.lease_id.clone(),
-                0,
-            )
+            .renew(Caller::agent("bob"), "deploy".into(), lease.lease_id.clone(), 0)
             .await
             .expect_err("not bob's");
         assert!(e.to_string().contains("held by alice, not by bob"), "{e}");
@@ -485,7 +493,10 @@ mod tests {
         .await;
         assert!(lapsed.is_ok(), "no lock-expired event");
         assert!(locks.list().await.expect("list").is_empty());
-        locks.acquire(req("bob", 0)).await.expect("free again");
+        locks
+            .acquire(req("bob", 0), Caller::agent("bob"))
+            .await
+            .expect("free again");
         let audit = std::fs::read_to_string(dir.path().join("audit.log")).expect("audit");
         assert!(
             audit.contains("\"lock acquire\"") && audit.contains("refused: held by alice"),
@@ -502,7 +513,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let (locks, _, cancel, tracker) = keeper_in(dir.path());
-            locks.acquire(req("alice", 60_000)).await.expect("free");
+            locks
+                .acquire(req("alice", 60_000), Caller::agent("alice"))
+                .await
+                .expect("free");
             cancel.cancel();
             tracker.close();
             tracker.wait().await;
@@ -512,7 +526,7 @@ mod tests {
         assert_eq!(held.len(), 1);
         assert_eq!(held[0].holder, "alice");
         let broken = locks
-            .break_lease(Caller { name: "root".into() }, "deploy".into(), "stuck".into())
+            .break_lease(Caller::agent("root"), "deploy".into(), "stuck".into())
             .await
             .expect("break");
         assert_eq!(broken.map(|l| l.holder), Some("alice".to_owned()));

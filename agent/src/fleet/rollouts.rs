@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::atomicfile;
-use crate::audit::Audit;
+use crate::audit::{Actor, Audit};
 use crate::clock::now_ms;
 use crate::events::{EventBus, Severity};
 
@@ -186,7 +186,7 @@ impl Rollouts {
 
     /// Creates or replaces `record`, keeping the control already set on it.
     /// A change of status is an event and an audit record.
-    pub async fn put(&self, mut record: Rollout, who: &str) -> Result<Stored, RolloutError> {
+    pub async fn put(&self, mut record: Rollout, who: &Actor) -> Result<Stored, RolloutError> {
         check_id(&record.id)?;
         if record.service.is_empty() {
             return Err(RolloutError::Invalid("a rollout record needs its service".into()));
@@ -258,7 +258,7 @@ impl Rollouts {
 
     /// Sets the control of rollout `id` (pause, resume or abort). An event
     /// and an audit record.
-    pub async fn control(&self, id: &str, action: &str, who: &str) -> Result<Stored, RolloutError> {
+    pub async fn control(&self, id: &str, action: &str, who: &Actor) -> Result<Stored, RolloutError> {
         check_id(id)?;
         if !ACTIONS.contains(&action) {
             return Err(RolloutError::Invalid(format!(
@@ -276,7 +276,7 @@ impl Rollouts {
             let mut stored = this.read(&id)?.ok_or_else(|| RolloutError::NotFound(id.clone()))?;
             stored.control = Control {
                 action: action.clone(),
-                by: who.clone(),
+                by: who.name.clone(),
                 at_ms: now_ms(),
             };
             this.write_file(&stored)?;
@@ -286,7 +286,7 @@ impl Rollouts {
                 &service,
                 0,
                 Severity::Warning,
-                format!("{who} asked rollout {id} to {action}."),
+                format!("{} asked rollout {id} to {action}.", who.name),
             );
             this.audit
                 .record(&who, &format!("rollout {action}"), &service, &id, "ok");
@@ -395,7 +395,11 @@ mod tests {
     use super::*;
 
     fn store(dir: &Path) -> Rollouts {
-        Rollouts::new(dir, EventBus::new(), Audit::new(dir))
+        Rollouts::new(
+            dir,
+            EventBus::new(),
+            Audit::open(dir, &Default::default()).expect("audit"),
+        )
     }
 
     fn record(id: &str, created: u64) -> Rollout {
@@ -412,11 +416,11 @@ mod tests {
     async fn put_keeps_the_control_and_get_reads_it_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = store(dir.path());
-        s.put(record("r1", 10), "alice").await.expect("put");
-        s.control("r1", "pause", "bob").await.expect("pause");
+        s.put(record("r1", 10), &Actor::agent("alice")).await.expect("put");
+        s.control("r1", "pause", &Actor::agent("bob")).await.expect("pause");
         let mut next = record("r1", 10);
         next.status = "paused".into();
-        let stored = s.put(next, "alice").await.expect("put again");
+        let stored = s.put(next, &Actor::agent("alice")).await.expect("put again");
         assert_eq!(stored.control.action, "pause");
         assert_eq!(stored.control.by, "bob");
         assert_eq!(s.get("r1").await.expect("get").record.status, "paused");
@@ -427,7 +431,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = store(dir.path());
         for i in 0..(KEEP as u64 + 3) {
-            s.put(record(&format!("r{i}"), 1000 + i), "alice").await.expect("put");
+            s.put(record(&format!("r{i}"), 1000 + i), &Actor::agent("alice"))
+                .await
+                .expect("put");
         }
         let all = s.list().await.expect("list");
         assert_eq!(all.len(), KEEP);
@@ -440,14 +446,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = store(dir.path());
         assert!(matches!(
-            s.put(record("../x", 1), "a").await,
+            s.put(record("../x", 1), &Actor::agent("a")).await,
             Err(RolloutError::Invalid(_))
         ));
-        s.put(record("ok", 1), "a").await.expect("put");
-        let e = s.control("ok", "explode", "a").await.expect_err("bad action");
+        s.put(record("ok", 1), &Actor::agent("a")).await.expect("put");
+        let e = s
+            .control("ok", "explode", &Actor::agent("a"))
+            .await
+            .expect_err("bad action");
         assert!(e.to_string().contains("pause, resume, abort"), "{e}");
         assert!(matches!(
-            s.control("nope", "pause", "a").await,
+            s.control("nope", "pause", &Actor::agent("a")).await,
             Err(RolloutError::NotFound(_))
         ));
     }

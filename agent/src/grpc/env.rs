@@ -67,30 +67,33 @@ impl Env for EnvApi {
     type UnsetEnvStream = BoxStream<DeployEvent>;
 
     async fn set_env(&self, request: Request<SetEnvRequest>) -> Result<Response<Self::SetEnvStream>, Status> {
-        let who = super::require_operator(&request)?;
+        super::audited::target(&request, &request.get_ref().service);
+        let who = super::operator(&request)?;
         let sup = self.ready()?;
         let req = request.into_inner();
         let edit = edit_of(&req)?;
         Ok(Response::new(deploy_stream(&self.streams, move |p| async move {
-            sup.change_env(&req.service, edit, &who.name, p).await
+            sup.change_env(&req.service, edit, &who, p).await
         })))
     }
 
     async fn unset_env(&self, request: Request<UnsetEnvRequest>) -> Result<Response<Self::UnsetEnvStream>, Status> {
-        let who = super::require_operator(&request)?;
+        super::audited::target(&request, &request.get_ref().service);
+        let who = super::operator(&request)?;
         let sup = self.ready()?;
         let req = request.into_inner();
         for k in &req.keys {
             envfile::check_var(k, "").map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
         Ok(Response::new(deploy_stream(&self.streams, move |p| async move {
-            sup.change_env(&req.service, EnvEdit::Unset(req.keys), &who.name, p)
-                .await
+            sup.change_env(&req.service, EnvEdit::Unset(req.keys), &who, p).await
         })))
     }
 
     async fn get_env(&self, request: Request<GetEnvRequest>) -> Result<Response<GetEnvResponse>, Status> {
+        super::audited::target(&request, &request.get_ref().service);
         let who = super::caller(&request)?;
+        let actor = super::actor(&request)?;
         let req = request.into_inner();
         if req.reveal && who.role != Role::Operator {
             return Err(Status::permission_denied(format!(
@@ -103,7 +106,7 @@ impl Env for EnvApi {
         let view = self.sup.env_view(&req.service).map_err(status)?;
         if req.reveal {
             self.sup.audit().record(
-                &who.name,
+                &actor,
                 "env reveal",
                 &req.service,
                 &format!("revision {}", view.revision),

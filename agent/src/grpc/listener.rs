@@ -371,17 +371,18 @@ impl Refusals {
 }
 
 /// Accepts connections on `listener` and yields those whose mutual-TLS
-/// handshake succeeded, within `limits`. The accept loop runs on `tracker`
-/// until `cancel`.
+/// handshake succeeded, within `limits`. Each handshake uses the newest
+/// config on `config` (see [`crate::tlsreload`]), so a reissued certificate
+/// serves new connections while open ones carry on. The accept loop runs
+/// on `tracker` until `cancel`.
 pub fn incoming(
     listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
+    config: tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>,
     limits: Limits,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> ReceiverStream<Result<TlsConn, io::Error>> {
     let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-    let acceptor = TlsAcceptor::from(config);
     let handshakes = tracker.clone();
     let gate = Arc::new(Gate {
         limits,
@@ -418,7 +419,7 @@ pub fn incoming(
             };
             let _ = tcp.set_nodelay(true);
             let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
-            let acceptor = acceptor.clone();
+            let acceptor = TlsAcceptor::from(config.borrow().clone());
             let tx = tx.clone();
             let cancel = cancel.clone();
             let refusals = refusals.clone();
@@ -449,7 +450,7 @@ pub fn incoming(
                     .1
                     .peer_certificates()
                     .and_then(|certs| certs.first())
-                    .and_then(|der| Identity::from_der(der));
+                    .and_then(|der| Identity::from_der(der).ok());
                 debug!(peer = %remote_addr, caller = ?identity, "Accepted a connection.");
                 let conn = TlsConn {
                     stream,
@@ -485,6 +486,15 @@ fn explain_refusal(e: &io::Error) -> String {
         }
         TlsErr::InvalidCertificate(CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }) => {
             "the client certificate is not valid yet (check clocks)".to_owned()
+        }
+        TlsErr::InvalidCertificate(CertificateError::Revoked) => {
+            "the client certificate has been revoked (it is listed in tls.crl)".to_owned()
+        }
+        TlsErr::InvalidCertificate(CertificateError::Other(other)) => {
+            match other.0.downcast_ref::<crate::tls::Unusable>() {
+                Some(unusable) => unusable.to_string(),
+                None => format!("the client certificate was refused: {other}"),
+            }
         }
         TlsErr::AlertReceived(alert) => format!("the client aborted the handshake: {alert:?}"),
         other => format!("TLS handshake failed: {other}"),

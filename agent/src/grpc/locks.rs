@@ -15,7 +15,7 @@ use berth_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::clock::now_ms;
-use crate::fleet::locks::{Caller, LockError, Locks, held_message};
+use crate::fleet::locks::{LockError, Locks, held_message};
 use crate::leases::{Acquire, Lease, LeaseError};
 
 /// Longest purpose or client text kept; they are shown in tables.
@@ -77,33 +77,33 @@ fn ttl_ms(seconds: u32) -> u64 {
 #[tonic::async_trait]
 impl FleetLock for LocksApi {
     async fn acquire_lock(&self, request: Request<AcquireLockRequest>) -> Result<Response<pb::Lease>, Status> {
-        let who = super::require_operator(&request)?;
+        super::audited::target(&request, &request.get_ref().name);
+        let who = super::operator(&request)?;
         let req = request.into_inner();
         let lease = self
             .locks
-            .acquire(Acquire {
-                name: req.name,
-                holder: who.name,
-                purpose: text(req.purpose),
-                client: text(req.client),
-                ttl_ms: ttl_ms(req.ttl_seconds),
-            })
+            .acquire(
+                Acquire {
+                    name: req.name,
+                    holder: who.name.clone(),
+                    purpose: text(req.purpose),
+                    client: text(req.client),
+                    ttl_ms: ttl_ms(req.ttl_seconds),
+                },
+                who,
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(lease_of(lease, true)))
     }
 
     async fn renew_lock(&self, request: Request<RenewLockRequest>) -> Result<Response<pb::Lease>, Status> {
-        let who = super::require_operator(&request)?;
+        super::audited::target(&request, &request.get_ref().name);
+        let who = super::operator(&request)?;
         let req = request.into_inner();
         let lease = self
             .locks
-            .renew(
-                Caller { name: who.name },
-                req.name,
-                req.lease_id,
-                ttl_ms(req.ttl_seconds),
-            )
+            .renew(who, req.name, req.lease_id, ttl_ms(req.ttl_seconds))
             .await
             .map_err(status)?;
         Ok(Response::new(lease_of(lease, true)))
@@ -113,13 +113,10 @@ impl FleetLock for LocksApi {
         &self,
         request: Request<ReleaseLockRequest>,
     ) -> Result<Response<ReleaseLockResponse>, Status> {
-        let who = super::require_operator(&request)?;
+        super::audited::target(&request, &request.get_ref().name);
+        let who = super::operator(&request)?;
         let req = request.into_inner();
-        let released = self
-            .locks
-            .release(Caller { name: who.name }, req.name, req.lease_id)
-            .await
-            .map_err(status)?;
+        let released = self.locks.release(who, req.name, req.lease_id).await.map_err(status)?;
         Ok(Response::new(ReleaseLockResponse {
             released: released.is_some(),
         }))
@@ -135,12 +132,13 @@ impl FleetLock for LocksApi {
     }
 
     async fn break_lock(&self, request: Request<BreakLockRequest>) -> Result<Response<pb::Lease>, Status> {
-        let who = super::require_operator(&request)?;
+        super::audited::target(&request, &request.get_ref().name);
+        let who = super::operator(&request)?;
         let req = request.into_inner();
         let name = req.name.clone();
         match self
             .locks
-            .break_lease(Caller { name: who.name }, req.name, text(req.reason))
+            .break_lease(who, req.name, text(req.reason))
             .await
             .map_err(status)?
         {

@@ -6,6 +6,8 @@
 //! errors become `tonic::Status` here and only here. The server stops
 //! accepting when the cancellation token fires and finishes in-flight calls.
 
+pub mod audit;
+pub mod audited;
 pub mod env;
 pub mod host;
 pub mod listener;
@@ -18,6 +20,8 @@ use tonic::{Request, Status};
 
 use berth_core::identity::{Identity, Role};
 use listener::PeerInfo;
+
+use crate::audit::Actor;
 
 /// The verified caller of a request. Every connection went through mutual
 /// TLS, so a missing identity means a certificate without a usable subject.
@@ -32,6 +36,25 @@ pub fn caller<T>(request: &Request<T>) -> Result<Identity, Status> {
                  issue one with `berthctl certs issue client`",
             )
         })
+}
+
+/// The verified caller of a request as the audit log names it: name,
+/// role, certificate fingerprint and address.
+pub fn actor<T>(request: &Request<T>) -> Result<Actor, Status> {
+    let who = caller(request)?;
+    let peer = request
+        .extensions()
+        .get::<PeerInfo>()
+        .map(|p| p.remote_addr.to_string())
+        .unwrap_or_default();
+    Ok(Actor::caller(&who, &peer))
+}
+
+/// The caller as an [`Actor`], if it may change things; PERMISSION_DENIED
+/// otherwise.
+pub fn operator<T>(request: &Request<T>) -> Result<Actor, Status> {
+    require_operator(request)?;
+    actor(request)
 }
 
 /// The caller, if it may change things; PERMISSION_DENIED otherwise.

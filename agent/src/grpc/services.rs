@@ -220,53 +220,60 @@ impl Services for ServicesApi {
     type WatchEventsStream = BoxStream<pb::Event>;
 
     async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<Self::ApplyStream>, Status> {
-        let who = super::require_operator(&request)?;
+        let note = super::audited::note(&request);
+        let who = super::operator(&request)?;
         let sup = self.ready()?;
         let spec = berth_core::spec::parse(&request.into_inner().spec_toml)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        note.set(spec.name.as_str());
         Ok(Response::new(deploy_stream(&self.streams, move |p| async move {
-            sup.apply_spec(spec, &who.name, p).await
+            sup.apply_spec(spec, &who, p).await
         })))
     }
 
     async fn deploy(&self, request: Request<DeployRequest>) -> Result<Response<Self::DeployStream>, Status> {
-        let who = super::require_operator(&request)?;
+        super::audited::target(&request, &request.get_ref().service);
+        let who = super::operator(&request)?;
         let sup = self.ready()?;
         let req = request.into_inner();
         Ok(Response::new(deploy_stream(&self.streams, move |p| async move {
-            sup.deploy_image(&req.service, &req.image, &who.name, p).await
+            sup.deploy_image(&req.service, &req.image, &who, p).await
         })))
     }
 
     async fn rollback(&self, request: Request<RollbackRequest>) -> Result<Response<Self::RollbackStream>, Status> {
-        let who = super::require_operator(&request)?;
+        super::audited::target(&request, &request.get_ref().service);
+        let who = super::operator(&request)?;
         let sup = self.ready()?;
         let req = request.into_inner();
         let to = (req.to_revision != 0).then_some(req.to_revision);
         Ok(Response::new(deploy_stream(&self.streams, move |p| async move {
-            sup.rollback(&req.service, to, &who.name, p).await
+            sup.rollback(&req.service, to, &who, p).await
         })))
     }
 
     async fn restart(&self, request: Request<RestartRequest>) -> Result<Response<Self::RestartStream>, Status> {
-        let who = super::require_operator(&request)?;
+        super::audited::target(&request, &request.get_ref().service);
+        let who = super::operator(&request)?;
         let sup = self.ready()?;
         let req = request.into_inner();
         Ok(Response::new(deploy_stream(&self.streams, move |p| async move {
-            sup.restart(&req.service, &who.name, p).await
+            sup.restart(&req.service, &who, p).await
         })))
     }
 
     async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
-        let who = super::require_operator(&request)?;
+        super::audited::target(&request, &request.get_ref().service);
+        let who = super::operator(&request)?;
         let service = request.into_inner().service;
-        let removed = self.ready()?.remove(&service, &who.name).await.map_err(status)?;
+        let removed = self.ready()?.remove(&service, &who).await.map_err(status)?;
         Ok(Response::new(RemoveResponse {
             containers_removed: removed,
         }))
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<ServiceStatus>, Status> {
+        super::audited::target(&request, &request.get_ref().service);
         super::caller(&request)?;
         let view = self.sup.view(&request.into_inner().service).await.map_err(status)?;
         Ok(Response::new(status_of(view)))
@@ -281,6 +288,7 @@ impl Services for ServicesApi {
     }
 
     async fn history(&self, request: Request<HistoryRequest>) -> Result<Response<HistoryResponse>, Status> {
+        super::audited::target(&request, &request.get_ref().service);
         super::caller(&request)?;
         let service = request.into_inner().service;
         let record = self.sup.record(&service).map_err(status)?;
@@ -306,6 +314,7 @@ impl Services for ServicesApi {
     }
 
     async fn logs(&self, request: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        super::audited::target(&request, &request.get_ref().service);
         super::caller(&request)?;
         let req = request.into_inner();
         let view = self.sup.view(&req.service).await.map_err(status)?;

@@ -19,6 +19,7 @@ use tracing::{info, info_span};
 use super::snapshot::Snapshot;
 use super::view::not_found;
 use super::{Supervisor, SupervisorError};
+use crate::audit::Actor;
 use crate::docker::{ContainerInfo, PullProgress};
 use crate::events::Severity;
 use crate::state::Revision;
@@ -66,8 +67,8 @@ pub struct Outcome {
 
 /// Makes a new revision, or replaces containers of the active one.
 pub(super) enum Mode {
-    New { reason: String, author: String },
-    Restart { author: String },
+    New { reason: String, author: Actor },
+    Restart { author: Actor },
 }
 
 /// Where a rollout's env comes from. Resolved once the service's permit is
@@ -109,7 +110,7 @@ impl Supervisor {
     pub async fn apply_spec(
         &self,
         spec: ServiceSpec,
-        author: &str,
+        author: &Actor,
         progress: ProgressTx,
     ) -> Result<Outcome, SupervisorError> {
         let name = spec.name.as_str().to_owned();
@@ -135,7 +136,7 @@ impl Supervisor {
         &self,
         service: &str,
         image: &str,
-        author: &str,
+        author: &Actor,
         progress: ProgressTx,
     ) -> Result<Outcome, SupervisorError> {
         let image: ImageRef = image
@@ -160,7 +161,7 @@ impl Supervisor {
         &self,
         service: &str,
         to: Option<u64>,
-        author: &str,
+        author: &Actor,
         progress: ProgressTx,
     ) -> Result<Outcome, SupervisorError> {
         rollback_target(&*self.ready_snapshot()?, service, to)?;
@@ -180,7 +181,12 @@ impl Supervisor {
     /// Replaces the service's containers with fresh ones of the same
     /// revision; or, when an env change was recorded without restarting
     /// (`env_change = "none"`), deploys it as a new revision.
-    pub async fn restart(&self, service: &str, author: &str, progress: ProgressTx) -> Result<Outcome, SupervisorError> {
+    pub async fn restart(
+        &self,
+        service: &str,
+        author: &Actor,
+        progress: ProgressTx,
+    ) -> Result<Outcome, SupervisorError> {
         active_spec(&*self.ready_snapshot()?, service)?;
         let (name, author) = (service.to_owned(), author.to_owned());
         self.change(service.to_owned(), progress, move |snap| {
@@ -191,7 +197,7 @@ impl Supervisor {
     }
 
     /// Stops and removes a service's containers and forgets it.
-    pub async fn remove(&self, service: &str, author: &str) -> Result<u32, SupervisorError> {
+    pub async fn remove(&self, service: &str, author: &Actor) -> Result<u32, SupervisorError> {
         let sup = self.clone();
         let (service, author) = (service.to_owned(), author.to_owned());
         let span = info_span!("remove", service = %service);
@@ -232,7 +238,7 @@ impl Supervisor {
         .await
     }
 
-    async fn remove_permitted(&self, service: &str, author: &str) -> Result<u32, SupervisorError> {
+    async fn remove_permitted(&self, service: &str, author: &Actor) -> Result<u32, SupervisorError> {
         let known = self.snapshot().record(service).cloned();
         let containers = self.containers_of(service).await?;
         if known.is_none() && containers.is_empty() {

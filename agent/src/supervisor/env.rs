@@ -18,6 +18,7 @@ use tracing::info_span;
 use super::deploy::{Mode, Outcome, ProgressTx, keys_detail};
 use super::view::not_found;
 use super::{Supervisor, SupervisorError};
+use crate::audit::Actor;
 use crate::clock::now_ms;
 use crate::envfiles;
 use crate::events::Severity;
@@ -186,7 +187,7 @@ impl Supervisor {
         &self,
         service: &str,
         edit: EnvEdit,
-        author: &str,
+        author: &Actor,
         progress: ProgressTx,
     ) -> Result<Outcome, SupervisorError> {
         if let EnvEdit::Set(vars) | EnvEdit::Replace(vars) = &edit {
@@ -208,7 +209,7 @@ impl Supervisor {
         service: &str,
         path: &Path,
         edit: EnvEdit,
-        author: &str,
+        author: &Actor,
         progress: ProgressTx,
     ) -> Result<Outcome, SupervisorError> {
         let Some(record) = self.snapshot().record(service).cloned() else {
@@ -242,7 +243,7 @@ impl Supervisor {
         service: &str,
         path: &Path,
         edit: &EnvEdit,
-        author: &str,
+        author: &Actor,
         progress: &ProgressTx,
     ) -> Result<Outcome, SupervisorError> {
         if let EnvEdit::Unset(_) = edit
@@ -284,7 +285,7 @@ impl Supervisor {
         current: Vars,
         env: Vars,
         reason: &str,
-        author: &str,
+        author: &Actor,
         progress: ProgressTx,
     ) -> Result<Outcome, SupervisorError> {
         match spec.env_change {
@@ -307,7 +308,7 @@ impl Supervisor {
         current: &Vars,
         env: Vars,
         reason: &str,
-        author: &str,
+        author: &Actor,
         progress: &ProgressTx,
     ) -> Result<Outcome, SupervisorError> {
         let name = spec.name.as_str().to_owned();
@@ -323,7 +324,7 @@ impl Supervisor {
                     env: Some(env),
                     env_keys_changed: keys.clone(),
                     reason: reason.to_owned(),
-                    author: author.to_owned(),
+                    author: author.name.clone(),
                     now_ms: now_ms(),
                 },
                 RevisionStatus::Recorded,

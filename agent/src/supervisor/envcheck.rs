@@ -171,7 +171,7 @@ async fn check_env_file(sup: Supervisor, service: String) {
             sup.bus()
                 .publish("env-rejected", &service, env_rev, Severity::Warning, message);
             sup.audit().record(
-                "file",
+                &crate::audit::Actor::agent("file"),
                 "env file edited",
                 &service,
                 &path.display().to_string(),
@@ -194,7 +194,14 @@ async fn check_env_file(sup: Supervisor, service: String) {
     let keys = envfile::changed_keys(&current, &vars);
     info!(keys = ?keys, file = %path.display(), "The env file was edited; applying it.");
     match sup
-        .apply_env_permitted(active.spec.clone(), current, vars, "env file edited", "file", progress)
+        .apply_env_permitted(
+            active.spec.clone(),
+            current,
+            vars,
+            "env file edited",
+            &crate::audit::Actor::agent("file"),
+            progress,
+        )
         .await
     {
         Ok(_) => {}

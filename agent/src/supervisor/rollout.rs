@@ -134,7 +134,7 @@ impl Supervisor {
                         env: Some(env.clone()),
                         env_keys_changed: env_keys.clone(),
                         reason: reason.clone(),
-                        author: author.clone(),
+                        author: author.name.clone(),
                         now_ms: now_ms(),
                     },
                     RevisionStatus::Pending,

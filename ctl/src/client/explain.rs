@@ -101,6 +101,10 @@ fn explain_message(target: &Target, files: &TlsFiles, err: &(dyn std::error::Err
                 "the agent refused your client certificate {ours} as unusable for client auth; \
                  issue one with `berthctl certs issue client`"
             ),
+            T::AlertReceived(A::CertificateRevoked) => format!(
+                "the agent refused your client certificate {ours}: it has been revoked (it is listed in the agent's tls.crl); \
+                 ask an operator for a new one (`berthctl certs issue client`)"
+            ),
             T::AlertReceived(alert) => format!("the agent aborted the TLS handshake ({alert:?})"),
             // We refused the agent.
             T::InvalidCertificate(C::UnknownIssuer) => format!(

@@ -43,6 +43,26 @@ enum Command {
         #[command(subcommand)]
         kind: Kind,
     },
+    /// Revoke client certificates: add DIR/NAME.pem to the CA's revocation
+    /// list (DIR/crl.pem, kept entries included), signed by DIR/ca-key.pem.
+    /// Copy the list to every agent and point `[tls] crl` at it; agents
+    /// reload it when it changes and refuse those certificates at the
+    /// handshake.
+    Revoke {
+        /// Where the CA and the certificates are.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The certificate to revoke (NAME of DIR/NAME.pem); repeat for several.
+        #[arg(long, required = true, num_args = 1..)]
+        name: Vec<String>,
+        /// The revocation list to update [default: DIR/crl.pem].
+        #[arg(long)]
+        crl: Option<PathBuf>,
+        /// Days until the list says it should be replaced (agents keep
+        /// refusing what it lists after that too).
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -96,6 +116,17 @@ pub fn run(out: &Sink, args: Args) -> anyhow::Result<()> {
         Ok(Validity::days(days))
     };
     let pair = match args.command {
+        Command::Revoke { dir, name, crl, days } => {
+            check_days(days)?;
+            let crl = crl.unwrap_or_else(|| dir.join("crl.pem"));
+            let certs: Vec<PathBuf> = name.iter().map(|n| dir.join(format!("{n}.pem"))).collect();
+            let count = certs::revoke(&dir, &certs, &crl, days).context("certs revoke")?;
+            out.out(&format!(
+                "wrote {} ({count} revoked certificate(s)); point the agents' [tls] crl at it",
+                crl.display()
+            ))?;
+            return Ok(());
+        }
         Command::Init { dir, days, force } => certs::init_ca(&dir, check_days(days)?, force),
         Command::Issue {
             kind:

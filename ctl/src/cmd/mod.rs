@@ -5,6 +5,7 @@
 //! calls' event streams for several subcommands.
 
 pub mod apply;
+pub mod audit;
 pub mod certs;
 pub mod deploy;
 pub mod env;
