@@ -200,22 +200,8 @@ impl<'a> Runner<'a> {
     async fn control(&self) -> Option<RolloutControl> {
         let id = self.snapshot().id;
         let hosts: Vec<SelectedHost> = self.hosts.values().cloned().collect();
-        let id = &id;
-        let outcomes = fan_out(
-            &hosts,
-            self.settings.parallel,
-            Some(self.settings.call_timeout),
-            |h| async move {
-                let req = GetRolloutRequest { id: id.clone() };
-                let state = h
-                    .agent
-                    .call(|ch| async move { RolloutsClient::new(ch).get_rollout(req).await })
-                    .await?;
-                Ok::<_, HostError>(state.control)
-            },
-        )
-        .await;
-        newest_control(outcomes.into_iter().filter_map(|o| o.result.ok().flatten()))
+        let copies = copies(&hosts, self.settings.parallel, self.settings.call_timeout, &id).await;
+        newest_control(copies.into_iter().filter_map(|c| c.state.control))
     }
 
     /// Why the lock no longer protects the run, if it does not. A lease
