@@ -17,27 +17,34 @@ pub fn write(path: &Path, tmp: &Path, bytes: &[u8], mode: u32) -> Result<(), (Pa
         let p = p.to_owned();
         move |e| (p, e)
     };
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(tmp)
-            .map_err(at(tmp))?;
-        // A temp file left by a crash keeps its old mode; `mode` above only
-        // applies when the file is created.
-        f.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(at(tmp))?;
-        f.write_all(bytes).map_err(at(tmp))?;
-        f.sync_all().map_err(at(tmp))?;
+    let written = write_tmp(tmp, bytes, mode).and_then(|()| std::fs::rename(tmp, path).map_err(at(path)));
+    if let Err(e) = written {
+        // A full disk leaves a short temp file; nothing may read it, and it
+        // holds space the next write needs.
+        let _ = std::fs::remove_file(tmp);
+        return Err(e);
     }
-    std::fs::rename(tmp, path).map_err(at(path))?;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(at(dir))
+}
+
+fn write_tmp(tmp: &Path, bytes: &[u8], mode: u32) -> Result<(), (PathBuf, std::io::Error)> {
+    let at = |e| (tmp.to_owned(), e);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(tmp)
+        .map_err(at)?;
+    // A temp file left by a crash keeps its old mode; `mode` above only
+    // applies when the file is created.
+    f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(at)?;
+    f.write_all(bytes).map_err(at)?;
+    f.sync_all().map_err(at)
 }
 
 #[cfg(test)]
@@ -55,5 +62,18 @@ mod tests {
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert!(!tmp.exists(), "the temp file was renamed away");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tmp = dir.path().join(".f.tmp");
+        // The rename fails: the target is a non-empty directory.
+        let path = dir.path().join("d");
+        std::fs::create_dir(&path).expect("dir");
+        std::fs::write(path.join("x"), b"x").expect("x");
+        let (at, _) = write(&path, &tmp, b"one", 0o600).expect_err("rename over a directory");
+        assert_eq!(at, path);
+        assert!(!tmp.exists(), "the temp file was removed");
     }
 }

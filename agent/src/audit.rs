@@ -12,6 +12,7 @@
 //! chain continues across them. [`Audit::files`] hands readers a
 //! consistent cut of all files. No task; nothing to shut down.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, Read as _, Seek as _, SeekFrom, Write as _};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -88,7 +89,14 @@ struct Writer {
     last: String,
     max_size: u64,
     keep: u32,
+    /// Records not yet on disk (a full or failing disk), oldest first;
+    /// written, in order and chained, before the next record.
+    pending: VecDeque<Entry>,
 }
+
+/// Records held while the disk refuses them; beyond this the oldest go
+/// (each one is also in the agent's log).
+const MAX_PENDING: usize = 10_000;
 
 impl Audit {
     /// Opens `state_dir/audit.log` (creating it 0600, tightening a looser
@@ -123,6 +131,7 @@ impl Audit {
                 last,
                 max_size: config.max_file_size.bytes(),
                 keep: config.keep_files.max(1),
+                pending: VecDeque::new(),
             })),
         })
     }
@@ -143,8 +152,15 @@ impl Audit {
             outcome: outcome.to_owned(),
         };
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = w.append(entry) {
-            warn!(dir = %w.dir.display(), error = %e, "Cannot write the audit log.");
+        w.pending.push_back(entry);
+        if w.pending.len() > MAX_PENDING {
+            w.pending.pop_front();
+        }
+        if let Err(e) = w.flush() {
+            // The record stays queued for the next write; the log has it now.
+            let held = w.pending.len();
+            warn!(dir = %w.dir.display(), error = %e, who = %who.name, action, service, detail, outcome, held,
+                "Cannot write the audit log; the record is kept and written with the next one.");
         }
     }
 
@@ -168,6 +184,16 @@ impl Audit {
 }
 
 impl Writer {
+    /// Writes the queued records, oldest first, stopping at the first
+    /// failure (that record and the later ones stay queued).
+    fn flush(&mut self) -> std::io::Result<()> {
+        while let Some(entry) = self.pending.front() {
+            self.append(entry.clone())?;
+            self.pending.pop_front();
+        }
+        Ok(())
+    }
+
     fn append(&mut self, entry: Entry) -> std::io::Result<()> {
         let seq = self.seq + 1;
         let (mut line, hash) = chain::seal(entry, seq, &self.last);
@@ -182,8 +208,10 @@ impl Writer {
         };
         let written = file.write_all(line.as_bytes()).and_then(|()| file.sync_data());
         if let Err(e) = written {
-            // The next record reopens the file rather than trusting a handle
-            // that failed mid-line.
+            // Cut off what part of the line made it, so the chain on disk
+            // stays whole; the next record reopens the file rather than
+            // trusting a handle that failed mid-line.
+            let _ = file.set_len(self.size);
             self.file = None;
             return Err(e);
         }

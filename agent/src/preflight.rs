@@ -1,9 +1,51 @@
 //! Checks of a service spec against the host it is to run on: host ports
-//! another service holds, and limits above the host's CPUs or memory. Run
+//! another service holds, limits above the host's CPUs or memory, and the
+//! number of services one agent keeps. Run
 //! before anything on the host changes, by a deploy worker; pure functions
 //! of the specs and the host's facts.
 
 use berth_core::spec::{Protocol, ServiceSpec, SpecError, invalid};
+
+/// Services one agent runs.
+pub const MAX_SERVICES: usize = 100;
+
+/// Bytes of all of a host's specs together (as TOML): with this, a
+/// `berthctl ps` of a full host stays well inside gRPC's 4 MiB message,
+/// whatever the sizes of single specs (each at most
+/// [`berth_core::spec::MAX_SPEC_BYTES`]).
+pub const MAX_HOST_SPEC_BYTES: usize = 2 * 1024 * 1024;
+
+/// Refuses a service that would be one too many, or whose spec would take
+/// the host's specs past [`MAX_HOST_SPEC_BYTES`]; `others` are the host's
+/// other services.
+pub fn check_host_budget(spec: &ServiceSpec, others: &[&ServiceSpec]) -> Result<(), SpecError> {
+    let others: Vec<&&ServiceSpec> = others.iter().filter(|o| o.name != spec.name).collect();
+    if others.len() >= MAX_SERVICES {
+        return Err(invalid(
+            "name",
+            &spec.name,
+            format!(
+                "this host already runs {} services, the most one agent keeps ({MAX_SERVICES})",
+                others.len()
+            ),
+        ));
+    }
+    let size = |s: &ServiceSpec| s.to_toml().len();
+    let total = size(spec) + others.iter().map(|o| size(o)).sum::<usize>();
+    if total > MAX_HOST_SPEC_BYTES {
+        return Err(invalid(
+            "name",
+            &spec.name,
+            format!(
+                "the specs of this host's services would take {} KiB, more than the {} KiB one agent keeps; \
+                 make specs smaller (labels, commands) or run fewer services here",
+                total / 1024,
+                MAX_HOST_SPEC_BYTES / 1024
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// Checks that `spec` takes nothing on the host that another service holds:
 /// fixed host ports (published ports and nginx listen ports), and for nginx
@@ -121,6 +163,26 @@ mod tests {
 
     fn spec_with(name: &str, extra: &str) -> ServiceSpec {
         ok(&format!("name = \"{name}\"\nimage = \"busybox\"\n{extra}\n"))
+    }
+
+    #[test]
+    fn a_host_keeps_a_bounded_number_and_size_of_specs() {
+        let others: Vec<ServiceSpec> = (0..MAX_SERVICES).map(|i| spec_with(&format!("s{i}"), "")).collect();
+        let refs: Vec<&ServiceSpec> = others.iter().collect();
+        let e = check_host_budget(&spec_with("one-more", ""), &refs).expect_err("one too many");
+        assert!(e.to_string().contains("already runs 100 services"), "{e}");
+        // A service already on the host may change.
+        check_host_budget(&others[0], &refs).expect("an existing one");
+
+        // 40 specs of about 61 KiB each: more than 2 MiB together.
+        let labels: String = (0..60).map(|j| format!("l{j} = \"{}\"\n", "y".repeat(1000))).collect();
+        let big: Vec<ServiceSpec> = (0..40)
+            .map(|i| ok(&format!("name = \"b{i}\"\nimage = \"busybox\"\n[labels]\n{labels}")))
+            .collect();
+        let refs: Vec<&ServiceSpec> = big.iter().collect();
+        check_host_budget(&big[0], &refs[..30]).expect("30 of them fit");
+        let e = check_host_budget(&spec_with("late", ""), &refs).expect_err("past the budget");
+        assert!(e.to_string().contains("more than the 2048 KiB"), "{e}");
     }
 
     #[test]

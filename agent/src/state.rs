@@ -222,7 +222,7 @@ impl StateDir {
                 Ok(state) => (state, Loaded::Ok),
                 Err(e) => (
                     StateFile::default(),
-                    Loaded::Corrupt(format!("{}: {e}", path.display())),
+                    Loaded::Corrupt(format!("{}: {e}{}", path.display(), keep_corrupt(&path, &bytes))),
                 ),
             },
         };
@@ -384,6 +384,17 @@ fn trim(record: &mut ServiceRecord) {
             break;
         };
         record.revisions.remove(pos);
+    }
+}
+
+/// Keeps the bytes of a state file that cannot be read beside it
+/// (`state.json.corrupt-MS`) before the rebuilt state replaces it, so what
+/// it held can still be looked at; says where, for the warning.
+fn keep_corrupt(path: &Path, bytes: &[u8]) -> String {
+    let copy = path.with_extension(format!("json.corrupt-{}", crate::clock::now_ms()));
+    match crate::atomicfile::write(&copy, &copy.with_extension("tmp"), bytes, 0o600) {
+        Ok(()) => format!(" (its bytes are kept in {})", copy.display()),
+        Err((_, e)) => format!(" (cannot keep a copy in {}: {e})", copy.display()),
     }
 }
 
@@ -566,8 +577,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join(FILE_NAME), b"{ not json").expect("write");
         let (_, state, loaded) = StateDir::open(dir.path()).expect("open must not fail");
-        assert!(matches!(loaded, Loaded::Corrupt(_)));
+        let Loaded::Corrupt(why) = loaded else {
+            panic!("not reported corrupt")
+        };
         assert!(state.services.is_empty());
+        let copies: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("state.json.corrupt-"))
+            .collect();
+        assert_eq!(copies.len(), 1, "{why}");
+        assert_eq!(std::fs::read(copies[0].path()).expect("copy"), b"{ not json");
+        assert!(why.contains("its bytes are kept in"), "{why}");
     }
 
     #[test]

@@ -177,11 +177,11 @@ pub fn check_key(key: &str) -> Result<(), String> {
 /// Checks one variable given through the API, so that it can be written
 /// as an env file and read back unchanged.
 pub fn check_var(key: &str, value: &str) -> Result<(), EnvError> {
-    let shown: String = key.chars().take(64).collect();
     check_key(key).map_err(|message| EnvError::Var {
-        key: format!("{shown:?}"),
+        key: shown_name(key),
         message,
     })?;
+    let shown: String = key.chars().take(64).collect();
     let bad = |message: &str| EnvError::Var {
         key: shown.clone(),
         message: message.to_owned(),
@@ -195,6 +195,19 @@ pub fn check_var(key: &str, value: &str) -> Result<(), EnvError> {
         ));
     }
     Ok(())
+}
+
+/// How an invalid name is named in an error: quoted when it could be a
+/// mistyped name; otherwise only its length, since what does not look like
+/// a name is often a pasted value (`postgres://u:pw@db/x`), and errors are
+/// shown and logged.
+fn shown_name(key: &str) -> String {
+    let namelike = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ');
+    if key.len() <= 64 && key.chars().all(namelike) {
+        format!("{key:?}")
+    } else {
+        format!("a name of {} characters (not shown)", key.chars().count())
+    }
 }
 
 /// Checks a whole env given through the API, including its written size.
@@ -232,7 +245,7 @@ pub fn parse_assignment(arg: &str) -> Result<(String, String), String> {
     let (key, value) = arg.split_once('=').ok_or_else(|| {
         "expected KEY=VALUE (an argument without '=' is not shown, in case it is a secret)".to_owned()
     })?;
-    check_key(key).map_err(|m| format!("{:?} {m}", key.chars().take(40).collect::<String>()))?;
+    check_key(key).map_err(|m| format!("{} {m}", shown_name(key)))?;
     check_var(key, value).map_err(|e| e.to_string())?;
     Ok((key.to_owned(), value.to_owned()))
 }
@@ -312,6 +325,13 @@ mod tests {
         assert!(e.contains("line break") && !e.contains("break\""), "{e}");
         assert!(check_var("A", "x\0").is_err());
         assert!(check_var("9A", "x").is_err());
+        let e = check_var("postgres://u:pw@db/x?a", "")
+            .expect_err("not a name")
+            .to_string();
+        assert!(!e.contains("pw@db"), "a pasted value is not echoed: {e}");
+        assert!(e.contains("a name of 22 characters (not shown)"), "{e}");
+        let e = check_var("MY-KEY", "").expect_err("a dash").to_string();
+        assert!(e.contains("\"MY-KEY\""), "a mistyped name is: {e}");
         assert!(check_var("", "x").is_err());
         let big = vars(&[("A", &"x".repeat(MAX_BYTES))]);
         assert!(check_vars(&big).expect_err("too big").to_string().contains("limit"));

@@ -138,3 +138,46 @@ fn a_client_that_stopped_reading_does_not_hold_the_agents_shutdown() {
     assert!(status.success(), "exit {status}; the grace ran out:\n{}", agent.logs());
     assert!(!agent.logs().contains("did not finish in time"), "{}", agent.logs());
 }
+
+#[test]
+fn oversized_specs_are_refused_and_ps_keeps_answering() {
+    let pki = Pki::new();
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
+    ok(&apply(&pki, &agent.addr, &Spec::checked("small", "v1")));
+
+    // Megabytes of labels, as in the issue: refused before anything is kept.
+    let blob = "x".repeat(1000);
+    let mut huge = Spec::checked("huge", "v1");
+    for i in 0..1500 {
+        huge = huge.set("labels", &format!("l{i}"), blob.as_str());
+    }
+    let err = fails(&apply(&pki, &agent.addr, &huge));
+    assert!(err.contains("a spec may be at most 64 KiB"), "{err}");
+    assert!(err.len() < 2_000, "the refusal is short: {} bytes", err.len());
+
+    // Under the spec limit but past the label limits.
+    let mut wide = Spec::checked("wide", "v1");
+    for i in 0..65 {
+        wide = wide.set("labels", &format!("l{i}"), "v");
+    }
+    let err = fails(&apply(&pki, &agent.addr, &wide));
+    assert!(err.contains("at most 64 are allowed"), "{err}");
+
+    // A spec that is one huge syntax error gets a bounded message, not a
+    // broken call.
+    let garbage = format!("name = \"g\"\nimage = \"{}", "y".repeat(60_000));
+    let path = pki.dir.path().join("garbage.toml");
+    std::fs::write(&path, garbage).expect("write");
+    let out = berthctl_command(&pki, &agent.addr)
+        .args(["apply", "-f"])
+        .arg(&path)
+        .output()
+        .expect("berthctl");
+    let err = fails(&out);
+    assert!(err.len() < 4_000, "bounded: {} bytes", err.len());
+
+    let s = ps(&pki, &agent.addr);
+    assert!(berth_tests::find_service(&s, "huge").is_none(), "{s}");
+    assert!(berth_tests::find_service(&s, "wide").is_none(), "{s}");
+    assert_eq!(service(&s, "small")["containers"][0]["health"], "healthy", "{s}");
+}

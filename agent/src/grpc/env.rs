@@ -42,7 +42,7 @@ impl EnvApi {
 /// `SetEnvRequest` → the domain edit, checking every key and value.
 pub fn edit_of(req: &SetEnvRequest) -> Result<EnvEdit, Status> {
     let vars: Vars = req.set.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    envfile::check_vars(&vars).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    envfile::check_vars(&vars).map_err(|e| super::invalid_argument(e.to_string()))?;
     Ok(if req.replace {
         EnvEdit::Replace(vars)
     } else {
@@ -83,7 +83,7 @@ impl Env for EnvApi {
         let sup = self.ready()?;
         let req = request.into_inner();
         for k in &req.keys {
-            envfile::check_var(k, "").map_err(|e| Status::invalid_argument(e.to_string()))?;
+            envfile::check_var(k, "").map_err(|e| super::invalid_argument(e.to_string()))?;
         }
         Ok(Response::new(deploy_stream(&self.streams, move |p| async move {
             sup.change_env(&req.service, EnvEdit::Unset(req.keys), &who, p).await

@@ -54,7 +54,7 @@ fn status(e: LockError) -> Status {
     match e {
         LockError::Lease(LeaseError::Held(lease)) => Status::failed_precondition(held_message(&lease, now_ms())),
         LockError::Lease(e @ LeaseError::NotHolder { .. }) => Status::failed_precondition(e.to_string()),
-        LockError::Lease(LeaseError::Invalid(m)) => Status::invalid_argument(m),
+        LockError::Lease(LeaseError::Invalid(m)) => super::invalid_argument(m),
         LockError::Disk(m) => Status::internal(m),
         LockError::Stopping => Status::unavailable("the agent is shutting down"),
     }

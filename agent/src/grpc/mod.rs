@@ -23,6 +23,33 @@ use listener::PeerInfo;
 
 use crate::audit::Actor;
 
+/// The longest error message sent to a caller, in bytes. An error that
+/// echoes huge input would not fit the status header gRPC carries it in,
+/// and would leave the caller with a broken call instead of a reason.
+const MAX_MESSAGE: usize = 2048;
+
+/// `message` cut to [`MAX_MESSAGE`] bytes at a character boundary, saying
+/// how much was cut.
+pub fn bounded(message: impl Into<String>) -> String {
+    let mut message = message.into();
+    if message.len() > MAX_MESSAGE {
+        let total = message.len();
+        let mut end = MAX_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str(&format!("… ({} more bytes cut)", total - end));
+    }
+    message
+}
+
+/// INVALID_ARGUMENT with a [`bounded`] message: the one way a bad request
+/// is refused.
+pub fn invalid_argument(message: impl Into<String>) -> Status {
+    Status::invalid_argument(bounded(message))
+}
+
 /// The verified caller of a request. Every connection went through mutual
 /// TLS, so a missing identity means a certificate without a usable subject.
 pub fn caller<T>(request: &Request<T>) -> Result<Identity, Status> {
@@ -69,4 +96,21 @@ pub fn require_operator<T>(request: &Request<T>) -> Result<Identity, Status> {
         )));
     }
     Ok(who)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        assert_eq!(bounded("short"), "short");
+        let long = "é".repeat(MAX_MESSAGE);
+        let cut = bounded(long.clone());
+        assert!(cut.len() < MAX_MESSAGE + 40, "{}", cut.len());
+        assert!(
+            cut.ends_with(&format!("… ({} more bytes cut)", long.len() - MAX_MESSAGE)),
+            "{cut}"
+        );
+    }
 }

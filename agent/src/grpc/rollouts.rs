@@ -38,7 +38,7 @@ impl RolloutsApi {
 
 fn record_status(e: RolloutError) -> Status {
     match e {
-        RolloutError::Invalid(m) => Status::invalid_argument(m),
+        RolloutError::Invalid(m) => super::invalid_argument(m),
         RolloutError::NotFound(_) => Status::not_found(e.to_string()),
         RolloutError::Disk(m) => Status::internal(m),
     }
@@ -50,15 +50,15 @@ fn change_of(change: Option<plan_request::Change>) -> Result<PlanChange, Status>
         Some(plan_request::Change::Image(image)) => Ok(PlanChange::Image(image)),
         Some(plan_request::Change::SpecToml(toml)) => berth_core::spec::parse(&toml)
             .map(|spec| PlanChange::Spec(Box::new(spec)))
-            .map_err(|e| Status::invalid_argument(e.to_string())),
+            .map_err(|e| super::invalid_argument(e.to_string())),
         Some(plan_request::Change::Env(env)) => {
             let set: Vars = env.set.into_iter().collect();
-            envfile::check_vars(&set).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            envfile::check_vars(&set).map_err(|e| super::invalid_argument(e.to_string()))?;
             let edit = if env.replace {
                 EnvEdit::Replace(set)
             } else if !env.unset.is_empty() {
                 if !set.is_empty() {
-                    return Err(Status::invalid_argument(
+                    return Err(super::invalid_argument(
                         "an env change either sets or unsets keys, not both",
                     ));
                 }
@@ -69,7 +69,7 @@ fn change_of(change: Option<plan_request::Change>) -> Result<PlanChange, Status>
             Ok(PlanChange::Env(edit))
         }
         Some(plan_request::Change::Restart(true)) => Ok(PlanChange::Restart),
-        Some(plan_request::Change::Restart(false)) | None => Err(Status::invalid_argument(
+        Some(plan_request::Change::Restart(false)) | None => Err(super::invalid_argument(
             "a plan needs a change: an image, a spec, an env change or a restart",
         )),
     }
@@ -238,7 +238,7 @@ impl RolloutsService for RolloutsApi {
         let record = request
             .into_inner()
             .record
-            .ok_or_else(|| Status::invalid_argument("PutRollout needs a record"))?;
+            .ok_or_else(|| super::invalid_argument("PutRollout needs a record"))?;
         let stored = self
             .records
             .put(record_from(record), &who)

@@ -43,11 +43,11 @@ const FLUSH_ON_SHUTDOWN: Duration = Duration::from_secs(2);
 /// Maps supervisor errors to gRPC codes, in one place.
 pub fn status(e: SupervisorError) -> Status {
     match e {
-        SupervisorError::Invalid(m) => Status::invalid_argument(m),
-        SupervisorError::NotFound(m) => Status::not_found(m),
-        SupervisorError::Refused(m) => Status::failed_precondition(m),
-        SupervisorError::Unavailable(m) => Status::unavailable(m),
-        SupervisorError::Internal(m) => Status::internal(m),
+        SupervisorError::Invalid(m) => super::invalid_argument(m),
+        SupervisorError::NotFound(m) => Status::not_found(super::bounded(m)),
+        SupervisorError::Refused(m) => Status::failed_precondition(super::bounded(m)),
+        SupervisorError::Unavailable(m) => Status::unavailable(super::bounded(m)),
+        SupervisorError::Internal(m) => Status::internal(super::bounded(m)),
     }
 }
 
@@ -224,7 +224,7 @@ impl Services for ServicesApi {
         let who = super::operator(&request)?;
         let sup = self.ready()?;
         let spec = berth_core::spec::parse(&request.into_inner().spec_toml)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .map_err(|e| super::invalid_argument(e.to_string()))?;
         note.set(spec.name.as_str());
         Ok(Response::new(deploy_stream(&self.streams, move |p| async move {
             sup.apply_spec(spec, &who, p).await

@@ -32,7 +32,7 @@ use crate::docker::{ContainerInfo, PullProgress};
 use crate::events::Severity;
 use crate::health;
 use crate::nginx;
-use crate::state::{NewRevision, RevisionStatus};
+use crate::state::{NewRevision, Revision, RevisionStatus};
 use berth_core::envfile::{self, Vars};
 use berth_core::spec::{ImageRef, ServiceSpec, Strategy};
 
@@ -239,7 +239,13 @@ impl Supervisor {
                 // Metrics and the health monitor follow the new container at
                 // once, not only after the next reconcile pass.
                 let info = engine.inspect(&new_id).await.ok().flatten();
-                self.healthy(&name, &new_id, interval, output, info).await?;
+                if let Err(e) = self.healthy(&name, &new_id, interval, output, info).await {
+                    let failure = Failure {
+                        new_id: Some(new_id),
+                        ..Failure::before_gate(format!("cannot follow the new container: {e}"))
+                    };
+                    return Ok(self.fail(&at, restore, failure).await);
+                }
             }
             Err(failure) => return Ok(self.fail(&at, restore, failure).await),
         }
@@ -248,6 +254,21 @@ impl Supervisor {
             let failure = Failure {
                 new_id: Some(new_id),
                 ..Failure::before_gate(why)
+            };
+            return Ok(self.fail(&at, restore, failure).await);
+        }
+        // The new revision is durable before anything of the old one is
+        // removed: a failed write (a full state_dir) leaves the old
+        // container to serve, never neither.
+        if let Mode::New { .. } = at.mode
+            && let Err(e) = self.activate(&name, revision).await
+        {
+            if blue_green {
+                self.switch_back(current.as_ref(), &was_running, &progress).await;
+            }
+            let failure = Failure {
+                new_id: Some(new_id),
+                ..Failure::before_gate(format!("cannot record revision {revision} as active: {e}"))
             };
             return Ok(self.fail(&at, restore, failure).await);
         }
@@ -266,13 +287,16 @@ impl Supervisor {
             progress.step("cleanup", format!("removing {} old container(s)", old.len()));
         }
         for c in &old {
-            if c.running && blue_green {
-                engine.stop(&c.id, spec.stop_timeout.as_std()).await.map_err(internal)?;
+            // The new revision runs and is recorded: an old container that
+            // will not go is left to the reconciler, which removes what is
+            // not the active revision.
+            let removed = match c.running && blue_green {
+                true => self.stop_and_remove(&c.id, spec.stop_timeout.as_std()).await,
+                false => engine.remove(&c.id).await.map_err(internal),
+            };
+            if let Err(e) = removed {
+                tracing::warn!(service = %name, container = %c.id, error = %e, "Cannot remove an old container; the reconciler will.");
             }
-            engine.remove(&c.id).await.map_err(internal)?;
-        }
-        if let Mode::New { .. } = at.mode {
-            self.activate(&name, revision).await?;
         }
         self.deployed(&name).await?;
         self.bus().publish(
@@ -311,6 +335,18 @@ impl Supervisor {
         })
     }
 
+    /// Points nginx back at the revision that ran before, after traffic had
+    /// moved to a new one that cannot be recorded. Best effort: the failure
+    /// being reported is the one that matters.
+    async fn switch_back(&self, current: Option<&Revision>, was_running: &[ContainerInfo], progress: &ProgressTx) {
+        let (Some(cur), Some(old)) = (current, was_running.first()) else {
+            return;
+        };
+        if let Err(e) = self.switch(&cur.spec, &old.id, cur.number, progress).await {
+            tracing::error!(service = %cur.spec.name, error = %e, "Cannot point nginx back at the previous revision.");
+        }
+    }
+
     /// Refuses what cannot work before anything on the host changes.
     fn preflight(&self, spec: &ServiceSpec) -> Result<(), SupervisorError> {
         let name = spec.name.as_str();
@@ -321,6 +357,7 @@ impl Supervisor {
             .filter(|(n, _)| n.as_str() != name)
             .filter_map(|(_, r)| r.active_revision().map(|r| &r.spec))
             .collect();
+        crate::preflight::check_host_budget(spec, &others).map_err(|e| SupervisorError::Refused(e.to_string()))?;
         crate::preflight::check_host_ports(spec, &others).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
         let capacity = self.capacity();
         crate::preflight::check_capacity(spec, capacity.cpus, capacity.memory_bytes)

@@ -139,9 +139,35 @@ impl fmt::Display for Quoted<'_> {
 pub fn invalid(key: &str, value: impl fmt::Display, message: impl Into<String>) -> SpecError {
     SpecError::Invalid {
         key: key.to_owned(),
-        value: Some(value.to_string()),
+        value: Some(shown(value.to_string())),
         message: message.into(),
     }
+}
+
+/// Longest value (or source line) an error quotes, in characters: enough
+/// to recognise it, never a pasted blob (or a secret) echoed in full.
+const SHOWN_VALUE: usize = 80;
+
+fn shown(value: String) -> String {
+    cut(&value, SHOWN_VALUE)
+}
+
+/// `text`'s first `limit` characters, saying how long it was when cut.
+fn cut(text: &str, limit: usize) -> String {
+    match text.char_indices().nth(limit) {
+        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()),
+        None => text.to_owned(),
+    }
+}
+
+/// A line of toml's message: the quoted source lines (`5 | key = ...`, and
+/// the caret line under them) are cut like values; its own text (which
+/// lists the valid keys) gets more room.
+fn shown_line(line: &str) -> String {
+    let snippet = line
+        .split_once('|')
+        .is_some_and(|(n, _)| n.trim().chars().all(|c| c.is_ascii_digit()));
+    cut(line, if snippet { SHOWN_VALUE } else { 1024 })
 }
 
 /// An error about `key` as a whole (a missing or contradictory setting).
@@ -154,11 +180,39 @@ pub fn invalid_key(key: &str, message: impl Into<String>) -> SpecError {
 }
 
 // ---------------------------------------------------------------------------
+// Limits
+// ---------------------------------------------------------------------------
+
+/// The largest spec text accepted. Every spec is kept in the agent's state,
+/// in each of its revisions and in `berthctl ps`, so a spec is kept small
+/// enough that a host full of them still answers in one message.
+pub const MAX_SPEC_BYTES: usize = 64 * 1024;
+
+/// Labels per spec.
+pub const MAX_LABELS: usize = 64;
+
+/// Bytes of one label key.
+pub const MAX_LABEL_KEY: usize = 128;
+
+/// Bytes of one label value.
+pub const MAX_LABEL_VALUE: usize = 1024;
+
+// ---------------------------------------------------------------------------
 // Parsing
 // ---------------------------------------------------------------------------
 
 /// Parses and validates a spec written in TOML.
 pub fn parse(text: &str) -> Result<ServiceSpec, SpecError> {
+    if text.len() > MAX_SPEC_BYTES {
+        return Err(invalid_key(
+            "spec",
+            format!(
+                "is {} bytes; a spec may be at most {} KiB (keep big data in env files or the image)",
+                text.len(),
+                MAX_SPEC_BYTES / 1024
+            ),
+        ));
+    }
     let spec: ServiceSpec = toml::from_str(text).map_err(|e| from_toml_error(text, &e))?;
     spec.validate()?;
     Ok(spec)
@@ -188,6 +242,14 @@ fn from_toml_error(text: &str, error: &toml::de::Error) -> SpecError {
             value: Some(value_error.value().to_owned()),
             message: value_error.expected().to_owned(),
         },
-        _ => SpecError::Syntax(error.to_string().trim_end().to_owned()),
+        _ => SpecError::Syntax(
+            error
+                .to_string()
+                .trim_end()
+                .lines()
+                .map(shown_line)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
     }
 }

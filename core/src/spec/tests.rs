@@ -550,3 +550,35 @@ proptest! {
         prop_assert_eq!(mapping.to_string().parse::<PortMapping>(), Ok(mapping));
     }
 }
+
+#[test]
+fn oversized_specs_and_labels_are_refused_with_the_limit_named() {
+    let big = with(&format!("[labels]\nblob = \"{}\"", "x".repeat(MAX_SPEC_BYTES)));
+    let e = err(&big);
+    assert!(e.starts_with("spec: is ") && e.contains("at most 64 KiB"), "{e}");
+
+    let many: String = (0..=MAX_LABELS).map(|i| format!("l{i} = \"v\"\n")).collect();
+    let e = err(&with(&format!("[labels]\n{many}")));
+    assert_eq!(
+        e,
+        format!(
+            "labels: has {} labels; at most {MAX_LABELS} are allowed",
+            MAX_LABELS + 1
+        )
+    );
+
+    let e = err(&with(&format!("[labels]\n{} = \"v\"", "k".repeat(MAX_LABEL_KEY + 1))));
+    assert!(e.contains("a label key may be at most 128 bytes"), "{e}");
+    let e = err(&with(&format!("[labels]\nk = \"{}\"", "v".repeat(MAX_LABEL_VALUE + 1))));
+    assert!(e.starts_with("labels.k \""), "{e}");
+    // The value is quoted only in part: an error never echoes a blob.
+    assert!(e.len() < 300, "{e}");
+    assert!(e.contains("(1025 bytes)"), "{e}");
+
+    // toml's own message quotes the line: a long one is cut too.
+    let e = err(&format!("name = \"g\"\nimage = \"{}", "y".repeat(10_000)));
+    assert!(e.len() < 1_000, "{e}");
+
+    let fine: String = (0..MAX_LABELS).map(|i| format!("l{i} = \"v\"\n")).collect();
+    assert_eq!(ok(&with(&format!("[labels]\n{fine}"))).labels.len(), MAX_LABELS);
+}

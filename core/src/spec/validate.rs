@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use super::{
-    DOCKER_MIN_MEMORY, HealthCheck, PortMapping, Probe, Protocol, Proxy, RESERVED_LABEL_PREFIX, ServiceSpec, SpecError,
-    Strategy, invalid, invalid_key,
+    DOCKER_MIN_MEMORY, HealthCheck, MAX_LABEL_KEY, MAX_LABEL_VALUE, MAX_LABELS, PortMapping, Probe, Protocol, Proxy,
+    RESERVED_LABEL_PREFIX, ServiceSpec, SpecError, Strategy, invalid, invalid_key,
 };
 
 impl ServiceSpec {
@@ -95,7 +95,27 @@ impl ServiceSpec {
     }
 
     fn validate_labels(&self) -> Result<(), SpecError> {
-        for key in self.labels.keys() {
+        if self.labels.len() > MAX_LABELS {
+            return Err(invalid_key(
+                "labels",
+                format!("has {} labels; at most {MAX_LABELS} are allowed", self.labels.len()),
+            ));
+        }
+        for (key, value) in &self.labels {
+            if key.len() > MAX_LABEL_KEY {
+                return Err(invalid(
+                    "labels",
+                    key,
+                    format!("a label key may be at most {MAX_LABEL_KEY} bytes"),
+                ));
+            }
+            if value.len() > MAX_LABEL_VALUE {
+                return Err(invalid(
+                    &format!("labels.{key}"),
+                    value,
+                    format!("a label value may be at most {MAX_LABEL_VALUE} bytes"),
+                ));
+            }
             if key.is_empty() {
                 return Err(invalid("labels", key, "a label key cannot be empty"));
             }

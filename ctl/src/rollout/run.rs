@@ -10,12 +10,14 @@
 //! the revision it had, or left as it is under `--on-failure pause`.
 //!
 //! Survives its own berthctl: the record goes to every host before the
-//! first batch and after each, and each host's own entry to that host as
-//! soon as it changes, so `rollout status` shows it from anywhere and
-//! `rollout resume` continues where it stopped (an in-flight host's
-//! outcome is read back from its agent's history; nothing is deployed
-//! twice). Control set by another terminal (pause, resume, abort) is read
-//! from the agents before each batch and while waiting. The fleet lock is
+//! first batch and after each, and to a host as its deploy starts, so
+//! `rollout status` shows it from anywhere and `rollout resume` continues
+//! where it stopped (an in-flight host's outcome is read back from its
+//! agent's history; nothing is deployed twice). Control set by another
+//! terminal (pause, resume, abort) comes back with each record write, so
+//! it is acted on before each batch without a second round of calls, and
+//! is read from the agents while waiting. One fan-out per batch and one
+//! call per host before its deploy is all the bookkeeping a batch costs. The fleet lock is
 //! held for the whole run; losing it (or Ctrl-C) stops starting hosts.
 
 use std::collections::BTreeMap;
@@ -88,6 +90,10 @@ pub struct Runner<'a> {
     /// Hosts by name.
     hosts: BTreeMap<String, SelectedHost>,
     record: Mutex<RolloutRecord>,
+    /// The newest control the hosts answered a record write with: every
+    /// write returns the host's copy, control included, so the batch
+    /// boundary needs no second fan-out to read it.
+    seen_control: Mutex<Option<RolloutControl>>,
     change: Change,
     settings: Settings,
     lock: &'a HeldLocks,
@@ -122,6 +128,7 @@ impl<'a> Runner<'a> {
         Ok(Runner {
             hosts: by_name,
             record: Mutex::new(record),
+            seen_control: Mutex::new(None),
             change,
             settings,
             lock,
@@ -176,19 +183,25 @@ impl<'a> Runner<'a> {
                 let req = PutRolloutRequest {
                     record: Some(record.clone()),
                 };
-                h.agent
+                let state = h
+                    .agent
                     .call(|ch| async move { RolloutsClient::new(ch).put_rollout(req).await })
                     .await?;
-                Ok::<_, HostError>(())
+                Ok::<_, HostError>(state.control)
             },
         )
         .await;
+        let mut controls = Vec::new();
         for o in outcomes {
-            if let Err(e) = o.result {
-                self.view
-                    .note("record", &format!("could not record progress on {}: {e}", o.host.name));
+            match o.result {
+                Ok(control) => controls.extend(control),
+                Err(e) => self
+                    .view
+                    .note("record", &format!("could not record progress on {}: {e}", o.host.name)),
             }
         }
+        let mut seen = self.seen_control.lock().unwrap_or_else(|p| p.into_inner());
+        *seen = newest_control(seen.take().into_iter().chain(controls));
     }
 
     async fn put_all(&self) {
@@ -239,9 +252,22 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Acts on control set since the last look: a pause waits here.
+    /// Acts on control set since the last look (asking every host): a
+    /// pause waits here.
     async fn obey(&self) -> Result<(), Stop> {
-        let Some(c) = self.control().await else {
+        let control = self.control().await;
+        self.obey_control(control).await
+    }
+
+    /// [`Runner::obey`] with the control the last record write saw: at a
+    /// batch boundary, right after the whole record was written.
+    async fn obey_seen(&self) -> Result<(), Stop> {
+        let control = self.seen_control.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.obey_control(control).await
+    }
+
+    async fn obey_control(&self, control: Option<RolloutControl>) -> Result<(), Stop> {
+        let Some(c) = control else {
             return Ok(());
         };
         match c.action.as_str() {
@@ -355,7 +381,7 @@ impl<'a> Runner<'a> {
             if let Some(stop) = self.lock_gone() {
                 return Some(stop);
             }
-            if let Err(stop) = self.obey().await {
+            if let Err(stop) = self.obey_seen().await {
                 return Some(stop);
             }
             let batch = r.batches[b].clone();
@@ -501,8 +527,10 @@ impl<'a> Runner<'a> {
                 p.error = e.message().to_owned();
             }
         }
+        // Written with the whole record when the batch ends; a berthctl
+        // that dies before that finds the host in flight and reads the
+        // outcome back from its agent.
         self.set_host(p.clone());
-        self.put(std::slice::from_ref(&h.name)).await;
         self.view.done(&p);
     }
 
