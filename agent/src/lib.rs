@@ -13,9 +13,10 @@
 //! ([`clock`], [`config`], [`dirs`], [`docker`], [`nginx`], [`envfiles`],
 //! [`envwatch`], [`state`], [`health`], [`metrics`], [`oomwatch`],
 //! [`events`], [`audit`], ...) → [`supervisor`] → [`reconcile`] and
-//! [`limits`] → [`grpc`] → this file. `agent/tests/layers.rs` checks it
+//! [`limits`] and [`alerts`] → [`grpc`] → this file. `agent/tests/layers.rs` checks it
 //! (no upward edge, no circle) and prints the graph.
 
+pub mod alerts;
 pub mod atomicfile;
 pub mod audit;
 pub mod clock;
@@ -143,7 +144,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             env_dir: config.env_dir.clone(),
             sites: nginx::Sites::new(config.nginx.clone()),
             capacity,
-            bus,
+            bus: bus.clone(),
             audit: audit.clone(),
             metrics_targets: targets_tx,
             oom_ids,
@@ -179,12 +180,27 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         &tracker,
         cancel.child_token(),
     );
+    let (alert_gauges, alert_gauges_rx) = watch::channel(Arc::new(Vec::new()));
+    alerts::spawn(
+        &config,
+        hub.clone(),
+        alerts::Outputs {
+            bus,
+            gauges: alert_gauges,
+        },
+        &tracker,
+        cancel.child_token(),
+    );
     if let Some(listener) = prometheus {
         if let Ok(addr) = listener.local_addr() {
             info!(addr = %addr, "Serving Prometheus metrics at http://{addr}/metrics.");
         }
+        let sources = metrics::prometheus::Sources {
+            hub: hub.clone(),
+            alerts: alert_gauges_rx,
+        };
         tracker.spawn(
-            metrics::prometheus::serve(listener, hub.clone(), tracker.clone(), cancel.child_token())
+            metrics::prometheus::serve(listener, sources, tracker.clone(), cancel.child_token())
                 .instrument(info_span!("prometheus")),
         );
     }

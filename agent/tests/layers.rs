@@ -40,7 +40,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("supervisor", &["supervisor", "fleet"]),
-    ("policy", &["reconcile", "limits"]),
+    ("policy", &["reconcile", "limits", "alerts"]),
     ("grpc", &["grpc"]),
     ("root", &["lib", "main"]),
 ];

@@ -170,6 +170,14 @@ impl Config {
                 });
             }
         }
+        for (i, rule) in self.alerts.iter().enumerate() {
+            if self.alerts[..i].iter().any(|r| r.name == rule.name) {
+                return Err(invalid(
+                    "alerts.name",
+                    format!("{:?} names two rules; each rule needs its own name", rule.name),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -198,8 +206,39 @@ impl Config {
                 });
             }
         }
+        for rule in &self.alerts {
+            if let Some(program) = rule.hook.first() {
+                check_program(program).map_err(|source| ConfigError::MissingFile {
+                    key: "alerts.hook",
+                    path: program.into(),
+                    source,
+                })?;
+            }
+        }
         Ok(())
     }
+}
+
+/// An alert hook must be an executable file (a bare name is looked up in
+/// `PATH`, as the agent will when it runs it).
+fn check_program(program: &str) -> Result<(), std::io::Error> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let executable = |p: &Path| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.contains('/') {
+        return match executable(Path::new(program)) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "not an executable file",
+            )),
+            Err(e) => Err(e),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|dir| executable(&dir.join(program)).unwrap_or(false)) {
+        return Ok(());
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::NotFound, "not found in PATH"))
 }
 
 #[cfg(test)]
@@ -324,5 +363,97 @@ statsd            = ""
         assert_eq!(defaults.metrics.cgroup_root, PathBuf::from("/sys/fs/cgroup"));
         assert!(defaults.limits.memory_pressure_threshold.is_empty());
         assert_eq!(defaults.limits.pressure_action, PressureAction::Log);
+    }
+
+    #[test]
+    fn alert_rules_parse_with_their_defaults() {
+        let c = parse(
+            "[[alerts]]\nname = \"scale-up\"\nmetric = \"host.cpu_percent\"\nabove = 50\nfor = \"5m\"\n\
+             hook = [\"/usr/local/bin/scale\", \"up\"]\n\
+             [[alerts]]\nname = \"restarting\"\nmetric = \"service.restarts\"\nabove = 3\nservice = \"web\"\n",
+        )
+        .expect("valid");
+        let [up, restarting] = &c.alerts[..] else {
+            panic!("two rules: {:?}", c.alerts)
+        };
+        assert_eq!(up.metric, AlertMetric::HostCpuPercent);
+        assert_eq!(
+            (up.direction, up.threshold, up.hysteresis),
+            (Direction::Above, 50.0, 5.0)
+        );
+        assert_eq!(up.for_.as_std().as_secs(), 300);
+        assert_eq!(up.clear_for, up.for_, "clear_for defaults to for");
+        assert_eq!(up.hook, ["/usr/local/bin/scale", "up"]);
+        assert_eq!(up.hook_timeout.as_std().as_secs(), 30);
+        assert_eq!(restarting.service.as_deref(), Some("web"));
+        assert_eq!(restarting.window.as_std().as_secs(), 300);
+        assert!(restarting.for_.is_zero());
+        assert!(parse("").expect("valid").alerts.is_empty());
+    }
+
+    #[test]
+    fn bad_alert_rules_are_named_with_their_line() {
+        let bad = |rule: &str| {
+            parse(&format!(
+                "listen = \"127.0.0.1:1\"\n\n[[alerts]]\nname = \"a\"\n{rule}\n"
+            ))
+            .expect_err(rule)
+            .to_string()
+        };
+        let err = bad("metric = \"host.cpu\"\nabove = 1");
+        assert!(err.contains("host.cpu") && err.contains("host.cpu_percent"), "{err}");
+        assert!(err.contains("line 5"), "{err}");
+        let err = bad("metric = \"host.cpu_percent\"\nabove = 1\nbelow = 2");
+        assert!(err.contains("not both") && err.contains("line 3"), "{err}");
+        let err = bad("metric = \"host.cpu_percent\"");
+        assert!(err.contains("below = N") && err.contains("alerts.above"), "{err}");
+        let err = bad("metric = \"host.cpu_percent\"\nabove = 1\nfor = \"5 minutes\"");
+        assert!(err.contains("for") && err.contains("line 7"), "{err}");
+        let err = bad("metric = \"host.cpu_percent\"\nabove = 1\nservice = \"web\"");
+        assert!(err.contains("alerts.service") && err.contains("host metric"), "{err}");
+        let err = bad("metric = \"service.cpu_percent\"\nabove = 1\nwindow = \"1m\"");
+        assert!(err.contains("alerts.window"), "{err}");
+        let err = bad("metric = \"host.cpu_percent\"\nabove = 1\nthreshold = 2");
+        assert!(err.contains("threshold") && err.contains("unknown field"), "{err}");
+        let err = bad("metric = \"host.cpu_percent\"\nabove = 1\nhook = [\"\"]");
+        assert!(err.contains("alerts.hook"), "{err}");
+        let err = parse(
+            "[[alerts]]\nname = \"a\"\nmetric = \"host.load1\"\nabove = 1\n\
+             [[alerts]]\nname = \"a\"\nmetric = \"host.load1\"\nbelow = 1\n",
+        )
+        .expect_err("duplicate")
+        .to_string();
+        assert!(err.contains("alerts.name") && err.contains("two rules"), "{err}");
+    }
+
+    #[test]
+    fn check_files_finds_a_missing_alert_hook() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for f in ["ca.pem", "cert.pem", "key.pem"] {
+            std::fs::write(dir.path().join(f), "x").expect("write");
+        }
+        let d = dir.path().display();
+        let config = |hook: &str| {
+            parse(&format!(
+                "[tls]\nca = \"{d}/ca.pem\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n\
+                 [[alerts]]\nname = \"a\"\nmetric = \"host.load1\"\nabove = 1\nhook = [\"{hook}\"]\n"
+            ))
+            .expect("valid")
+        };
+        let err = config("/nonexistent/scale")
+            .check_files()
+            .expect_err("missing")
+            .to_string();
+        assert!(
+            err.contains("alerts.hook") && err.contains("/nonexistent/scale"),
+            "{err}"
+        );
+        config("/bin/sh").check_files().expect("an executable hook");
+        config("sh").check_files().expect("a hook found in PATH");
+        let err = config(&format!("{d}/ca.pem"))
+            .check_files()
+            .expect_err("not executable")
+            .to_string();
+        assert!(err.contains("not an executable"), "{err}");
     }
 }

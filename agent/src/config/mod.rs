@@ -18,7 +18,10 @@ use serde::Deserialize;
 
 use berth_core::units::{ByteSize, Duration};
 
+mod alerts;
 mod load;
+
+pub use alerts::{AlertMetric, AlertRule, Direction, RawAlertRule, valid_alert_name};
 
 /// Where the agent looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/agent.toml";
@@ -111,6 +114,10 @@ pub struct Config {
     /// Credentials for private registries, chosen by the image's registry host.
     #[serde(default)]
     pub registries: Vec<RegistryConfig>,
+    /// Threshold rules (`[[alerts]]`) on host and service metrics, checked
+    /// at every metrics pass.
+    #[serde(default)]
+    pub alerts: Vec<AlertRule>,
 }
 
 /// Credentials for one registry. The password lives in its own file (mode

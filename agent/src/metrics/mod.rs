@@ -186,6 +186,18 @@ pub struct Snapshot {
     pub containers_read: u32,
 }
 
+/// One alert instance as the Prometheus endpoint shows it
+/// (`berth_alert_active`); published by `crate::alerts` after every pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertGauge {
+    /// The rule's name.
+    pub alert: String,
+    /// The service, or "" for a host rule.
+    pub service: String,
+    /// Firing.
+    pub active: bool,
+}
+
 /// A handle readers subscribe with.
 #[derive(Clone)]
 pub struct MetricsHub {

@@ -8,6 +8,10 @@
 //! agent a render, not a pass. Connections end when the agent's
 //! cancellation token fires.
 //!
+//! Alert rules (`[[alerts]]`) add `berth_alert_active{alert,service}`:
+//! 1 while an instance fires, 0 otherwise, from the newest list
+//! `crate::alerts` published.
+//!
 //! Names follow Prometheus conventions: `berth_` prefix, base units
 //! (bytes, seconds), `_total` on counters, `service` as the label that
 //! names a berth service.
@@ -24,7 +28,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use super::{MetricsHub, Snapshot};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::{AlertGauge, MetricsHub, Snapshot};
 
 /// The exposition format's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -45,8 +53,17 @@ pub async fn bind(listen: &str) -> Result<Option<TcpListener>, String> {
     })
 }
 
+/// What a scrape shows: the newest snapshot and the alert instances.
+#[derive(Clone)]
+pub struct Sources {
+    /// The collector's snapshots.
+    pub hub: MetricsHub,
+    /// The alert instances after the newest evaluated pass.
+    pub alerts: watch::Receiver<Arc<Vec<AlertGauge>>>,
+}
+
 /// Serves scrapes on `listener` until `cancel` fires.
-pub async fn serve(listener: TcpListener, hub: MetricsHub, tracker: TaskTracker, cancel: CancellationToken) {
+pub async fn serve(listener: TcpListener, sources: Sources, tracker: TaskTracker, cancel: CancellationToken) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -61,12 +78,12 @@ pub async fn serve(listener: TcpListener, hub: MetricsHub, tracker: TaskTracker,
                 }
             },
         };
-        let hub = hub.clone();
+        let sources = sources.clone();
         let cancel = cancel.clone();
         tracker.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let hub = hub.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(&req, &hub)) }
+                let sources = sources.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(&req, &sources)) }
             });
             let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
             tokio::select! {
@@ -79,7 +96,7 @@ pub async fn serve(listener: TcpListener, hub: MetricsHub, tracker: TaskTracker,
     }
 }
 
-fn respond<B>(req: &Request<B>, hub: &MetricsHub) -> Response<Full<Bytes>> {
+fn respond<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, content_type: &str, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
@@ -96,7 +113,11 @@ fn respond<B>(req: &Request<B>, hub: &MetricsHub) -> Response<Full<Bytes>> {
         );
     }
     match req.uri().path() {
-        "/metrics" => reply(StatusCode::OK, CONTENT_TYPE, render(&hub.latest())),
+        "/metrics" => {
+            let mut body = render(&sources.hub.latest());
+            body.push_str(&render_alerts(&sources.alerts.borrow()));
+            reply(StatusCode::OK, CONTENT_TYPE, body)
+        }
         "/" => reply(
             StatusCode::OK,
             "text/plain",
@@ -158,6 +179,27 @@ fn number(v: f64) -> String {
     } else {
         format!("{v}")
     }
+}
+
+/// The alert instances in the text exposition format; nothing without rules.
+pub fn render_alerts(gauges: &[AlertGauge]) -> String {
+    let mut w = Writer { out: String::new() };
+    if gauges.is_empty() {
+        return w.out;
+    }
+    w.family(
+        "berth_alert_active",
+        "gauge",
+        "1 while an [[alerts]] rule fires (per service for service rules), else 0.",
+    );
+    for g in gauges {
+        w.sample(
+            "berth_alert_active",
+            &[("alert", &g.alert), ("service", &g.service)],
+            if g.active { 1.0 } else { 0.0 },
+        );
+    }
+    w.out
 }
 
 /// The snapshot in the text exposition format.
@@ -532,5 +574,33 @@ mod tests {
     #[test]
     fn escapes_label_values() {
         assert_eq!(escape("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+    }
+
+    #[test]
+    fn alert_gauges_are_labelled_by_alert_and_service() {
+        assert_eq!(render_alerts(&[]), "", "no rules, no family");
+        let text = render_alerts(&[
+            AlertGauge {
+                alert: "scale-up".into(),
+                service: String::new(),
+                active: true,
+            },
+            AlertGauge {
+                alert: "hot".into(),
+                service: "web".into(),
+                active: false,
+            },
+        ]);
+        assert!(text.contains("# TYPE berth_alert_active gauge"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l == "berth_alert_active{alert=\"scale-up\",service=\"\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == "berth_alert_active{alert=\"hot\",service=\"web\"} 0"),
+            "{text}"
+        );
     }
 }

@@ -13,6 +13,12 @@
 //! (`PREFIX.container.NAME|#service:SERVICE`). Lines are packed into
 //! datagrams of at most [`MAX_DATAGRAM`] bytes.
 //!
+//! Alert rules add, on every fire and clear ([`alert_lines`]), a gauge
+//! `PREFIX.alert.NAME[.SERVICE].active` (1 firing, 0 cleared) in plain
+//! StatsD; in DogStatsD the gauge `PREFIX.alert.active` tagged
+//! `alert:NAME` (and `service:SERVICE`) and a DogStatsD event (`_e{..}`)
+//! titled `berth alert NAME firing|cleared`. Plain StatsD has no events.
+//!
 //! UDP is fire-and-forget: a missing receiver costs nothing but a debug log
 //! line, and the pusher never slows collection (it reads the newest
 //! snapshot when it is ready). It stops when the collector does.
@@ -150,6 +156,57 @@ pub fn pack(lines: &[String], max: usize) -> Vec<String> {
     out
 }
 
+/// The lines telling StatsD that alert `alert` (on `service`, "" for the
+/// host) fired (`firing`) or cleared; `text` is the event's sentence.
+pub fn alert_lines(
+    prefix: &str,
+    flavor: StatsdFlavor,
+    alert: &str,
+    service: &str,
+    firing: bool,
+    text: &str,
+) -> Vec<String> {
+    let value = u8::from(firing);
+    match flavor {
+        StatsdFlavor::Statsd => {
+            let service = if service.is_empty() {
+                String::new()
+            } else {
+                format!(".{}", service.replace('.', "_"))
+            };
+            vec![format!("{prefix}.alert.{alert}{service}.active:{value}|g")]
+        }
+        StatsdFlavor::Dogstatsd => {
+            let tags = if service.is_empty() {
+                format!("alert:{alert}")
+            } else {
+                format!("alert:{alert},service:{service}")
+            };
+            let title = format!("berth alert {alert} {}", if firing { "firing" } else { "cleared" });
+            let text = text.replace('\n', "\\n");
+            let kind = if firing { "warning" } else { "success" };
+            vec![
+                format!("{prefix}.alert.active:{value}|g|#{tags}"),
+                format!(
+                    "_e{{{},{}}}:{title}|{text}|t:{kind}|s:berth|#{tags}",
+                    title.len(),
+                    text.len()
+                ),
+            ]
+        }
+    }
+}
+
+/// A UDP socket to send to `target` from (any local port, same family).
+pub async fn socket_for(target: SocketAddr) -> std::io::Result<UdpSocket> {
+    let bind: SocketAddr = if target.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    UdpSocket::bind(bind).await
+}
+
 /// Pushes every snapshot to `target` until the collector stops or `cancel`
 /// fires.
 pub async fn push_loop(
@@ -159,12 +216,7 @@ pub async fn push_loop(
     hub: MetricsHub,
     cancel: CancellationToken,
 ) {
-    let bind: SocketAddr = if target.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = match UdpSocket::bind(bind).await {
+    let socket = match socket_for(target).await {
         Ok(s) => s,
         Err(e) => {
             warn!(error = %e, "Cannot open a UDP socket for StatsD; not pushing metrics.");
@@ -264,5 +316,19 @@ mod tests {
         let rejoined: Vec<&str> = packed.iter().flat_map(|d| d.split('\n')).collect();
         assert_eq!(rejoined.len(), 100);
         assert_eq!(rejoined[99], "berth.metric.99:1|g");
+    }
+
+    #[test]
+    fn alerts_are_a_gauge_and_in_dogstatsd_an_event() {
+        let plain = alert_lines("berth", StatsdFlavor::Statsd, "hot", "api.v2", true, "x");
+        assert_eq!(plain, ["berth.alert.hot.api_v2.active:1|g"]);
+        let host = alert_lines("berth", StatsdFlavor::Statsd, "scale-up", "", false, "x");
+        assert_eq!(host, ["berth.alert.scale-up.active:0|g"]);
+        let dog = alert_lines("berth", StatsdFlavor::Dogstatsd, "hot", "web", true, "cpu is 90");
+        assert_eq!(dog[0], "berth.alert.active:1|g|#alert:hot,service:web");
+        assert_eq!(
+            dog[1],
+            "_e{22,9}:berth alert hot firing|cpu is 90|t:warning|s:berth|#alert:hot,service:web"
+        );
     }
 }
