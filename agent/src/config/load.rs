@@ -144,6 +144,15 @@ impl Config {
                 ),
             ));
         }
+        if self.docker.log_max_file == 0 || self.docker.log_max_size.bytes() == 0 {
+            return Err(invalid(
+                "docker.log_max_file",
+                format!(
+                    "log rotation needs at least 1 file of more than 0 bytes (log_max_size = \"{}\", log_max_file = {})",
+                    self.docker.log_max_size, self.docker.log_max_file
+                ),
+            ));
+        }
         let instance_ok = !self.docker.instance.is_empty()
             && self.docker.instance.len() <= 63
             && self
