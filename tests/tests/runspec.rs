@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use berth_tests::{
-    Agent, Pki, Spec, agent_config, apply, berthctl, docker, fails, history, image, inspect, ok, one_running,
+    Agent, Pki, Spec, agent_config, apply, berthctl, docker, env_of, fails, history, image, inspect, ok, one_running,
 };
 
 const T: Duration = Duration::from_secs(90);
@@ -60,7 +60,7 @@ fn log_config(pki: &Pki, service: &str) -> String {
 fn service_env(pki: &Pki, service: &str) -> Option<BTreeMap<String, String>> {
     let ids = berth_tests::running(&pki.instance, service);
     match ids.as_slice() {
-        [id] => berth_tests::env_of(id),
+        [id] => env_of(id),
         _ => None,
     }
 }
@@ -187,6 +187,12 @@ fn layered_env_merges_files_over_inline_values_and_a_shared_edit_rolls_every_use
             .set("env", "REDIS_HOST", "overridden-by-common");
         ok(&apply(&pki, &agent.addr, &spec));
     }
+    // A third user of the shared file that only records env edits.
+    let cron = Spec::new("cron", "v1")
+        .key("env_files", ["common.env"])
+        .key("env_change", "none");
+    ok(&apply(&pki, &agent.addr, &cron));
+    let cron_id = one_running(&pki.instance, "cron");
     let web = service_env(&pki, "web").expect("web runs");
     let worker = service_env(&pki, "worker").expect("worker runs");
     for (env, role, dsn) in [(&web, "web", "web-dsn"), (&worker, "worker", "common-dsn")] {
@@ -237,6 +243,18 @@ fn layered_env_merges_files_over_inline_values_and_a_shared_edit_rolls_every_use
             "{h:?}"
         );
     }
+    agent.wait_for(T, "cron's recorded revision", || {
+        history(&pki, &agent.addr, "cron")[0]["status"] == "recorded"
+    });
+    assert_eq!(
+        one_running(&pki.instance, "cron"),
+        cron_id,
+        "env_change = none restarts nothing"
+    );
+    assert_eq!(
+        env_of(&cron_id).and_then(|e| e.get("REDIS_HOST").cloned()).as_deref(),
+        Some("redis-1")
+    );
     let env_now = service_env(&pki, "web").expect("web runs");
     assert_eq!(env_now.get("SENTRY_DSN").map(String::as_str), Some("web-dsn"));
     assert_eq!(

@@ -351,10 +351,13 @@ impl Supervisor {
     ) -> Result<Outcome, SupervisorError> {
         let name = spec.name.as_str().to_owned();
         let keys = envfile::changed_keys(current, &env);
-        let path = self.env_path(&spec);
-        self.sync_env_file(&name, &path, &env)
-            .await
-            .map_err(|e| SupervisorError::Internal(e.to_string()))?;
+        // A layered env's files are the user's: they already hold the edit.
+        if !spec.layered_env() {
+            let path = self.env_path(&spec);
+            self.sync_env_file(&name, &path, &env)
+                .await
+                .map_err(|e| SupervisorError::Internal(e.to_string()))?;
+        }
         let number = self
             .add_revision(
                 NewRevision {
