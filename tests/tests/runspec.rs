@@ -377,3 +377,34 @@ fn log_rotation_drivers_and_run_flags_show_in_docker_inspect() {
         .is_ok_and(|o| !o.status.success());
     assert!(gone, "rm removes berth's network {network}");
 }
+
+#[test]
+fn blue_green_containers_mount_the_same_named_volume() {
+    let pki = Pki::new();
+    let nginx = berth_tests::nginx::Nginx::start(pki.dir.path());
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, &nginx.agent_config()));
+    let volume = unique("bg");
+    let port = berth_tests::free_port();
+    // With [proxy] and no strategy, deploys are blue-green: green starts
+    // and passes its gate while blue still runs.
+    let site = |tag: &str| {
+        Spec::checked("bg", tag)
+            .set("health", "http", "/__lbheartbeat__")
+            .set("deploy", "drain", "1s")
+            .proxy("bg.berth.test", port)
+            .key("volumes", [format!("{volume}:/shared")])
+    };
+    ok(&apply(&pki, &agent.addr, &site("v1")));
+    let blue = one_running(&pki.instance, "bg");
+    assert!(exec(&blue, "echo from-blue > /shared/note").0);
+    let out = ok(&berthctl(&pki, &agent.addr, &["deploy", "bg", "--image", &image("v2")]));
+    let green = one_running(&pki.instance, "bg");
+    assert_ne!(green, blue, "{out}");
+    assert_eq!(exec(&green, "cat /shared/note").1, "from-blue\n");
+    assert_eq!(
+        inspect(&green, "{{json .HostConfig.Binds}}").trim(),
+        format!("[\"{volume}:/shared\"]")
+    );
+    drop(agent);
+    drop(nginx);
+}
