@@ -314,6 +314,21 @@ statsd            = ""
             .expect_err("bad action")
             .to_string();
         assert!(err.contains("pressure_action"), "{err}");
+
+        let err = parse("[docker]\nlog_max_file = 0\n")
+            .expect_err("no log file")
+            .to_string();
+        assert!(
+            err.contains("docker.log_max_file") && err.contains("log_max_file = 0"),
+            "{err}"
+        );
+        let err = parse("[docker]\nlog_max_size = \"big\"\n")
+            .expect_err("bad size")
+            .to_string();
+        assert!(err.contains("log_max_size"), "{err}");
+        let c = parse("[docker]\nlog_max_size = \"20m\"\nlog_max_file = 5\n").expect("valid");
+        assert_eq!((c.docker.log_max_size.bytes(), c.docker.log_max_file), (20 << 20, 5));
+        assert_eq!(parse("").expect("defaults").docker.log_max_size.to_string(), "50m");
     }
 
     #[test]
