@@ -93,6 +93,35 @@ pub fn fingerprint(bytes: Option<&[u8]>) -> u64 {
     h.finish()
 }
 
+/// Env files as read: path and content, `None` for a missing file.
+pub type FileContents = Vec<(PathBuf, Option<Vec<u8>>)>;
+
+/// A layered env: the spec's inline `[env]` values, overridden by each of
+/// `files` (name, content; `None` for a missing file, which adds nothing)
+/// in order, a later file overriding an earlier one. A file that breaks
+/// the syntax is an error naming it and the line.
+pub fn merge_layered(
+    inline: &std::collections::BTreeMap<String, String>,
+    files: &FileContents,
+) -> Result<Vars, EnvError> {
+    let mut env: Vars = inline.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for (path, bytes) in files {
+        let Some(bytes) = bytes else { continue };
+        for (k, v) in envfile::parse(bytes, path)?.iter() {
+            env.insert(k.to_owned(), v.to_owned());
+        }
+    }
+    Ok(env)
+}
+
+/// One fingerprint of several files' names and contents, so an edit of
+/// any of them (or its removal) changes it.
+pub fn fingerprint_all(files: &FileContents) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    files.hash(&mut h);
+    h.finish()
+}
+
 /// `KEY=VALUE` strings for Docker's container config.
 pub fn to_docker(vars: &Vars) -> Vec<String> {
     vars.iter().map(|(k, v)| format!("{k}={v}")).collect()
@@ -104,6 +133,39 @@ mod tests {
 
     fn vars(pairs: &[(&str, &str)]) -> Vars {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn layered_env_files_override_inline_values_in_order() {
+        let inline = [("LAUNCH_ENVIRONMENT", "prod"), ("REDIS_HOST", "inline")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into();
+        let files = vec![
+            (
+                PathBuf::from("common.env"),
+                Some(b"REDIS_HOST=redis\nSENTRY_DSN=x\n".to_vec()),
+            ),
+            (PathBuf::from("missing.env"), None),
+            (PathBuf::from("worker.env"), Some(b"SENTRY_DSN=worker\n".to_vec())),
+        ];
+        let env = merge_layered(&inline, &files).expect("merges");
+        assert_eq!(
+            env,
+            vars(&[
+                ("LAUNCH_ENVIRONMENT", "prod"),
+                ("REDIS_HOST", "redis"),
+                ("SENTRY_DSN", "worker")
+            ])
+        );
+        let print = fingerprint_all(&files);
+        let mut edited = files.clone();
+        edited[2].1 = Some(b"SENTRY_DSN=other\n".to_vec());
+        assert_ne!(fingerprint_all(&edited), print);
+        edited[2].1 = None;
+        assert_ne!(fingerprint_all(&edited), print);
+        let bad = vec![(PathBuf::from("/env/bad.env"), Some(b"A=1\nsecret\n".to_vec()))];
+        let e = merge_layered(&inline, &bad).expect_err("bad line").to_string();
+        assert!(e.contains("/env/bad.env:2") && !e.contains("secret"), "{e}");
     }
 
     #[test]

@@ -69,23 +69,53 @@ fn ids(instance: &str, service: Option<&str>, more: &[&str]) -> Vec<String> {
 }
 
 /// Force-removes (with their volumes) every container of `instance` and of
-/// the instances named `instance-*` (a fleet's agents), in any state.
+/// the instances named `instance-*` (a fleet's agents), in any state, then
+/// the named volumes and networks those agents created.
 pub fn remove_instance_containers(instance: &str) {
-    let out = Command::new("docker")
-        .args(["ps", "-a", "--no-trunc", "--filter", "label=berth.instance"])
-        .args(["--format", "{{.ID}} {{.Label \"berth.instance\"}}"])
-        .output()
-        .expect("run docker");
     let fleet = format!("{instance}-");
-    let doomed: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .filter(|(_, i)| *i == instance || i.starts_with(&fleet))
-        .map(|(id, _)| id.to_owned())
-        .collect();
+    let ours = |i: &str| i == instance || i.starts_with(&fleet);
+    let doomed = labelled(&["ps", "-a", "--no-trunc"], "{{.ID}}", ours);
     if !doomed.is_empty() {
         let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&doomed).output();
     }
+    // Then the named volumes and networks the instance's agents created
+    // (labelled like their containers), which nothing uses any more.
+    for kind in ["volume", "network"] {
+        let doomed = labelled(&[kind, "ls"], "{{.Name}}", ours);
+        if !doomed.is_empty() {
+            let _ = Command::new("docker").args([kind, "rm"]).args(&doomed).output();
+        }
+    }
+}
+
+/// What `docker LIST...` shows with a `berth.instance` label for which
+/// `ours` holds, each as `FIELD` prints it.
+fn labelled(list: &[&str], field: &str, ours: impl Fn(&str) -> bool) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(list)
+        .args(["--filter", "label=berth.instance"])
+        .args(["--format", &format!("{field} {{{{.Label \"berth.instance\"}}}}")])
+        .output()
+        .expect("run docker");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, i)| ours(i))
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
+/// The environment of a running container, as `env` inside it prints it;
+/// `None` while it does not run.
+pub fn env_of(id: &str) -> Option<std::collections::BTreeMap<String, String>> {
+    let out = Command::new("docker").args(["exec", id, "env"]).output().ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    })
 }
 
 /// `docker inspect -f FORMAT ID`.

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use berth_agent::config::DockerConfig;
-use berth_agent::docker::{ContainerInfo, CreateRequest, DockerError, Engine, LogLine, PortBinding};
+use berth_agent::docker::{ContainerInfo, CreateRequest, DockerError, Engine, LogLine, PortBinding, SoftLimits};
 use berth_core::image::ImageRef;
 use berth_core::labels;
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -99,6 +99,8 @@ fn request(name: &str, image: &str, service: &str) -> CreateRequest {
         ]),
         stop_signal: "SIGTERM".to_owned(),
         stop_timeout: Duration::from_secs(5),
+        log_driver: "json-file".to_owned(),
+        ..CreateRequest::default()
     }
 }
 
@@ -244,7 +246,7 @@ async fn runs_a_limited_container_end_to_end() {
 
     // Limits change in place; lifting one is refused with a reason.
     engine
-        .update_limits(&id, Some(128 * 1024 * 1024), Some(1_000_000_000))
+        .update_limits(&id, Some(128 * 1024 * 1024), Some(1_000_000_000), SoftLimits::default())
         .await
         .expect("update limits");
     let updated = inspect_existing(&engine, &id).await;
@@ -252,7 +254,7 @@ async fn runs_a_limited_container_end_to_end() {
     assert_eq!(updated.memory_swap_bytes, 134_217_728);
     assert_eq!(updated.nano_cpus, 1_000_000_000);
     let err = engine
-        .update_limits(&id, None, Some(1_000_000_000))
+        .update_limits(&id, None, Some(1_000_000_000), SoftLimits::default())
         .await
         .expect_err("docker update cannot lift a memory limit");
     assert!(

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use berth_tests::{
@@ -34,14 +33,7 @@ fn container_env(id: &str) -> BTreeMap<String, String> {
 
 /// Like [`container_env`], for polling: `None` while it is not running.
 fn env_now(id: &str) -> Option<BTreeMap<String, String>> {
-    let out = Command::new("docker").args(["exec", id, "env"]).output().ok()?;
-    out.status.success().then(|| {
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect()
-    })
+    berth_tests::env_of(id)
 }
 
 /// Whether the only container of `service` runs with `key=value`.

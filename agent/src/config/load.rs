@@ -144,6 +144,15 @@ impl Config {
                 ),
             ));
         }
+        if self.docker.log_max_file == 0 || self.docker.log_max_size.bytes() == 0 {
+            return Err(invalid(
+                "docker.log_max_file",
+                format!(
+                    "log rotation needs at least 1 file of more than 0 bytes (log_max_size = \"{}\", log_max_file = {})",
+                    self.docker.log_max_size, self.docker.log_max_file
+                ),
+            ));
+        }
         let instance_ok = !self.docker.instance.is_empty()
             && self.docker.instance.len() <= 63
             && self
@@ -344,6 +353,21 @@ statsd            = ""
             .expect_err("bad action")
             .to_string();
         assert!(err.contains("pressure_action"), "{err}");
+
+        let err = parse("[docker]\nlog_max_file = 0\n")
+            .expect_err("no log file")
+            .to_string();
+        assert!(
+            err.contains("docker.log_max_file") && err.contains("log_max_file = 0"),
+            "{err}"
+        );
+        let err = parse("[docker]\nlog_max_size = \"big\"\n")
+            .expect_err("bad size")
+            .to_string();
+        assert!(err.contains("log_max_size"), "{err}");
+        let c = parse("[docker]\nlog_max_size = \"20m\"\nlog_max_file = 5\n").expect("valid");
+        assert_eq!((c.docker.log_max_size.bytes(), c.docker.log_max_file), (20 << 20, 5));
+        assert_eq!(parse("").expect("defaults").docker.log_max_size.to_string(), "50m");
     }
 
     #[test]

@@ -185,6 +185,14 @@ pub struct DockerConfig {
     /// instance. Only matters when several agents share one Docker Engine.
     #[serde(default = "defaults::docker_instance")]
     pub instance: String,
+    /// Containers logging to json-file or local (the default) get their log
+    /// rotated at this size, e.g. "50m", unless their spec's `[logging]`
+    /// says otherwise; so a chatty container cannot fill the disk.
+    #[serde(default = "defaults::docker_log_max_size")]
+    pub log_max_size: ByteSize,
+    /// How many rotated log files such a container keeps, at least 1.
+    #[serde(default = "defaults::docker_log_max_file")]
+    pub log_max_file: u32,
 }
 
 /// nginx integration.
@@ -432,6 +440,12 @@ mod defaults {
     pub fn docker_instance() -> String {
         "default".into()
     }
+    pub fn docker_log_max_size() -> ByteSize {
+        ByteSize::new(50 * 1024 * 1024).expect("50 MiB is a valid size")
+    }
+    pub fn docker_log_max_file() -> u32 {
+        3
+    }
     pub fn nginx_sites_dir() -> PathBuf {
         "/etc/nginx/conf.d".into()
     }
@@ -520,6 +534,8 @@ impl Default for DockerConfig {
             socket: defaults::docker_socket(),
             timeout: defaults::docker_timeout(),
             instance: defaults::docker_instance(),
+            log_max_size: defaults::docker_log_max_size(),
+            log_max_file: defaults::docker_log_max_file(),
         }
     }
 }

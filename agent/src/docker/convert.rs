@@ -8,8 +8,8 @@ use std::time::Duration;
 use berth_core::labels;
 use bollard::container::LogOutput;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, EventMessage, HostConfig, HostConfigLogConfig, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerInspectResponse, EventMessage, HostConfig, HostConfigLogConfig, ResourcesUlimits,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 
 use super::error::DockerError;
@@ -70,10 +70,30 @@ pub(super) fn create_body(req: &CreateRequest) -> Result<ContainerCreateBody, Do
         container: req.name.clone(),
         message: format!("stop timeout {:?} is too long", req.stop_timeout),
     })?;
-    let log_options = HashMap::from([
-        ("max-size".to_owned(), "10m".to_owned()),
-        ("max-file".to_owned(), "3".to_owned()),
-    ]);
+    let flags = &req.flags;
+    let bytes = |what: &str, n: Option<u64>| -> Result<Option<i64>, DockerError> {
+        n.map(|n| {
+            i64::try_from(n).map_err(|_| DockerError::Invalid {
+                container: req.name.clone(),
+                message: format!("{what} of {n} bytes is too large"),
+            })
+        })
+        .transpose()
+    };
+    let memory_swap = match bytes("memory swap", flags.soft.memory_swap)? {
+        Some(swap) => Some(swap),
+        None => memory,
+    };
+    let ulimits: Vec<ResourcesUlimits> = flags
+        .ulimits
+        .iter()
+        .map(|(name, soft, hard)| ResourcesUlimits {
+            name: Some(name.clone()),
+            soft: Some(*soft),
+            hard: Some(*hard),
+        })
+        .collect();
+    let some_vec = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
     Ok(ContainerCreateBody {
         image: Some(req.image.clone()),
         cmd: (!req.command.is_empty()).then(|| req.command.clone()),
@@ -83,6 +103,9 @@ pub(super) fn create_body(req: &CreateRequest) -> Result<ContainerCreateBody, Do
         exposed_ports: Some(exposed_ports),
         stop_signal: (!req.stop_signal.is_empty()).then(|| req.stop_signal.clone()),
         stop_timeout: Some(stop_timeout),
+        user: flags.user.clone(),
+        working_dir: flags.workdir.clone(),
+        hostname: flags.hostname.clone(),
         tty: Some(false),
         open_stdin: Some(false),
         attach_stdin: Some(false),
@@ -90,18 +113,29 @@ pub(super) fn create_body(req: &CreateRequest) -> Result<ContainerCreateBody, Do
         attach_stderr: Some(false),
         host_config: Some(HostConfig {
             memory,
-            memory_swap: memory,
+            memory_swap,
+            memory_reservation: bytes("memory reservation", flags.soft.memory_reservation)?,
+            pids_limit: flags.soft.pids_limit.map(i64::from),
             nano_cpus: req.nano_cpus,
+            binds: some_vec(&req.binds),
+            network_mode: flags.network.clone(),
+            extra_hosts: some_vec(&flags.extra_hosts),
+            ulimits: (!ulimits.is_empty()).then_some(ulimits),
+            readonly_rootfs: Some(flags.read_only),
+            tmpfs: (!flags.tmpfs.is_empty()).then(|| flags.tmpfs.clone()),
+            cap_add: some_vec(&flags.cap_add),
+            cap_drop: some_vec(&flags.cap_drop),
+            shm_size: bytes("shm size", flags.shm_size)?,
             port_bindings: Some(port_bindings),
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::NO),
                 maximum_retry_count: None,
             }),
             log_config: Some(HostConfigLogConfig {
-                typ: Some("json-file".to_owned()),
-                config: Some(log_options),
+                typ: Some(req.log_driver.clone()),
+                config: Some(req.log_options.clone()),
             }),
-            init: Some(false),
+            init: Some(flags.init),
             privileged: Some(false),
             ..Default::default()
         }),
@@ -174,6 +208,13 @@ pub(super) fn container_info(r: ContainerInspectResponse) -> ContainerInfo {
         memory_bytes: host.memory.unwrap_or(0),
         memory_swap_bytes: host.memory_swap.unwrap_or(0),
         nano_cpus: host.nano_cpus.unwrap_or(0),
+        memory_reservation_bytes: host.memory_reservation.unwrap_or(0),
+        pids_limit: host.pids_limit.unwrap_or(0),
+        binds: {
+            let mut binds = host.binds.unwrap_or_default();
+            binds.sort();
+            binds
+        },
         restart_count: r.restart_count.unwrap_or(0),
     }
 }
@@ -220,7 +261,7 @@ pub(super) fn log_lines(output: LogOutput) -> Vec<LogLine> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docker::types::PortBinding;
+    use crate::docker::types::{PortBinding, RunFlags, SoftLimits};
 
     #[test]
     fn stop_timeouts_round_up_to_seconds() {
@@ -337,6 +378,27 @@ mod tests {
             labels: HashMap::new(),
             stop_signal: "SIGTERM".into(),
             stop_timeout: Duration::from_millis(1500),
+            binds: vec!["/srv/data:/data".into(), "cache:/cache:ro".into()],
+            log_driver: "json-file".into(),
+            log_options: HashMap::from([
+                ("max-size".to_owned(), "50m".to_owned()),
+                ("max-file".to_owned(), "3".to_owned()),
+            ]),
+            flags: RunFlags {
+                user: Some("1000:1000".into()),
+                network: Some("backend".into()),
+                ulimits: vec![("nofile".into(), 1024, 4096)],
+                read_only: true,
+                tmpfs: HashMap::from([("/tmp".to_owned(), "size=1m".to_owned())]),
+                init: true,
+                shm_size: Some(128 << 20),
+                soft: SoftLimits {
+                    memory_reservation: Some(32 << 20),
+                    memory_swap: Some(128 << 20),
+                    pids_limit: Some(50),
+                },
+                ..RunFlags::default()
+            },
         };
         let body = create_body(&req).expect("a valid request");
         let json = serde_json::to_value(&body).expect("serializes");
@@ -346,13 +408,25 @@ mod tests {
         assert_eq!(json["ExposedPorts"], serde_json::json!({"8000/tcp": {}}));
         let host = &json["HostConfig"];
         assert_eq!(host["Memory"], 67_108_864);
-        assert_eq!(host["MemorySwap"], 67_108_864);
+        assert_eq!(host["MemorySwap"], 134_217_728);
+        assert_eq!(host["MemoryReservation"], 33_554_432);
+        assert_eq!(host["PidsLimit"], 50);
         assert_eq!(host["NanoCpus"], 500_000_000);
         assert_eq!(host["RestartPolicy"]["Name"], "no");
-        assert_eq!(host["Init"], false);
+        assert_eq!(host["Init"], true);
         assert_eq!(host["Privileged"], false);
+        assert_eq!(host["ReadonlyRootfs"], true);
+        assert_eq!(host["NetworkMode"], "backend");
+        assert_eq!(host["ShmSize"], 134_217_728);
+        assert_eq!(host["Binds"], serde_json::json!(["/srv/data:/data", "cache:/cache:ro"]));
+        assert_eq!(host["Tmpfs"], serde_json::json!({"/tmp": "size=1m"}));
+        assert_eq!(
+            host["Ulimits"],
+            serde_json::json!([{"Name": "nofile", "Soft": 1024, "Hard": 4096}])
+        );
+        assert_eq!(json["User"], "1000:1000");
         assert_eq!(host["LogConfig"]["Type"], "json-file");
-        assert_eq!(host["LogConfig"]["Config"]["max-size"], "10m");
+        assert_eq!(host["LogConfig"]["Config"]["max-size"], "50m");
         assert_eq!(host["LogConfig"]["Config"]["max-file"], "3");
         assert_eq!(
             host["PortBindings"]["8000/tcp"],

@@ -26,7 +26,7 @@ use super::convert::{
     container_info, create_body, engine_event, log_lines, memory_limit, non_negative, whole_seconds_up,
 };
 use super::error::{DockerError, ErrorContext, server_error, status_of};
-use super::types::{ContainerInfo, CreateRequest, EngineEvent, EngineVersion, LogLine, PullProgress};
+use super::types::{ContainerInfo, CreateRequest, EngineEvent, EngineVersion, LogLine, PullProgress, SoftLimits};
 use crate::config::DockerConfig;
 
 /// Most bytes of output [`Engine::exec`] keeps; health checks and error
@@ -115,6 +115,8 @@ pub struct Engine {
     timeout: Duration,
     registries: Arc<[RegistryAuth]>,
     instance: String,
+    log_max_size: String,
+    log_max_file: String,
 }
 
 impl fmt::Debug for Engine {
@@ -138,7 +140,15 @@ impl Engine {
             timeout: config.timeout.as_std().max(Duration::from_secs(1)),
             registries: registries.into(),
             instance: config.instance.clone(),
+            log_max_size: config.log_max_size.to_string(),
+            log_max_file: config.log_max_file.to_string(),
         })
+    }
+
+    /// The agent's default json-file rotation, as Docker's `max-size` and
+    /// `max-file` options (config `docker.log_max_size`, `log_max_file`).
+    pub fn default_log_rotation(&self) -> (&str, &str) {
+        (&self.log_max_size, &self.log_max_file)
     }
 
     /// The agent instance whose containers this engine lists and watches.
@@ -263,8 +273,9 @@ impl Engine {
     /// Creates (does not start) a container and returns its id.
     ///
     /// Docker's restart policy is "no" (the agent owns restarts and their
-    /// backoff); logs go to json-file capped at 3 files of 10 MB, so a chatty
-    /// service cannot fill the disk; no init process, not privileged, no TTY.
+    /// backoff); logs go where `req` says (the supervisor caps json-file
+    /// logs, so a chatty service cannot fill the disk); not privileged, no
+    /// TTY.
     pub async fn create(&self, req: &CreateRequest) -> Result<String, DockerError> {
         let body = create_body(req)?;
         let options = CreateContainerOptions {
@@ -336,8 +347,9 @@ impl Engine {
         }
     }
 
-    /// `docker update`: sets the memory limit (and memory+swap to the same
-    /// value, i.e. no swap beyond the limit) and `NanoCpus`.
+    /// `docker update`: sets the memory limit, memory+swap (by default the
+    /// same value, i.e. no swap beyond the limit), `NanoCpus`, the memory
+    /// reservation and the pids limit.
     ///
     /// `None` means unlimited. Docker's update reads 0 as "leave unchanged"
     /// and cannot remove a limit, so `None` for a container that has a limit
@@ -347,6 +359,7 @@ impl Engine {
         id: &str,
         memory_bytes: Option<u64>,
         nano_cpus: Option<i64>,
+        soft: SoftLimits,
     ) -> Result<(), DockerError> {
         let current = self.inspect(id).await?.ok_or_else(|| DockerError::NoSuchContainer {
             container: id.to_owned(),
@@ -363,11 +376,24 @@ impl Engine {
                 limit: "CPU",
             });
         }
+        if soft.memory_reservation.is_none() && current.memory_reservation_bytes > 0 {
+            return Err(DockerError::LimitNotRemovable {
+                container: id.to_owned(),
+                limit: "memory reservation",
+            });
+        }
         let memory = memory_limit(id, memory_bytes)?.unwrap_or(0);
+        let swap = match soft.memory_swap {
+            Some(swap) => memory_limit(id, Some(swap))?.unwrap_or(0),
+            None => memory,
+        };
         let body = ContainerUpdateBody {
             memory: Some(memory),
-            memory_swap: Some(memory),
+            memory_swap: Some(swap),
             nano_cpus: Some(nano_cpus.unwrap_or(0)),
+            memory_reservation: memory_limit(id, soft.memory_reservation)?,
+            // Docker reads 0 or -1 as no limit, so a pids limit can be lifted.
+            pids_limit: Some(soft.pids_limit.map_or(0, i64::from)),
             ..Default::default()
         };
         self.docker
@@ -560,7 +586,7 @@ impl Engine {
         }
     }
 
-    fn fail(&self, action: String, e: BollardError) -> DockerError {
+    pub(super) fn fail(&self, action: String, e: BollardError) -> DockerError {
         self.error_context().fail(action, e)
     }
 

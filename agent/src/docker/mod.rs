@@ -30,10 +30,13 @@ pub mod engine;
 pub mod error;
 mod time;
 pub mod types;
+mod volumes;
 
 pub use auth::RegistryAuth;
 pub use engine::{Engine, connect, engine_version};
 pub use error::DockerError;
 pub use types::{
     ContainerInfo, CreateRequest, EngineEvent, EngineVersion, LogLine, PortBinding, PublishedPort, PullProgress,
+    RunFlags, SoftLimits,
 };
+pub use volumes::Ensured;

@@ -16,7 +16,7 @@ pub struct EngineVersion {
 }
 
 /// What [`super::Engine::create`] makes: one container of one service revision.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CreateRequest {
     /// Container name (unique on the host).
     pub name: String,
@@ -45,6 +45,64 @@ pub struct CreateRequest {
     /// How long `docker stop` waits before SIGKILL; rounded up to whole
     /// seconds, Docker's unit.
     pub stop_timeout: Duration,
+    /// Mounts as Docker's `Binds` writes them: `SOURCE:TARGET[:ro]`, the
+    /// source a host path or a volume name. Named volumes must exist
+    /// already (see [`super::Engine::ensure_volume`]), so they carry berth's
+    /// labels.
+    pub binds: Vec<String>,
+    /// The log driver and its options (`max-size`, `max-file` for
+    /// json-file).
+    pub log_driver: String,
+    /// Options of `log_driver`.
+    pub log_options: HashMap<String, String>,
+    /// Run-time flags beyond limits.
+    pub flags: RunFlags,
+}
+
+/// The `docker run` flags a spec sets beyond image, command and limits.
+/// `None` and empty keep Docker's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFlags {
+    /// `--user`.
+    pub user: Option<String>,
+    /// `--workdir`.
+    pub workdir: Option<String>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
+    /// `--add-host`, each `NAME:ADDRESS`.
+    pub extra_hosts: Vec<String>,
+    /// `--network`: bridge, host, none or a network name (which must exist,
+    /// see [`super::Engine::ensure_network`]).
+    pub network: Option<String>,
+    /// `--ulimit`: name, soft, hard.
+    pub ulimits: Vec<(String, i64, i64)>,
+    /// `--read-only`.
+    pub read_only: bool,
+    /// `--tmpfs`: container path to mount options ("" for none).
+    pub tmpfs: HashMap<String, String>,
+    /// `--cap-add`.
+    pub cap_add: Vec<String>,
+    /// `--cap-drop`.
+    pub cap_drop: Vec<String>,
+    /// `--init`.
+    pub init: bool,
+    /// `--shm-size` in bytes.
+    pub shm_size: Option<u64>,
+    /// The soft limits Docker can change in place (see
+    /// [`super::Engine::update_limits`]).
+    pub soft: SoftLimits,
+}
+
+/// Limits beyond memory and CPUs that `docker update` changes in place.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SoftLimits {
+    /// `--memory-reservation` in bytes.
+    pub memory_reservation: Option<u64>,
+    /// `--memory-swap` in bytes (memory plus swap); `None` = the memory
+    /// limit, so no swap.
+    pub memory_swap: Option<u64>,
+    /// `--pids-limit`.
+    pub pids_limit: Option<u32>,
 }
 
 /// One published port of a [`CreateRequest`].
@@ -114,6 +172,12 @@ pub struct ContainerInfo {
     pub memory_swap_bytes: i64,
     /// `HostConfig.NanoCpus`; 0 = unlimited.
     pub nano_cpus: i64,
+    /// The limits of [`SoftLimits`] as Docker reports them (0 = none).
+    pub memory_reservation_bytes: i64,
+    /// The process limit (0 or -1 = none).
+    pub pids_limit: i64,
+    /// `HostConfig.Binds`, as [`CreateRequest::binds`] wrote them, sorted.
+    pub binds: Vec<String>,
     /// How often Docker itself restarted it (always 0 for berth's containers,
     /// whose restart policy is "no").
     pub restart_count: i64,

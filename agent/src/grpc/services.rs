@@ -265,10 +265,15 @@ impl Services for ServicesApi {
     async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
         super::audited::target(&request, &request.get_ref().service);
         let who = super::operator(&request)?;
-        let service = request.into_inner().service;
-        let removed = self.ready()?.remove(&service, &who).await.map_err(status)?;
+        let req = request.into_inner();
+        let removed = self
+            .ready()?
+            .remove(&req.service, req.volumes, &who)
+            .await
+            .map_err(status)?;
         Ok(Response::new(RemoveResponse {
-            containers_removed: removed,
+            containers_removed: removed.containers,
+            volumes_removed: removed.volumes,
         }))
     }
 

@@ -84,9 +84,10 @@ pub async fn apply(
             container,
             memory,
             nano_cpus,
+            soft,
             why,
         } => {
-            match engine.update_limits(container, *memory, *nano_cpus).await {
+            match engine.update_limits(container, *memory, *nano_cpus, *soft).await {
                 Ok(()) => {}
                 // Docker cannot lift a limit in place; a fresh container can.
                 Err(DockerError::LimitNotRemovable { .. }) => {

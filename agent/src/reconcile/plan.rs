@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
-use crate::docker::ContainerInfo;
+use crate::docker::{ContainerInfo, SoftLimits};
 use crate::nginx;
-use crate::supervisor::upstream_of;
+use crate::supervisor::{soft_limits, upstream_of};
 use berth_core::spec::{RestartPolicy, ServiceSpec};
 
 /// One service as it should be.
@@ -80,6 +80,8 @@ pub enum Action {
         memory: Option<u64>,
         /// CPU limit in nano-CPUs, None = unlimited.
         nano_cpus: Option<i64>,
+        /// Memory reservation, memory+swap and pids limit.
+        soft: SoftLimits,
         /// What was found, for events.
         why: String,
     },
@@ -240,18 +242,35 @@ pub fn plan(
             let nano_cpus = want.spec.resources.cpus.map(|c| c.nano_cpus());
             let have_memory = u64::try_from(primary.memory_bytes).ok().filter(|m| *m > 0);
             let have_cpus = Some(primary.nano_cpus).filter(|n| *n > 0);
-            if have_memory != memory || have_cpus != nano_cpus {
+            let soft = soft_limits(want.spec);
+            let have_soft = SoftLimits {
+                memory_reservation: u64::try_from(primary.memory_reservation_bytes).ok().filter(|m| *m > 0),
+                // Only compared when the spec sets it: by default it follows memory.
+                memory_swap: soft
+                    .memory_swap
+                    .and(u64::try_from(primary.memory_swap_bytes).ok().filter(|m| *m > 0)),
+                pids_limit: u32::try_from(primary.pids_limit).ok().filter(|n| *n > 0),
+            };
+            if have_memory != memory || have_cpus != nano_cpus || have_soft != soft {
                 out.actions.push(Action::UpdateLimits {
                     service: name.clone(),
                     container: primary.id.clone(),
                     memory,
                     nano_cpus,
+                    soft,
                     why: format!(
-                        "limits drifted (memory {} → {}, cpus {} → {})",
+                        "limits drifted (memory {} → {}, cpus {} → {}, memory_reservation {} → {}, \
+                         memory_swap {} → {}, pids_limit {} → {})",
                         show_bytes(have_memory),
                         show_bytes(memory),
                         show_cpus(have_cpus),
-                        show_cpus(nano_cpus)
+                        show_cpus(nano_cpus),
+                        show_bytes(have_soft.memory_reservation),
+                        show_bytes(soft.memory_reservation),
+                        show_bytes(have_soft.memory_swap),
+                        show_bytes(soft.memory_swap),
+                        show_count(have_soft.pids_limit),
+                        show_count(soft.pids_limit),
                     ),
                 });
             }
@@ -343,6 +362,10 @@ fn show_bytes(b: Option<u64>) -> String {
     b.map_or_else(|| "none".into(), |b| format!("{}m", b / (1024 * 1024)))
 }
 
+fn show_count(n: Option<u32>) -> String {
+    n.map_or_else(|| "none".into(), |n| n.to_string())
+}
+
 fn show_cpus(n: Option<i64>) -> String {
     n.map_or_else(|| "none".into(), |n| format!("{}", n as f64 / 1e9))
 }
@@ -378,6 +401,7 @@ mod tests {
             memory_swap_bytes: 0,
             nano_cpus: 0,
             restart_count: 0,
+            ..ContainerInfo::default()
         }
     }
 
@@ -565,6 +589,29 @@ mod tests {
         ctx.unhealthy.insert("a".into());
         let p = plan(&desired(&s, 2), &[c], &ctx, Instant::now());
         assert!(matches!(&p.actions[..], [Action::Replace { .. }]));
+    }
+
+    #[test]
+    fn pids_limit_and_memory_reservation_drift_is_repaired() {
+        let s = spec("[resources]\nmemory = \"64m\"\nmemory_reservation = \"32m\"\npids_limit = 50\n");
+        let mut c = container("a", "web", 2, true);
+        c.memory_bytes = 64 * 1024 * 1024;
+        c.memory_swap_bytes = 64 * 1024 * 1024;
+        c.memory_reservation_bytes = 32 * 1024 * 1024;
+        c.pids_limit = 50;
+        assert!(
+            plan(&desired(&s, 2), &[c.clone()], &Context::default(), Instant::now())
+                .actions
+                .is_empty()
+        );
+        c.pids_limit = -1;
+        let p = plan(&desired(&s, 2), &[c], &Context::default(), Instant::now());
+        assert!(
+            matches!(&p.actions[..], [Action::UpdateLimits { soft, why, .. }]
+                if soft.pids_limit == Some(50) && why.contains("pids_limit none → 50")),
+            "{:?}",
+            p.actions
+        );
     }
 
     #[test]

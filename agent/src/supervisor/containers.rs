@@ -1,15 +1,18 @@
-//! Creating berth's containers: name, labels, env, ports and limits of one
-//! revision; and where nginx reaches a container. Used by deploy workers and
-//! reconcile passes, on their own tasks; owns nothing.
+//! Creating berth's containers: name, labels, env, ports, limits, mounts,
+//! logging and run flags of one revision, and the host dirs, named volumes
+//! and network they need; and where nginx reaches a container. Used by
+//! deploy workers and reconcile passes, on their own tasks; owns nothing.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
 use super::{Supervisor, SupervisorError};
-use crate::docker::{ContainerInfo, CreateRequest, PortBinding};
+
+use crate::docker::{ContainerInfo, CreateRequest, Ensured, PortBinding, RunFlags, SoftLimits};
 use crate::envfiles;
 use berth_core::labels;
-use berth_core::spec::ServiceSpec;
+use berth_core::spec::{ServiceSpec, VolumeSource, is_builtin_network};
 
 impl Supervisor {
     /// Creates and starts a container of `spec` at `revision`, with the
@@ -48,7 +51,12 @@ impl Supervisor {
             labels,
             stop_signal: spec.stop_signal.as_str().to_owned(),
             stop_timeout: spec.stop_timeout.as_std(),
+            binds: spec.volumes.iter().map(ToString::to_string).collect(),
+            log_driver: spec.logging.driver().to_owned(),
+            log_options: log_options(spec, engine.default_log_rotation()),
+            flags: run_flags(spec),
         };
+        self.prepare_mounts(spec).await?;
         let id = engine
             .create(&req)
             .await
@@ -58,6 +66,40 @@ impl Supervisor {
             return Err(SupervisorError::Internal(e.to_string()));
         }
         Ok(id)
+    }
+
+    /// Makes what the container of `spec` mounts and joins exist before it
+    /// is created: missing bind-mount host directories (mode 0750, owned by
+    /// the agent's user), named volumes and a named network, the latter two
+    /// labelled as berth's. Blue-green's old and new containers, and every
+    /// revision, share them; nothing here is removed by a deploy or rollback.
+    async fn prepare_mounts(&self, spec: &ServiceSpec) -> Result<(), SupervisorError> {
+        let engine = self.engine()?;
+        let service = spec.name.as_str();
+        for mount in &spec.volumes {
+            match &mount.source {
+                VolumeSource::Bind(path) => create_host_dir(Path::new(path)).map_err(SupervisorError::Invalid)?,
+                VolumeSource::Named(name) => {
+                    let made = engine
+                        .ensure_volume(name, service)
+                        .await
+                        .map_err(|e| SupervisorError::Internal(format!("volumes \"{mount}\": {e}")))?;
+                    if made == Ensured::Created {
+                        tracing::info!(volume = %name, "Created the named volume.");
+                    }
+                }
+            }
+        }
+        if let Some(network) = spec.network.as_deref().filter(|n| !is_builtin_network(n)) {
+            let made = engine
+                .ensure_network(network, service)
+                .await
+                .map_err(|e| SupervisorError::Internal(format!("network \"{network}\": {e}")))?;
+            if made == Ensured::Created {
+                tracing::info!(%network, "Created the network.");
+            }
+        }
+        Ok(())
     }
 
     /// Stops then removes a container, giving it the spec's stop timeout.
@@ -88,6 +130,82 @@ pub fn upstream_of(container: &ContainerInfo, spec: &ServiceSpec) -> Option<std:
             .find(|p| p.container_port == port && p.protocol == "tcp")
             .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p.host_port))),
     }
+}
+
+/// Docker's log options for `spec`: its `[logging] options`, plus for the
+/// rotating drivers (json-file, local) `max-size` and `max-file`, from the
+/// spec or the agent's defaults.
+fn log_options(spec: &ServiceSpec, (max_size, max_file): (&str, &str)) -> HashMap<String, String> {
+    let logging = &spec.logging;
+    let mut options: HashMap<String, String> = logging.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    if logging.rotates() {
+        let size = logging.max_size.map_or_else(|| max_size.to_owned(), |s| s.to_string());
+        let files = logging.max_file.map_or_else(|| max_file.to_owned(), |n| n.to_string());
+        options.insert("max-size".into(), size);
+        options.insert("max-file".into(), files);
+    }
+    options
+}
+
+/// The `docker run` flags of `spec`.
+fn run_flags(spec: &ServiceSpec) -> RunFlags {
+    let caps = |caps: &[String]| {
+        caps.iter()
+            .map(|c| c.strip_prefix("CAP_").unwrap_or(c).to_owned())
+            .collect()
+    };
+    RunFlags {
+        user: spec.user.clone(),
+        workdir: spec.workdir.clone(),
+        hostname: spec.hostname.clone(),
+        extra_hosts: spec.extra_hosts.clone(),
+        network: spec.network.clone(),
+        ulimits: spec
+            .ulimits
+            .iter()
+            .map(|(name, l)| (name.clone(), l.soft, l.hard))
+            .collect(),
+        read_only: spec.read_only,
+        tmpfs: spec
+            .tmpfs
+            .iter()
+            .map(|entry| match entry.split_once(':') {
+                Some((path, options)) => (path.to_owned(), options.to_owned()),
+                None => (entry.clone(), String::new()),
+            })
+            .collect(),
+        cap_add: caps(&spec.cap_add),
+        cap_drop: caps(&spec.cap_drop),
+        init: spec.init,
+        shm_size: spec.shm_size.map(|s| s.bytes()),
+        soft: soft_limits(spec),
+    }
+}
+
+/// The limits of `spec` that `docker update` changes in place.
+pub fn soft_limits(spec: &ServiceSpec) -> SoftLimits {
+    SoftLimits {
+        memory_reservation: spec.resources.memory_reservation.map(|m| m.bytes()),
+        memory_swap: spec.resources.memory_swap.map(|m| m.bytes()),
+        pids_limit: spec.resources.pids_limit,
+    }
+}
+
+/// A bind mount's missing host directory is created, mode 0750 (with its
+/// missing parents), rather than left to Docker, which would create it as
+/// root with mode 0755. An existing file or directory is used as it is.
+fn create_host_dir(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if path.exists() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(path)
+        .map_err(|e| format!("volumes: cannot create the host directory {}: {e}", path.display()))?;
+    tracing::info!(path = %path.display(), "Created the bind mount's host directory (mode 0750).");
+    Ok(())
 }
 
 /// `NAME-rREV-XXXX`: unique per container, readable in `docker ps`.

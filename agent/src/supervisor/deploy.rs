@@ -23,7 +23,7 @@ use crate::audit::Actor;
 use crate::docker::{ContainerInfo, PullProgress};
 use crate::events::Severity;
 use crate::state::Revision;
-use berth_core::spec::{ImageRef, ServiceSpec};
+use berth_core::spec::{ImageRef, ServiceSpec, is_builtin_network};
 
 /// What a deploy is doing, streamed to the caller.
 #[derive(Debug, Clone)]
@@ -196,14 +196,16 @@ impl Supervisor {
         .await
     }
 
-    /// Stops and removes a service's containers and forgets it.
-    pub async fn remove(&self, service: &str, author: &Actor) -> Result<u32, SupervisorError> {
+    /// Stops and removes a service's containers and forgets it; with
+    /// `volumes`, also the named volumes berth created for it. Its named
+    /// network goes too once no container uses it.
+    pub async fn remove(&self, service: &str, volumes: bool, author: &Actor) -> Result<Removed, SupervisorError> {
         let sup = self.clone();
         let (service, author) = (service.to_owned(), author.to_owned());
         let span = info_span!("remove", service = %service);
         self.in_worker(span, async move {
             let _permit = sup.acquire(&service, &ProgressTx::new(None)).await?;
-            sup.remove_permitted(&service, &author).await
+            sup.remove_permitted(&service, volumes, &author).await
         })
         .await
     }
@@ -238,7 +240,7 @@ impl Supervisor {
         .await
     }
 
-    async fn remove_permitted(&self, service: &str, author: &Actor) -> Result<u32, SupervisorError> {
+    async fn remove_permitted(&self, service: &str, volumes: bool, author: &Actor) -> Result<Removed, SupervisorError> {
         let known = self.snapshot().record(service).cloned();
         let containers = self.containers_of(service).await?;
         if known.is_none() && containers.is_empty() {
@@ -254,17 +256,51 @@ impl Supervisor {
             removed += 1;
         }
         self.sites().remove(service).await.map_err(internal)?;
+        let spec = known.as_ref().and_then(|r| r.active_revision()).map(|r| r.spec.clone());
         self.forget(service).await?;
+        let engine = self.engine()?;
+        if let Some(network) = spec.as_ref().and_then(|s| s.network.as_deref())
+            && !is_builtin_network(network)
+            && let Err(e) = engine.remove_unused_network(network).await
+        {
+            tracing::warn!(%network, error = %e, "Cannot remove the service's network.");
+        }
+        let mut volumes_removed = Vec::new();
+        if volumes {
+            // Only volumes this instance labelled for this service, and not
+            // one another of its services still mounts.
+            let in_use: Vec<String> = self
+                .snapshot()
+                .records()
+                .values()
+                .filter_map(|r| r.active_revision())
+                .flat_map(|r| r.spec.volumes.iter().filter_map(|m| m.volume_name().map(str::to_owned)))
+                .collect();
+            for name in engine.service_volumes(service).await.map_err(internal)? {
+                if in_use.contains(&name) {
+                    continue;
+                }
+                engine.remove_volume(&name).await.map_err(internal)?;
+                volumes_removed.push(name);
+            }
+        }
+        let detail = if volumes_removed.is_empty() {
+            format!("{removed} containers")
+        } else {
+            format!("{removed} containers, volumes {}", volumes_removed.join(", "))
+        };
         self.bus().publish(
             "service-removed",
             service,
             0,
             Severity::Info,
-            format!("Removed {service} ({removed} containers)."),
+            format!("Removed {service} ({detail})."),
         );
-        self.audit()
-            .record(author, "remove", service, &format!("{removed} containers"), "ok");
-        Ok(removed)
+        self.audit().record(author, "remove", service, &detail, "ok");
+        Ok(Removed {
+            containers: removed,
+            volumes: volumes_removed,
+        })
     }
 
     /// Every berth container of `service`, as Docker shows it now.
@@ -278,6 +314,15 @@ impl Supervisor {
             .filter(|c| c.service.as_deref() == Some(service))
             .collect())
     }
+}
+
+/// What `remove` removed.
+#[derive(Debug, Clone, Default)]
+pub struct Removed {
+    /// How many containers.
+    pub containers: u32,
+    /// The named volumes (only when asked for).
+    pub volumes: Vec<String>,
 }
 
 /// The active spec of `service`.

@@ -10,6 +10,11 @@
 //! agent's own writes for edits. A change runs on a worker holding the
 //! service's permit, like a deploy, and applies by the spec's `env_change`:
 //! a health-gated rollout, or a *recorded* revision only.
+//!
+//! A *layered* env (`env_files`, inline `[env]`) is built from the spec and
+//! its files at each deploy and kept merged in the revision; the agent
+//! never writes those files (several services may share one), and the
+//! `Env` API's changes are refused for such a service.
 
 use std::path::{Path, PathBuf};
 
@@ -117,14 +122,40 @@ impl Supervisor {
             .and_then(|r| r.revision(revision).and_then(|r| r.env.clone()));
         match kept {
             Some(env) => Ok(env),
+            None if spec.layered_env() => self.layered_env(spec),
             None => envfiles::read(&self.env_path(spec)).map_err(|e| SupervisorError::Invalid(e.to_string())),
         }
     }
 
+    /// The env files of a layered `spec` as they are now, in order: path
+    /// and content (`None` for a missing file).
+    pub(super) fn layered_files(&self, spec: &ServiceSpec) -> Result<envfiles::FileContents, SupervisorError> {
+        spec.env_file_names()
+            .into_iter()
+            .map(|name| {
+                let path = self.env_dir().join(name);
+                let bytes = envfiles::read_bytes(&path).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
+                Ok((path, bytes))
+            })
+            .collect()
+    }
+
+    /// A layered env as the spec and its files give it now: inline `[env]`
+    /// values, overridden by each env file in order.
+    pub(super) fn layered_env(&self, spec: &ServiceSpec) -> Result<Vars, SupervisorError> {
+        let files = self.layered_files(spec)?;
+        envfiles::merge_layered(&spec.env, &files).map_err(|e| SupervisorError::Invalid(e.to_string()))
+    }
+
     /// The env a new revision of `spec` starts from: the service's current
     /// env, unless `spec` names another env file than the current one (or
-    /// the service is new), in which case that file's content.
+    /// the service is new), in which case that file's content. A layered
+    /// env is always built afresh from the spec and its files, which the
+    /// agent never writes.
     pub(super) fn current_env(&self, spec: &ServiceSpec) -> Result<Vars, SupervisorError> {
+        if spec.layered_env() {
+            return self.layered_env(spec);
+        }
         let kept = self.snapshot().record(spec.name.as_str()).and_then(|r| {
             r.env_revision()
                 .filter(|rev| rev.spec.env_file_name() == spec.env_file_name())
@@ -148,7 +179,7 @@ impl Supervisor {
                 let path = self.env_path(&rev.spec);
                 let vars = match &rev.env {
                     Some(env) => env.clone(),
-                    None => envfiles::read(&path).map_err(|e| SupervisorError::Invalid(e.to_string()))?,
+                    None => self.revision_env(&rev.spec, rev.number)?,
                 };
                 Ok(EnvView {
                     vars,
@@ -219,6 +250,13 @@ impl Supervisor {
             .active_revision()
             .map(|r| r.spec.clone())
             .ok_or_else(|| not_found(service))?;
+        if spec.layered_env() {
+            return Err(SupervisorError::Refused(format!(
+                "{service} has a layered env (env_files {:?} over inline [env] values), which the agent never \
+                 writes: edit those files (each edit rolls every service that uses it) or the spec's [env]",
+                spec.env_file_names()
+            )));
+        }
         let current = self.current_env(&spec)?;
         let env = edit.apply(&current)?;
         envfile::check_vars(&env).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
@@ -313,10 +351,13 @@ impl Supervisor {
     ) -> Result<Outcome, SupervisorError> {
         let name = spec.name.as_str().to_owned();
         let keys = envfile::changed_keys(current, &env);
-        let path = self.env_path(&spec);
-        self.sync_env_file(&name, &path, &env)
-            .await
-            .map_err(|e| SupervisorError::Internal(e.to_string()))?;
+        // A layered env's files are the user's: they already hold the edit.
+        if !spec.layered_env() {
+            let path = self.env_path(&spec);
+            self.sync_env_file(&name, &path, &env)
+                .await
+                .map_err(|e| SupervisorError::Internal(e.to_string()))?;
+        }
         let number = self
             .add_revision(
                 NewRevision {
@@ -387,6 +428,10 @@ impl Supervisor {
             return;
         };
         let Some(env) = active.env else { return };
+        // A layered env's files are the user's; the agent never writes them.
+        if active.spec.layered_env() {
+            return;
+        }
         if env == *attempted || !envfiles::read(attempted_path).is_ok_and(|on_disk| on_disk == *attempted) {
             return;
         }

@@ -59,7 +59,7 @@ mod runtime;
 mod snapshot;
 mod view;
 
-pub use containers::upstream_of;
+pub use containers::{soft_limits, upstream_of};
 pub use rebuild::rebuild_from_labels;
 pub use runtime::{HealthState, OomSource, ServiceRuntime, backoff};
 pub use snapshot::Snapshot;

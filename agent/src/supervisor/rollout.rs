@@ -148,9 +148,10 @@ impl Supervisor {
             Mode::Restart { .. } => "restart".into(),
         };
         // What fail() restores the file from, if this rollout changes it.
+        // A layered env's files are the user's, never written by the agent.
         let attempted_env = match &mode {
-            Mode::New { .. } => Some((self.env_path(&spec), env.clone())),
-            Mode::Restart { .. } => None,
+            Mode::New { .. } if !spec.layered_env() => Some((self.env_path(&spec), env.clone())),
+            Mode::New { .. } | Mode::Restart { .. } => None,
         };
         let at = Attempt {
             name: name.clone(),

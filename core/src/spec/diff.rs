@@ -102,4 +102,21 @@ mod tests {
         assert!(!shown.iter().any(|s| s.starts_with("stop_timeout")), "{shown:?}");
         assert!(diff(&old, &old).is_empty());
     }
+
+    #[test]
+    fn volumes_env_and_run_flags_show_as_keys() {
+        let old =
+            parse("name = \"w\"\nimage = \"app:1\"\nvolumes = [\"cache:/cache\"]\n[env]\nA = \"1\"\n").expect("old");
+        let new = parse(
+            "name = \"w\"\nimage = \"app:1\"\nvolumes = [\"cache:/cache:ro\"]\nread_only = true\n\
+             [env]\nA = \"2\"\n[ulimits]\nnofile = 1024\n[logging]\nmax_size = \"5m\"\n",
+        )
+        .expect("new");
+        let keys: Vec<String> = diff(&old, &new).into_iter().map(|c| c.key).collect();
+        assert_eq!(
+            keys,
+            ["env.A", "logging.max_size", "read_only", "ulimits.nofile", "volumes"],
+            "{keys:?}"
+        );
+    }
 }

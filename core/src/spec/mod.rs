@@ -19,9 +19,11 @@
 pub mod diff;
 pub mod health;
 pub mod ports;
+pub mod run;
 pub mod signal;
 pub mod types;
 pub mod validate;
+pub mod volumes;
 
 #[cfg(test)]
 mod tests;
@@ -30,8 +32,10 @@ use std::fmt;
 
 pub use health::{HealthCheck, Probe};
 pub use ports::{PortMapping, Protocol};
+pub use run::{Logging, Ulimit, is_builtin_network};
 pub use signal::StopSignal;
 pub use types::{Deploy, EnvChange, Proxy, Resources, RestartPolicy, ServiceSpec, Strategy};
+pub use volumes::{VolumeMount, VolumeSource};
 
 pub use crate::image::ImageRef;
 pub use crate::names::ServiceName;

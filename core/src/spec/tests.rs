@@ -218,7 +218,7 @@ fn unknown_keys_name_the_key_the_line_and_the_valid_keys() {
     assert!(text.contains("line 4"), "{text}");
     assert!(text.contains("memroy = \"1g\""), "{text}");
     assert!(
-        text.contains("unknown field `memroy`, expected `memory` or `cpus`"),
+        text.contains("unknown field `memroy`, expected one of `memory`, `cpus`"),
         "{text}"
     );
     let text = err(&with("comand = [\"web\"]"));
@@ -581,4 +581,172 @@ fn oversized_specs_and_labels_are_refused_with_the_limit_named() {
 
     let fine: String = (0..MAX_LABELS).map(|i| format!("l{i} = \"v\"\n")).collect();
     assert_eq!(ok(&with(&format!("[labels]\n{fine}"))).labels.len(), MAX_LABELS);
+}
+
+/// Every key of issue 16's items 1, 2, 4 and 5, written as a runbook would.
+const RUN_FLAGS: &str = r#"
+volumes = ["/data/piper:/data", "cache:/cache", "/etc/ssl/certs:/etc/ssl/certs:ro"]
+env_files = ["common.env", "contextgraph-worker.env"]
+user = "1000:1000"
+workdir = "/srv/app"
+hostname = "worker-1"
+extra_hosts = ["db.internal:10.0.0.5", "host.docker.internal:host-gateway"]
+network = "backend"
+read_only = true
+tmpfs = ["/tmp", "/run:size=64m,mode=1777"]
+cap_add = ["NET_ADMIN"]
+cap_drop = ["ALL"]
+init = true
+shm_size = "256m"
+[env]
+LAUNCH_ENVIRONMENT = "prod"
+[ulimits]
+nofile = "1024:65536"
+nproc = 512
+[resources]
+memory = "1g"
+memory_reservation = "512m"
+memory_swap = "2g"
+pids_limit = 200
+[logging]
+max_size = "50m"
+max_file = 5
+"#;
+
+#[test]
+fn run_flags_volumes_env_and_logging_parse_and_round_trip() {
+    let spec = ok(&with(RUN_FLAGS));
+    assert_eq!(spec.volumes.len(), 3);
+    assert_eq!(spec.volumes[1].volume_name(), Some("cache"));
+    assert!(spec.volumes[2].read_only);
+    assert_eq!(spec.env_file_names(), ["common.env", "contextgraph-worker.env"]);
+    assert!(spec.layered_env());
+    assert_eq!(spec.env.get("LAUNCH_ENVIRONMENT").map(String::as_str), Some("prod"));
+    assert_eq!(
+        spec.ulimits["nofile"],
+        Ulimit {
+            soft: 1024,
+            hard: 65536
+        }
+    );
+    assert_eq!(spec.ulimits["nproc"], Ulimit { soft: 512, hard: 512 });
+    assert_eq!(spec.resources.pids_limit, Some(200));
+    assert_eq!(spec.logging.max_file, Some(5));
+    assert!(spec.logging.rotates());
+    let toml = spec.to_toml();
+    assert_eq!(parse(&toml), Ok(spec.clone()), "TOML:\n{toml}");
+    let json = serde_json::to_string(&spec).unwrap_or_default();
+    assert_eq!(serde_json::from_str::<ServiceSpec>(&json).ok(), Some(spec));
+    // A spec from before these keys reads as it did.
+    let old = ok(MINIMAL);
+    assert!(!old.layered_env() && old.volumes.is_empty() && !old.read_only);
+    assert_eq!(old.env_file_names(), ["w.env"]);
+    let journald = ok(&with(
+        "[logging]\ndriver = \"awslogs\"\noptions = { awslogs-group = \"web\" }",
+    ));
+    assert!(!journald.logging.rotates());
+}
+
+#[test]
+fn bad_run_flags_name_their_key_and_value() {
+    for (extra, expected) in [
+        (
+            "volumes = [\"/data/../etc:/data\"]",
+            "volumes \"/data/../etc:/data\": host path",
+        ),
+        (
+            "volumes = [\"data:/x:rx\"]",
+            "volumes \"data:/x:rx\": mode \"rx\" is not ro or rw",
+        ),
+        (
+            "volumes = [\"a:/x\", \"/b:/x\"]",
+            "volumes \"/b:/x\": container path /x is already mounted by \"a:/x\"",
+        ),
+        (
+            "env_file = \"a.env\"\nenv_files = [\"b.env\"]",
+            "env_files: set env_file or env_files",
+        ),
+        (
+            "env_files = [\"../x.env\"]",
+            "env_files \"../x.env\": must be a file name",
+        ),
+        (
+            "env_files = [\"a.env\", \"a.env\"]",
+            "env_files \"a.env\": is listed twice",
+        ),
+        ("[env]\n1BAD = \"x\"", "env \"1BAD\": is not a valid variable name"),
+        ("user = \"root;rm\"", "user \"root;rm\": expected USER, UID"),
+        ("workdir = \"srv\"", "workdir \"srv\": must be an absolute path"),
+        ("hostname = \"-x\"", "hostname \"-x\": expected a host name"),
+        ("extra_hosts = [\"db\"]", "extra_hosts \"db\": expected NAME:ADDRESS"),
+        (
+            "extra_hosts = [\"db:10.0.0.500\"]",
+            "extra_hosts \"db:10.0.0.500\": \"10.0.0.500\" is not an IP address",
+        ),
+        (
+            "network = \"my net\"",
+            "network \"my net\": expected bridge, host, none or a network name",
+        ),
+        (
+            "network = \"host\"\nports = [\"8000\"]",
+            "network \"host\": a container on the host network",
+        ),
+        ("[ulimits]\nnofiles = 10", "ulimits \"nofiles\": is not a ulimit"),
+        (
+            "[ulimits]\nnofile = \"10:5\"",
+            "ulimits.nofile \"10:5\": the soft limit is above the hard limit",
+        ),
+        (
+            "[ulimits]\nnofile = \"lots\"",
+            "ulimits.nofile \"lots\": expected a limit like 65536",
+        ),
+        (
+            "tmpfs = [\"tmp\"]",
+            "tmpfs \"tmp\": expected an absolute container path",
+        ),
+        (
+            "tmpfs = [\"/tmp:size=1m;x\"]",
+            "tmpfs \"/tmp:size=1m;x\": options are mount options",
+        ),
+        (
+            "cap_add = [\"NET_ADMINN\"]",
+            "cap_add \"NET_ADMINN\": is not a Linux capability",
+        ),
+        (
+            "shm_size = \"lots\"",
+            "shm_size \"lots\": expected a size like 512m or 16g",
+        ),
+        (
+            "[resources]\nmemory_swap = \"1g\"",
+            "resources.memory_swap: needs resources.memory",
+        ),
+        (
+            "[resources]\nmemory = \"1g\"\nmemory_swap = \"512m\"",
+            "resources.memory_swap \"512m\": is memory plus swap",
+        ),
+        (
+            "[resources]\nmemory = \"1g\"\nmemory_reservation = \"2g\"",
+            "resources.memory_reservation \"2g\": must not be above",
+        ),
+        (
+            "[resources]\npids_limit = 0",
+            "resources.pids_limit \"0\": must be at least 1",
+        ),
+        (
+            "[logging]\ndriver = \"files\"",
+            "logging.driver \"files\": is not one of Docker's log drivers",
+        ),
+        (
+            "[logging]\ndriver = \"journald\"\nmax_size = \"1m\"",
+            "logging.max_size: only applies to the json-file and local drivers, not journald",
+        ),
+        ("[logging]\nmax_file = 0", "logging.max_file \"0\": must be at least 1"),
+        (
+            "[logging]\noptions = { max-size = \"1m\" }",
+            "logging.options \"max-size\": set it with logging.max_size",
+        ),
+    ] {
+        let e = err(&with(extra));
+        assert!(e.starts_with(expected), "for {extra:?}:\n{e}");
+    }
 }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::defaults;
-use super::{HealthCheck, ImageRef, PortMapping, Probe, Protocol, ServiceName, StopSignal};
+use super::{
+    HealthCheck, ImageRef, Logging, PortMapping, Probe, Protocol, ServiceName, StopSignal, Ulimit, VolumeMount,
+};
 use crate::units::{ByteSize, Cpus, Duration};
 
 /// One service: the container to run and everything around it.
@@ -34,6 +36,23 @@ pub struct ServiceSpec {
     /// `..`). Default: `NAME.env`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_file: Option<String>,
+    /// Layered env files, such as `["common.env", "worker.env"]`: file names
+    /// in the agent's env dir, read in order, a later file overriding an
+    /// earlier one. Several services may share a file; an edit of it rolls
+    /// each of them, one after the other. Not together with `env_file`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_files: Vec<String>,
+    /// Inline, non-secret env values, such as `LAUNCH_ENVIRONMENT = "prod"`.
+    /// The env files override them. Secrets belong in env files.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Mounts, as `docker run -v` takes them: `"/data/piper:/data"` binds
+    /// an absolute host path (a missing host directory is created, mode
+    /// 0750), `"cache:/cache"` mounts the named volume `cache` (created and
+    /// labelled by berth, kept across deploys and rollbacks, removed only by
+    /// `berthctl rm --volumes`); `:ro` mounts read-only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMount>,
     /// Ports to publish: `"8000"` publishes container port 8000 on a host port
     /// Docker picks, `"8080:8000"` pins host port 8080, `"127.0.0.1:8080:8000"`
     /// also pins the host address; add `/udp` for UDP (TCP is the default).
@@ -67,6 +86,52 @@ pub struct ServiceSpec {
     /// Resource limits; unset means no limit.
     #[serde(default, skip_serializing_if = "Resources::is_empty")]
     pub resources: Resources,
+    /// `[logging]`: the log driver and rotation. Default: json-file, rotated
+    /// by the agent's `[docker] log_max_size` and `log_max_file`.
+    #[serde(default, skip_serializing_if = "Logging::is_empty")]
+    pub logging: Logging,
+    /// The user the command runs as: `USER`, `UID`, `USER:GROUP` or
+    /// `UID:GID` (`docker run --user`). Unset: the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The working directory, an absolute path (`--workdir`). Unset: the
+    /// image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// The container's host name (`--hostname`). Unset: Docker's (the id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Extra `/etc/hosts` entries, `NAME:ADDRESS` (`--add-host`), such as
+    /// `"db.internal:10.0.0.5"` or `"host.docker.internal:host-gateway"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    /// The network: `"bridge"` (Docker's default), `"host"`, `"none"`, or a
+    /// name of a network berth creates (labelled) if it does not exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// `[ulimits]`: `nofile = 65536` or `nofile = "1024:65536"` (soft:hard).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, Ulimit>,
+    /// Mount the container's root filesystem read-only (`--read-only`);
+    /// give it writable `tmpfs` paths. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// tmpfs mounts, `"/tmp"` or `"/run:size=64m,mode=1777"` (`--tmpfs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<String>,
+    /// Capabilities to add (`--cap-add`), like `"NET_ADMIN"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities to drop (`--cap-drop`), like `"ALL"` or `"NET_RAW"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// Run an init process as PID 1 that reaps zombies and forwards
+    /// signals (`--init`). Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
+    /// Size of `/dev/shm`, like `"256m"` (`--shm-size`). Unset: Docker's 64m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<ByteSize>,
     /// How to tell that the container works. Without it, running counts as
     /// healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,12 +156,23 @@ pub struct Resources {
     /// decimals. Unset: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<Cpus>,
+    /// A soft memory limit the kernel reclaims toward under pressure, like
+    /// `"256m"` (`--memory-reservation`); at most `memory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_reservation: Option<ByteSize>,
+    /// Memory plus swap, like `"1g"` (`--memory-swap`); needs `memory` and
+    /// is at least it. Unset: equal to `memory`, so no swap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_swap: Option<ByteSize>,
+    /// The most processes and threads the container may run (`--pids-limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<u32>,
 }
 
 impl Resources {
     /// True when no limit is set.
     pub fn is_empty(&self) -> bool {
-        self.memory.is_none() && self.cpus.is_none()
+        *self == Resources::default()
     }
 }
 
@@ -246,6 +322,23 @@ impl ServiceSpec {
         match &self.env_file {
             Some(name) => name.clone(),
             None => format!("{}.env", self.name),
+        }
+    }
+
+    /// True when the env is layered: `env_files` or inline `[env]` values.
+    /// The agent then builds the env from the spec and the files, never
+    /// writes those files, and `berthctl env set` does not apply.
+    pub fn layered_env(&self) -> bool {
+        !self.env_files.is_empty() || !self.env.is_empty()
+    }
+
+    /// The env files a service reads, in order (later ones override
+    /// earlier ones): `env_files`, or the one of [`Self::env_file_name`].
+    pub fn env_file_names(&self) -> Vec<String> {
+        if self.env_files.is_empty() {
+            vec![self.env_file_name()]
+        } else {
+            self.env_files.clone()
         }
     }
 

@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
+use super::volumes::is_clean_absolute;
 use super::{
     DOCKER_MIN_MEMORY, HealthCheck, MAX_LABEL_KEY, MAX_LABEL_VALUE, MAX_LABELS, PortMapping, Probe, Protocol, Proxy,
-    RESERVED_LABEL_PREFIX, ServiceSpec, SpecError, Strategy, invalid, invalid_key,
+    RESERVED_LABEL_PREFIX, ServiceSpec, SpecError, Strategy, invalid, invalid_key, run,
 };
 
 impl ServiceSpec {
@@ -14,8 +15,11 @@ impl ServiceSpec {
     /// changing a spec in code. Returns the first problem found.
     pub fn validate(&self) -> Result<(), SpecError> {
         self.validate_env_file()?;
+        self.validate_volumes()?;
         self.validate_ports()?;
         self.validate_resources()?;
+        self.validate_run_flags()?;
+        self.logging.validate()?;
         self.validate_labels()?;
         if !self.stop_timeout.as_millis().is_multiple_of(1000) {
             return Err(invalid(
@@ -35,17 +39,107 @@ impl ServiceSpec {
     }
 
     fn validate_env_file(&self) -> Result<(), SpecError> {
-        let Some(name) = &self.env_file else {
-            return Ok(());
-        };
-        // The agent joins this to its env dir; anything that could step out
-        // of it, or name the dir itself, is refused.
-        if name.is_empty() || name == "." || name.contains(['/', '\\', '\0']) || name.contains("..") {
-            return Err(invalid(
-                "env_file",
-                name,
-                "must be a file name in the agent's env dir, without '/' or '..'",
+        if self.env_file.is_some() && !self.env_files.is_empty() {
+            return Err(invalid_key(
+                "env_files",
+                "set env_file or env_files, not both (env_files = [\"one.env\"] is env_file = \"one.env\")",
             ));
+        }
+        let names = self.env_file.iter().map(|n| ("env_file", n));
+        for (i, (key, name)) in names.chain(self.env_files.iter().map(|n| ("env_files", n))).enumerate() {
+            // The agent joins this to its env dir; anything that could step out
+            // of it, or name the dir itself, is refused.
+            if name.is_empty() || name == "." || name.contains(['/', '\\', '\0']) || name.contains("..") {
+                return Err(invalid(
+                    key,
+                    name,
+                    "must be a file name in the agent's env dir, without '/' or '..'",
+                ));
+            }
+            if key == "env_files" && self.env_files[..i].contains(name) {
+                return Err(invalid(key, name, "is listed twice"));
+            }
+        }
+        for (key, value) in &self.env {
+            crate::envfile::check_key(key).map_err(|message| invalid("env", key, message))?;
+            if value.contains(['\n', '\r', '\0']) {
+                return Err(invalid_key(
+                    &format!("env.{key}"),
+                    "an env value cannot hold a line break or NUL (Docker's env files cannot either)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_volumes(&self) -> Result<(), SpecError> {
+        for (i, mount) in self.volumes.iter().enumerate() {
+            if let Some(earlier) = self.volumes[..i].iter().find(|m| m.target == mount.target) {
+                return Err(invalid(
+                    "volumes",
+                    mount,
+                    format!("container path {} is already mounted by \"{earlier}\"", mount.target),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_run_flags(&self) -> Result<(), SpecError> {
+        if let Some(user) = &self.user {
+            run::validate_user(user)?;
+        }
+        if let Some(workdir) = &self.workdir
+            && !is_clean_absolute(workdir)
+        {
+            return Err(invalid("workdir", workdir, "must be an absolute path without . or .."));
+        }
+        if let Some(hostname) = &self.hostname
+            && (!run::is_host_name(hostname) || hostname.len() > 63)
+        {
+            return Err(invalid(
+                "hostname",
+                hostname,
+                "expected a host name of letters, digits, - and ., at most 63 characters",
+            ));
+        }
+        run::validate_extra_hosts(&self.extra_hosts)?;
+        if let Some(network) = &self.network {
+            run::validate_network(network)?;
+            if network == "host" && !self.ports.is_empty() {
+                return Err(invalid(
+                    "network",
+                    network,
+                    "a container on the host network uses the host's ports directly; remove ports",
+                ));
+            }
+            if network == "host" && self.hostname.is_some() {
+                return Err(invalid_key("hostname", "cannot be set with network = \"host\""));
+            }
+            if network == "host" && self.proxy.is_some() {
+                return Err(invalid(
+                    "network",
+                    network,
+                    "[proxy] forwards to the container's own address, which a host-network container has not",
+                ));
+            }
+        }
+        run::validate_ulimits(&self.ulimits)?;
+        run::validate_tmpfs(&self.tmpfs)?;
+        for (i, entry) in self.tmpfs.iter().enumerate() {
+            let path = entry.split_once(':').map_or(entry.as_str(), |(p, _)| p);
+            let taken = self.volumes.iter().any(|m| m.target == path)
+                || self.tmpfs[..i].iter().any(|e| e.split(':').next() == Some(path));
+            if taken {
+                return Err(invalid("tmpfs", entry, format!("{path} is already mounted")));
+            }
+        }
+        run::validate_capabilities("cap_add", &self.cap_add)?;
+        run::validate_capabilities("cap_drop", &self.cap_drop)?;
+        if let Some(shm) = self.shm_size
+            && shm.bytes() == 0
+        {
+            return Err(invalid("shm_size", shm, "must be larger than 0"));
         }
         Ok(())
     }
@@ -90,6 +184,40 @@ impl ServiceSpec {
             && memory.bytes() < DOCKER_MIN_MEMORY
         {
             return Err(invalid("resources.memory", memory, "Docker needs at least 6m"));
+        }
+        let resources = &self.resources;
+        if let Some(reservation) = resources.memory_reservation {
+            if reservation.bytes() < DOCKER_MIN_MEMORY {
+                return Err(invalid(
+                    "resources.memory_reservation",
+                    reservation,
+                    "Docker needs at least 6m",
+                ));
+            }
+            if let Some(memory) = resources.memory
+                && reservation > memory
+            {
+                return Err(invalid(
+                    "resources.memory_reservation",
+                    reservation,
+                    format!("must not be above resources.memory ({memory})"),
+                ));
+            }
+        }
+        if let Some(swap) = resources.memory_swap {
+            let Some(memory) = resources.memory else {
+                return Err(invalid_key("resources.memory_swap", "needs resources.memory"));
+            };
+            if swap < memory {
+                return Err(invalid(
+                    "resources.memory_swap",
+                    swap,
+                    format!("is memory plus swap, so at least resources.memory ({memory})"),
+                ));
+            }
+        }
+        if resources.pids_limit == Some(0) {
+            return Err(invalid("resources.pids_limit", 0, "must be at least 1"));
         }
         Ok(())
     }
@@ -327,16 +455,5 @@ fn check_absolute(key: &str, path: &Path) -> Result<(), SpecError> {
 /// A name nginx's `server_name` takes here: `_`, or a DNS name, optionally
 /// starting with `*.`.
 fn is_server_name(name: &str) -> bool {
-    if name == "_" {
-        return true;
-    }
-    let host = name.strip_prefix("*.").unwrap_or(name);
-    let label_ok = |label: &str| {
-        let bytes = label.as_bytes();
-        (1..=63).contains(&bytes.len())
-            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
-            && bytes.first().is_some_and(|b| *b != b'-')
-            && bytes.last().is_some_and(|b| *b != b'-')
-    };
-    host.len() <= 253 && host.split('.').all(label_ok)
+    name == "_" || run::is_host_name(name.strip_prefix("*.").unwrap_or(name))
 }

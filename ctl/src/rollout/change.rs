@@ -184,7 +184,14 @@ pub async fn roll_back(
     let service = service.to_owned();
     if revision == 0 {
         agent
-            .call(|ch| async move { ServicesClient::new(ch).remove(RemoveRequest { service }).await })
+            .call(|ch| async move {
+                ServicesClient::new(ch)
+                    .remove(RemoveRequest {
+                        service,
+                        volumes: false,
+                    })
+                    .await
+            })
             .await?;
         return Ok(None);
     }
