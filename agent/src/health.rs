@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::docker::{ContainerInfo, DockerError, Engine};
-use berth_core::spec::{HealthCheck, Probe, ServiceSpec};
+use berth_core::spec::{HealthCheck, Probe, ServiceSpec, VersionCheck};
 
 /// How often the deploy gate probes at most: a healthy container should be
 /// noticed quickly even when the spec's interval is long.
@@ -33,8 +33,23 @@ const GATE_SPACING: Duration = Duration::from_millis(500);
 /// backs off to [`GATE_SPACING`].
 const GATE_FIRST_RETRY: Duration = Duration::from_millis(25);
 
+/// The most of a response body a probe keeps.
+const BODY_LIMIT: usize = 16 * 1024;
+
 /// Without a health check, how long a new container must stay up to count.
 const NO_CHECK_SETTLE: Duration = Duration::from_secs(2);
+
+/// Which of a service's checks a probe ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The live check (`[health.live]`, else `[health]`): failing it
+    /// replaces the container.
+    Live,
+    /// `[health.deps]`: failing it marks the service degraded.
+    Deps,
+    /// `[health.version]`: a healthy outcome's output is the version read.
+    Version,
+}
 
 /// The result of one probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,10 +80,20 @@ pub async fn probe(engine: &Engine, container: &ContainerInfo, spec: &ServiceSpe
     let ip = container.ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     match &check.probe {
         Probe::Http { path, .. } => {
-            let Some(port) = spec.health_port() else {
+            let Some(port) = spec.port_for(check) else {
                 return fail("no port to probe: set health.port or ports".into());
             };
-            http_get(SocketAddr::new(ip, port), path, timeout).await
+            match http_get(SocketAddr::new(ip, port), path, timeout).await {
+                Ok((status, _)) if status.is_success() || status.is_redirection() => {
+                    ok(format!("GET http://{ip}:{port}{path}: {status}"))
+                }
+                Ok((status, body)) => fail(
+                    format!("GET http://{ip}:{port}{path}: {status} {}", snippet(&body))
+                        .trim()
+                        .to_owned(),
+                ),
+                Err(outcome) => outcome,
+            }
         }
         Probe::Tcp { port } => {
             let addr = SocketAddr::new(ip, *port);
@@ -89,16 +114,55 @@ pub async fn probe(engine: &Engine, container: &ContainerInfo, spec: &ServiceSpe
     }
 }
 
-async fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Outcome {
+/// Reads what `container` reports serving: a GET of `[health.version]`'s
+/// path, whose body ([`VersionCheck::reported`]) is the version. `Err` holds
+/// the failed probe, for people (and `unknown` when the agent could not try).
+pub async fn read_version(
+    container: &ContainerInfo,
+    spec: &ServiceSpec,
+    check: &HealthCheck,
+) -> Result<String, Outcome> {
+    let Some(version) = spec.health.as_ref().and_then(|h| h.version.as_ref()) else {
+        return Err(fail("no [health.version] to read".into()));
+    };
+    let Some(port) = spec.version_port() else {
+        return Err(fail(
+            "no port to read the version from: set health.version.port or ports".into(),
+        ));
+    };
+    let ip = container.ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let url = format!("http://{ip}:{port}{}", version.path);
+    match http_get(SocketAddr::new(ip, port), &version.path, check.timeout.as_std()).await? {
+        (status, body) if status.is_success() => Ok(VersionCheck::reported(&String::from_utf8_lossy(&body))),
+        (status, body) => Err(fail(
+            format!("GET {url}: {status} {}", snippet(&body)).trim().to_owned(),
+        )),
+    }
+}
+
+/// One line of a response body: HTML error pages span many.
+fn snippet(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(400)])
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(160)
+        .collect()
+}
+
+/// GETs `path` from `addr`: the status and up to [`BODY_LIMIT`] bytes of
+/// the body, or the failed probe.
+async fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(hyper::StatusCode, Bytes), Outcome> {
     let url = format!("http://{addr}{path}");
     // Connecting is tried on its own: failing to get a socket is the
     // agent's problem, not the container's.
     let started = Instant::now();
     let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) if own_resource_error(&e) => return unknown(format!("GET {url}: {e}")),
-        Ok(Err(e)) => return fail(format!("GET {url}: {e}")),
-        Err(_) => return fail(format!("GET {url}: no answer within {}ms", timeout.as_millis())),
+        Ok(Err(e)) if own_resource_error(&e) => return Err(unknown(format!("GET {url}: {e}"))),
+        Ok(Err(e)) => return Err(fail(format!("GET {url}: {e}"))),
+        Err(_) => return Err(fail(format!("GET {url}: no answer within {}ms", timeout.as_millis()))),
     };
     let left = timeout.saturating_sub(started.elapsed());
     let attempt = async {
@@ -113,9 +177,9 @@ async fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Outcome {
         let exchange = async {
             let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
             let status = resp.status();
-            // A little of the body helps a person see why a check failed.
-            let body = resp
-                .into_body()
+            // A version body or a little of an error page; never a whole
+            // large response in the agent's memory.
+            let body = http_body_util::Limited::new(resp.into_body(), BODY_LIMIT)
                 .collect()
                 .await
                 .map(|b| b.to_bytes())
@@ -125,22 +189,12 @@ async fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Outcome {
         // The connection is driven here, beside the exchange, rather than on
         // a task of its own: it lives exactly as long as this probe, and is
         // dropped (closed) with it.
-        let (status, body) = drive(conn, exchange).await?;
-        // One line: HTML error pages span many.
-        let snippet: String = String::from_utf8_lossy(&body[..body.len().min(400)])
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .chars()
-            .take(160)
-            .collect();
-        Ok::<_, String>((status, snippet))
+        drive(conn, exchange).await
     };
     match tokio::time::timeout(left, attempt).await {
-        Ok(Ok((status, _))) if status.is_success() || status.is_redirection() => ok(format!("GET {url}: {status}")),
-        Ok(Ok((status, body))) => fail(format!("GET {url}: {status} {body}").trim().to_owned()),
-        Ok(Err(e)) => fail(format!("GET {url}: {e}")),
-        Err(_) => fail(format!("GET {url}: no answer within {}ms", timeout.as_millis())),
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) => Err(fail(format!("GET {url}: {e}"))),
+        Err(_) => Err(fail(format!("GET {url}: no answer within {}ms", timeout.as_millis()))),
     }
 }
 
@@ -203,20 +257,33 @@ pub struct GateFailure {
     pub exit_code: Option<i64>,
 }
 
-/// Waits until `container_id` passes its health check. Fails when the
+/// A new container that passed its gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatePass {
+    /// The passing probe's output.
+    pub output: String,
+    /// What it reported serving, when the spec has `[health.version]`.
+    pub version: Option<String>,
+}
+
+/// Waits until `container_id` passes its ready check: `success_threshold`
+/// passes in a row, passing for `min_healthy`, and then, with
+/// `[health.version]`, reporting the version being deployed. Fails when the
 /// container exits, when probes keep failing `retries` times in a row after
-/// the start period, or at `deadline` (the spec's `deploy.health_deadline`).
-/// On success, returns the passing probe's output.
+/// the start period, when it answers healthy but serves another version, or
+/// at `deadline` (the spec's `deploy.health_deadline`).
 pub async fn gate(
     engine: &Engine,
     container_id: &str,
     spec: &ServiceSpec,
     deadline: Duration,
-) -> Result<String, GateFailure> {
+) -> Result<GatePass, GateFailure> {
     let started = Instant::now();
     let give_up = started + deadline;
     let mut last_output = String::new();
     let mut failures = 0u32;
+    let mut passes = 0u32;
+    let mut passing_since: Option<Instant> = None;
     let mut next_counted = started;
     let mut spacing = GATE_FIRST_RETRY;
     loop {
@@ -249,19 +316,61 @@ pub async fn gate(
                 exit_code: code,
             });
         }
-        let Some(check) = &spec.health else {
+        let Some(health) = &spec.health else {
             if started.elapsed() >= NO_CHECK_SETTLE {
-                return Ok(format!("running for {}s (no health check)", NO_CHECK_SETTLE.as_secs()));
+                return Ok(GatePass {
+                    output: format!("running for {}s (no health check)", NO_CHECK_SETTLE.as_secs()),
+                    version: None,
+                });
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
             continue;
         };
-        let outcome = probe(engine, &info, spec, check).await;
-        if outcome.healthy {
-            return Ok(outcome.output);
-        }
-        last_output = outcome.output.clone();
+        let check = &health.ready;
+        let mut outcome = probe(engine, &info, spec, check).await;
         let now = Instant::now();
+        if outcome.healthy {
+            passes += 1;
+            let since = *passing_since.get_or_insert(now);
+            if passes >= check.success_threshold && now.duration_since(since) >= check.min_healthy.as_std() {
+                let Some(version) = &health.version else {
+                    return Ok(GatePass {
+                        output: outcome.output,
+                        version: None,
+                    });
+                };
+                match read_version(&info, spec, check).await {
+                    Ok(reported) => {
+                        return match version.assert(&reported, &spec.image) {
+                            Ok(()) => Ok(GatePass {
+                                output: format!("{}; serving {reported}", outcome.output),
+                                version: Some(reported),
+                            }),
+                            Err(mismatch) => Err(GateFailure {
+                                reason: format!(
+                                    "the new container answers healthy but is {mismatch} (health.version at {})",
+                                    version.path
+                                ),
+                                health_output: outcome.output,
+                                exit_code: None,
+                            }),
+                        };
+                    }
+                    // Not readable yet: counts like a failed probe.
+                    Err(unreadable) => outcome = unreadable,
+                }
+            } else {
+                last_output = outcome.output;
+                if now >= give_up {
+                    return Err(timed_out(deadline, last_output));
+                }
+                tokio::time::sleep(spacing.min(check.interval.as_std())).await;
+                continue;
+            }
+        }
+        passes = 0;
+        passing_since = None;
+        last_output = outcome.output.clone();
         // Count failures at the spec's own interval, and only once the
         // start period is over, as Docker's HEALTHCHECK would.
         // A probe the agent itself could not run counts for nothing.
@@ -277,16 +386,20 @@ pub async fn gate(
             }
         }
         if now >= give_up {
-            return Err(GateFailure {
-                reason: format!(
-                    "the new container did not become healthy within {}s (deploy.health_deadline)",
-                    deadline.as_secs()
-                ),
-                health_output: last_output,
-                exit_code: None,
-            });
+            return Err(timed_out(deadline, last_output));
         }
         tokio::time::sleep(spacing.min(check.interval.as_std())).await;
         spacing = (spacing * 2).min(GATE_SPACING);
+    }
+}
+
+fn timed_out(deadline: Duration, last_output: String) -> GateFailure {
+    GateFailure {
+        reason: format!(
+            "the new container did not become healthy within {}s (deploy.health_deadline)",
+            deadline.as_secs()
+        ),
+        health_output: last_output,
+        exit_code: None,
     }
 }

@@ -231,15 +231,15 @@ impl Supervisor {
             }),
         };
         match gate {
-            Ok(output) => {
+            Ok(pass) => {
                 let interval = spec
                     .health
                     .as_ref()
-                    .map_or(Duration::from_secs(2), |h| h.interval.as_std());
+                    .map_or(Duration::from_secs(2), |h| h.live().interval.as_std());
                 // Metrics and the health monitor follow the new container at
                 // once, not only after the next reconcile pass.
                 let info = engine.inspect(&new_id).await.ok().flatten();
-                self.healthy(&name, &new_id, interval, output, info).await?;
+                self.healthy(&name, &new_id, interval, pass, info).await?;
             }
             Err(failure) => return Ok(self.fail(&at, restore, failure).await),
         }
@@ -349,7 +349,12 @@ impl Supervisor {
         };
         let upstream =
             upstream_of(&info, spec).ok_or_else(|| "the new container has no address nginx can reach".to_owned())?;
-        let site = nginx::render(spec, proxy, upstream);
+        // A service in maintenance stays in it across deploys.
+        let maintenance = self
+            .snapshot()
+            .record(spec.name.as_str())
+            .is_some_and(|r| r.maintenance);
+        let site = nginx::render(spec, proxy, upstream, maintenance);
         self.sites()
             .install(spec.name.as_str(), &site)
             .await

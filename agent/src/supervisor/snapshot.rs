@@ -77,6 +77,10 @@ impl Snapshot {
                     restarts: srt.map_or(0, |s| s.restarts),
                     oom_kills: srt.map_or(0, |s| s.oom_kills),
                     health: spec.map_or("", |s| self.health_of(s, primary)).to_owned(),
+                    degraded: primary
+                        .and_then(|p| self.health.get(&p.id))
+                        .and_then(|h| h.deps.as_ref())
+                        .is_some_and(|d| d.degraded),
                     held: srt.and_then(|s| s.held.clone()),
                     cpus: spec.and_then(|s| s.resources.cpus).map(|c| c.as_f64()),
                 }

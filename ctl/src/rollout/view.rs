@@ -232,6 +232,7 @@ fn host_line(p: &HostProgress) -> String {
     let rev = revisions(p);
     match p.state.as_str() {
         host::FAILED | host::ROLLBACK_FAILED => format!("revision {rev}: {}", p.error),
+        _ if !p.version.is_empty() => format!("revision {rev}, serving {}", p.version),
         _ => format!("revision {rev}"),
     }
 }
@@ -314,6 +315,7 @@ pub fn host_json(h: &HostProgress) -> Value {
         "revision_before": h.revision_before,
         "revision_after": h.revision_after,
         "error": h.error,
+        "version": h.version,
         "started_at_ms": h.started_at_ms,
         "finished_at_ms": h.finished_at_ms,
     })

@@ -1,0 +1,154 @@
+//! Health that knows what is serving, against the real Docker Engine and
+//! real agents:
+//!
+//! - `[health.version]`: a deploy of an image that answers healthy but
+//!   reports another version fails with both versions named, and the old
+//!   revision keeps serving; the right one passes and `ps` shows what it
+//!   serves;
+//! - checks with roles: a failing `[health.deps]` check marks the service
+//!   degraded (an event, no restart) and it recovers; a failing live check
+//!   replaces the container.
+
+use std::time::Duration;
+
+use berth_tests::{
+    Agent, Events, Pki, Spec, agent_config, apply, berthctl, docker, fails, image, ok, one_running, ps, service,
+    wait_until,
+};
+
+const T: Duration = Duration::from_secs(60);
+
+/// The contextgraph shape: ready on `/__lbheartbeat__`, deps on
+/// `/__heartbeat__`, the version asserted on `/__version__` (the test
+/// images answer `{"version":"TAG"}`).
+fn contextgraph(name: &str, tag: &str) -> Spec {
+    Spec::checked(name, tag)
+        .set("health", "http", "/__lbheartbeat__")
+        .set("health", "success_threshold", 2)
+        .set("health.deps", "http", "/__heartbeat__")
+        .set("health.deps", "interval", "500ms")
+        .set("health.deps", "timeout", "500ms")
+        .set("health.deps", "retries", 2)
+        .set("health.version", "path", "/__version__")
+}
+
+fn setup() -> (Agent, Pki) {
+    let pki = Pki::new();
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
+    (agent, pki)
+}
+
+#[test]
+fn a_healthy_container_serving_another_version_fails_its_deploy() {
+    let (agent, pki) = setup();
+    ok(&apply(&pki, &agent.addr, &contextgraph("versioned", "v1")));
+    let before = one_running(&pki.instance, "versioned");
+    wait_until(T, "ps showing version v1", || {
+        service(&ps(&pki, &agent.addr), "versioned")["version"] == "v1"
+    });
+
+    // `wrongver` answers every health path, but says it serves v1.
+    let out = berthctl(
+        &pki,
+        &agent.addr,
+        &["deploy", "versioned", "--image", &image("wrongver")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = fails(&out);
+    let said = format!("{stdout}{stderr}");
+    assert!(said.contains("serving v1, expected wrongver"), "{said}");
+    let svc = service(&ps(&pki, &agent.addr), "versioned").clone();
+    assert_eq!(svc["revision"], 1, "the old revision is active: {svc}");
+    assert_eq!(svc["version"], "v1", "{svc}");
+    assert_eq!(
+        one_running(&pki.instance, "versioned"),
+        before,
+        "the old container kept serving"
+    );
+
+    // The right version passes, and ps shows it.
+    ok(&berthctl(
+        &pki,
+        &agent.addr,
+        &["deploy", "versioned", "--image", &image("v2")],
+    ));
+    let svc = service(&ps(&pki, &agent.addr), "versioned").clone();
+    assert_eq!(svc["version"], "v2", "{svc}");
+    let table = ok(&berthctl(&pki, &agent.addr, &["ps"]));
+    let header = table.lines().next().unwrap_or_default();
+    assert!(header.contains(" VERSION "), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("versioned ") && l.contains(" v2 ")),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_failing_deps_check_degrades_without_a_restart_and_a_failing_live_check_replaces() {
+    let (agent, pki) = setup();
+    let events = Events::watch(&pki, &agent.addr);
+    // `depsdown` answers /__lbheartbeat__ but not /__heartbeat__: the deploy
+    // passes (deps never gate), then the service turns degraded.
+    let spec = contextgraph("deps", "depsdown").set("health.live", "http", "/health");
+    let spec = ["interval", "timeout"]
+        .iter()
+        .fold(spec, |s, k| s.set("health.live", k, "500ms"))
+        .set("health.live", "retries", 2);
+    ok(&apply(&pki, &agent.addr, &spec));
+    let first = one_running(&pki.instance, "deps");
+    wait_until(T, "the service degraded", || {
+        service(&ps(&pki, &agent.addr), "deps")["state"] == "degraded"
+    });
+    let degraded = events
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == "degraded" && e["service"] == "deps")
+        .unwrap_or_else(|| panic!("no degraded event: {}", events.text()));
+    assert!(
+        degraded["message"].as_str().unwrap_or("").contains("/__heartbeat__"),
+        "{degraded}"
+    );
+    // Several more deps probes fail; the container stays.
+    std::thread::sleep(Duration::from_secs(3));
+    let svc = service(&ps(&pki, &agent.addr), "deps").clone();
+    assert_eq!(
+        (svc["state"].as_str(), svc["restarts"].as_u64()),
+        (Some("degraded"), Some(0)),
+        "{svc}"
+    );
+    assert!(svc["detail"].as_str().unwrap_or("").contains("dependency"), "{svc}");
+    assert_eq!(
+        one_running(&pki.instance, "deps"),
+        first,
+        "a dependency never restarts it"
+    );
+
+    // The dependency comes back: the service recovers.
+    docker(&["exec", &first, "sh", "-c", "printf ok > /www/__heartbeat__"]);
+    wait_until(T, "the service running again", || {
+        service(&ps(&pki, &agent.addr), "deps")["state"] == "running"
+    });
+    wait_until(T, "a recovered event", || {
+        events
+            .events()
+            .iter()
+            .any(|e| e["kind"] == "recovered" && e["service"] == "deps")
+    });
+    assert_eq!(one_running(&pki.instance, "deps"), first);
+
+    // The live check fails: the container is replaced.
+    docker(&["exec", &first, "rm", "/www/health"]);
+    wait_until(T, "the container replaced", || {
+        berth_tests::running(&pki.instance, "deps")
+            .first()
+            .is_some_and(|id| *id != first)
+    });
+    assert!(
+        events
+            .events()
+            .iter()
+            .any(|e| e["kind"] == "unhealthy" && e["service"] == "deps"),
+        "{}",
+        events.text()
+    );
+}
