@@ -7,13 +7,17 @@
 //!   serves;
 //! - checks with roles: a failing `[health.deps]` check marks the service
 //!   degraded (an event, no restart) and it recovers; a failing live check
-//!   replaces the container.
+//!   replaces the container;
+//! - maintenance mode, through a real nginx: on, nginx answers 503 on `/`
+//!   and on the health paths while the container keeps running; it stays
+//!   on across an agent restart; off, 200 again.
 
 use std::time::Duration;
 
+use berth_tests::nginx::{Nginx, get};
 use berth_tests::{
-    Agent, Events, Pki, Spec, agent_config, apply, berthctl, docker, fails, image, ok, one_running, ps, service,
-    wait_until,
+    Agent, Events, Pki, Spec, agent_config, apply, berthctl, docker, fails, free_port, image, ok, one_running, ps,
+    service, wait_until,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -151,4 +155,87 @@ fn a_failing_deps_check_degrades_without_a_restart_and_a_failing_live_check_repl
         "{}",
         events.text()
     );
+}
+
+const HOST: &str = "maint.berth.test";
+
+/// The status nginx answers for `path`; 0 when it does not answer.
+fn status(port: u16, path: &str) -> u16 {
+    get(port, HOST, path).map(|(code, _)| code).unwrap_or(0)
+}
+
+#[test]
+fn maintenance_mode_answers_503_everywhere_and_survives_an_agent_restart() {
+    let pki = Pki::new();
+    let nginx = Nginx::start(pki.dir.path());
+    let config = agent_config(&pki, &nginx.agent_config());
+    let mut agent = Agent::start_ready(&pki, &config);
+    let events = Events::watch(&pki, &agent.addr);
+    let port = free_port();
+    let spec = Spec::checked("maint", "v1")
+        .set("health", "http", "/__lbheartbeat__")
+        .proxy(HOST, port);
+    ok(&apply(&pki, &agent.addr, &spec));
+    let container = one_running(&pki.instance, "maint");
+    let paths = ["/", "/__lbheartbeat__", "/__heartbeat__", "/__version__"];
+    wait_until(T, "nginx proxying to maint", || status(port, "/") == 200);
+
+    let said = ok(&berthctl(&pki, &agent.addr, &["maintenance", "on", "maint"]));
+    assert!(said.contains("maintenance on"), "{said}");
+    // nginx's reload is graceful: old workers may answer a moment longer.
+    for path in paths {
+        wait_until(T, &format!("503 on {path}"), || status(port, path) == 503);
+    }
+    let (_, page) = get(port, HOST, "/").expect("GET /");
+    assert!(page.contains("maint is down for maintenance"), "{page}");
+    assert_eq!(
+        one_running(&pki.instance, "maint"),
+        container,
+        "the container keeps running"
+    );
+    let svc = service(&ps(&pki, &agent.addr), "maint").clone();
+    assert_eq!(
+        (svc["maintenance"].as_bool(), svc["state"].as_str()),
+        (Some(true), Some("running")),
+        "{svc}"
+    );
+    let table = ok(&berthctl(&pki, &agent.addr, &["ps"]));
+    assert!(table.contains("maint: maintenance on"), "{table}");
+    wait_until(T, "a maintenance-on event", || {
+        events
+            .events()
+            .iter()
+            .any(|e| e["kind"] == "maintenance-on" && e["service"] == "maint")
+    });
+    let audit = std::fs::read_to_string(pki.path("state/audit.log")).unwrap_or_default();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"maintenance on\"") && l.contains("\"maint\"")),
+        "{audit}"
+    );
+
+    // The agent restarts: the site stays in maintenance, even after the
+    // reconciler has looked at it.
+    agent
+        .signal_and_wait(15, Duration::from_secs(40))
+        .expect("agent stopped");
+    let agent = Agent::start_ready(&pki, &config);
+    wait_until(T, "ps after the restart", || {
+        service(&ps(&pki, &agent.addr), "maint")["maintenance"] == true
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    for path in paths {
+        assert_eq!(status(port, path), 503, "{path} in maintenance after an agent restart");
+    }
+
+    ok(&berthctl(&pki, &agent.addr, &["maintenance", "off", "maint"]));
+    for path in paths {
+        wait_until(T, &format!("200 on {path} again"), || status(port, path) == 200);
+    }
+    assert_eq!(service(&ps(&pki, &agent.addr), "maint")["maintenance"], false);
+    // A service without [proxy] cannot be put in maintenance.
+    ok(&apply(&pki, &agent.addr, &Spec::checked("plain", "v1")));
+    let err = fails(&berthctl(&pki, &agent.addr, &["maintenance", "on", "plain"]));
+    assert!(err.contains("plain has no [proxy]"), "{err}");
 }
