@@ -1,11 +1,15 @@
 //! Health probes, run by the agent itself.
 //!
-//! Owns executing a spec's health check against one container: HTTP GET
+//! Owns executing a spec's health checks against one container: HTTP GET
 //! and TCP connect go from the agent to the container's address (so images
-//! need no curl inside), exec runs through the Docker exec API. Also owns the
-//! deploy gate ([`gate`]): a new container counts as up only when a probe
-//! passes before the deadline, and counts as failed as soon as it exits or
-//! keeps failing past its start period.
+//! need no curl inside), exec runs through the Docker exec API, and the
+//! version read of `[health.version]` ([`read_version`]). Also owns the
+//! deploy gate ([`gate`]): a new container counts as up only when its ready
+//! check passes (`success_threshold` times, for `min_healthy`) and it
+//! reports the version being deployed, before the deadline; without
+//! `[health]`, when Docker reports the image's HEALTHCHECK healthy. It
+//! counts as failed as soon as it exits, keeps failing past its start
+//! period, or serves another version.
 //!
 //! Inputs: the engine, a container and its spec. Outputs: an [`Outcome`]
 //! or a [`GateFailure`]. Runs on the caller's task (the health monitor, a
@@ -315,6 +319,31 @@ pub async fn gate(
                 health_output: last_output,
                 exit_code: code,
             });
+        }
+        if spec.health.is_none()
+            && let Some(docker) = &info.docker_health
+        {
+            // The image's own HEALTHCHECK, as Docker runs it.
+            match docker.status.as_str() {
+                "healthy" => {
+                    return Ok(GatePass {
+                        output: format!("the image's HEALTHCHECK reports healthy: {}", docker.output),
+                        version: None,
+                    });
+                }
+                "unhealthy" => {
+                    return Err(GateFailure {
+                        reason: "the image's HEALTHCHECK reports unhealthy (Docker's health status)".into(),
+                        health_output: docker.output.clone(),
+                        exit_code: None,
+                    });
+                }
+                _ if Instant::now() >= give_up => return Err(timed_out(deadline, docker.output.clone())),
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+            }
         }
         let Some(health) = &spec.health else {
             if started.elapsed() >= NO_CHECK_SETTLE {

@@ -8,6 +8,9 @@
 //! - checks with roles: a failing `[health.deps]` check marks the service
 //!   degraded (an event, no restart) and it recovers; a failing live check
 //!   replaces the container;
+//! - the image's HEALTHCHECK: without `[health]`, Docker's health status
+//!   gates a deploy (an unhealthy one fails it) and replaces a container
+//!   that turns unhealthy; `ps` says the verdict comes from the image;
 //! - maintenance mode, through a real nginx: on, nginx answers 503 on `/`
 //!   and on the health paths while the container keeps running; it stays
 //!   on across an agent restart; off, 200 again.
@@ -34,6 +37,15 @@ fn contextgraph(name: &str, tag: &str) -> Spec {
         .set("health.deps", "timeout", "500ms")
         .set("health.deps", "retries", 2)
         .set("health.version", "path", "/__version__")
+}
+
+/// The first event of `kind` about `service` seen so far; panics without.
+fn event(events: &Events, kind: &str, service: &str) -> serde_json::Value {
+    events
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == kind && e["service"] == service)
+        .unwrap_or_else(|| panic!("no {kind} event for {service}: {}", events.text()))
 }
 
 fn setup() -> (Agent, Pki) {
@@ -103,11 +115,7 @@ fn a_failing_deps_check_degrades_without_a_restart_and_a_failing_live_check_repl
     wait_until(T, "the service degraded", || {
         service(&ps(&pki, &agent.addr), "deps")["state"] == "degraded"
     });
-    let degraded = events
-        .events()
-        .into_iter()
-        .find(|e| e["kind"] == "degraded" && e["service"] == "deps")
-        .unwrap_or_else(|| panic!("no degraded event: {}", events.text()));
+    let degraded = event(&events, "degraded", "deps");
     assert!(
         degraded["message"].as_str().unwrap_or("").contains("/__heartbeat__"),
         "{degraded}"
@@ -238,4 +246,59 @@ fn maintenance_mode_answers_503_everywhere_and_survives_an_agent_restart() {
     ok(&apply(&pki, &agent.addr, &Spec::checked("plain", "v1")));
     let err = fails(&berthctl(&pki, &agent.addr, &["maintenance", "on", "plain"]));
     assert!(err.contains("plain has no [proxy]"), "{err}");
+}
+
+#[test]
+fn an_image_healthcheck_gates_a_deploy_and_replaces_an_unhealthy_container() {
+    let (agent, pki) = setup();
+    let events = Events::watch(&pki, &agent.addr);
+    // `dockerhc` has a HEALTHCHECK on /health (every 1s, 2 retries); the
+    // spec has no [health].
+    let spec = Spec::new("imagehc", "dockerhc")
+        .key("ports", ["8000"])
+        .set("deploy", "health_deadline", "30s");
+    ok(&apply(&pki, &agent.addr, &spec));
+    let first = one_running(&pki.instance, "imagehc");
+    let svc = service(&ps(&pki, &agent.addr), "imagehc").clone();
+    assert_eq!(svc["health_source"], "image", "{svc}");
+    assert_eq!(
+        svc["containers"][0]["health"], "healthy",
+        "the gate waited for Docker's verdict: {svc}"
+    );
+    let table = ok(&berthctl(&pki, &agent.addr, &["ps"]));
+    assert!(
+        table.contains("imagehc: health from the image's HEALTHCHECK"),
+        "{table}"
+    );
+
+    // A revision whose /health is gone: Docker reports it unhealthy, and
+    // the deploy fails with the old container still serving.
+    let broken = spec
+        .clone()
+        .key("command", ["sh", "-c", "rm /www/health; exec /bin/sh /app/serve.sh"]);
+    let out = berthctl(
+        &pki,
+        &agent.addr,
+        &["apply", "-f", &broken.write_in(pki.dir.path()).to_string_lossy()],
+    );
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), fails(&out));
+    assert!(said.contains("the image's HEALTHCHECK reports unhealthy"), "{said}");
+    assert_eq!(
+        one_running(&pki.instance, "imagehc"),
+        first,
+        "the old container kept serving"
+    );
+
+    // The running container turns unhealthy: it is replaced.
+    docker(&["exec", &first, "rm", "/www/health"]);
+    wait_until(T, "the unhealthy container replaced", || {
+        berth_tests::running(&pki.instance, "imagehc")
+            .first()
+            .is_some_and(|id| *id != first)
+    });
+    let replaced = event(&events, "unhealthy", "imagehc");
+    assert!(
+        replaced["message"].as_str().unwrap_or("").contains("HEALTHCHECK"),
+        "{replaced}"
+    );
 }

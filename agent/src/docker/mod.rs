@@ -35,5 +35,6 @@ pub use auth::RegistryAuth;
 pub use engine::{Engine, connect, engine_version};
 pub use error::DockerError;
 pub use types::{
-    ContainerInfo, CreateRequest, EngineEvent, EngineVersion, LogLine, PortBinding, PublishedPort, PullProgress,
+    ContainerInfo, CreateRequest, DockerHealth, EngineEvent, EngineVersion, LogLine, PortBinding, PublishedPort,
+    PullProgress,
 };

@@ -201,6 +201,7 @@ pub fn status_of(v: ServiceView) -> ServiceStatus {
         updated_at_ms: v.updated_at_ms,
         version: v.version,
         maintenance: v.maintenance,
+        health_source: v.health_source,
     }
 }
 

@@ -380,6 +380,7 @@ mod tests {
             memory_swap_bytes: 0,
             nano_cpus: 0,
             restart_count: 0,
+            docker_health: None,
         }
     }
 

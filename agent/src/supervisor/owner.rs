@@ -311,6 +311,7 @@ impl Owner {
         let revision = ev.revision.unwrap_or(0);
         match ev.action.as_str() {
             "oom" => self.record_oom(&service, revision, &ev.container_id, OomSource::Docker),
+            action if action.starts_with("health_status") => self.on_docker_health(&service, revision, ev),
             "die" => {
                 self.rt.exited(&service, ev.exit_code);
                 self.publish();
@@ -353,17 +354,8 @@ impl Owner {
         match role {
             health::Role::Live => {
                 if let Some(failures) = self.rt.record_probe(container, check, outcome, Instant::now(), now_ms) {
-                    self.bus.publish(
-                        "unhealthy",
-                        service,
-                        revision,
-                        Severity::Warning,
-                        format!(
-                            "Health check failed {failures} times in a row ({}); replacing the container.",
-                            outcome.output
-                        ),
-                    );
-                    self.wake_reconciler();
+                    let why = format!("Health check failed {failures} times in a row ({})", outcome.output);
+                    self.replacing(service, revision, &why);
                 }
             }
             health::Role::Deps => match self.rt.record_deps(container, check, outcome, Instant::now(), now_ms) {
@@ -392,6 +384,43 @@ impl Owner {
                 self.rt.record_version(&container.id, version, Instant::now());
             }
         }
+    }
+
+    /// A `health_status` event: for a service without `[health]`, the
+    /// image's HEALTHCHECK is its live check, so `unhealthy` replaces the
+    /// container. A change in progress gates its new container itself.
+    fn on_docker_health(&mut self, service: &str, revision: u64, ev: &EngineEvent) {
+        let image_check = self
+            .state
+            .services
+            .get(service)
+            .and_then(|r| r.active_revision())
+            .is_some_and(|r| r.spec.health.is_none() && r.number == revision);
+        if !image_check || self.permits.holder(service) == Some(Holder::Change) {
+            return;
+        }
+        let healthy = ev.action.ends_with(": healthy");
+        if self.rt.record_docker_health(&ev.container_id, healthy, Instant::now()) {
+            let why = format!(
+                "The image's HEALTHCHECK reports container {} unhealthy (Docker's health status)",
+                short(&ev.container_id)
+            );
+            self.replacing(service, revision, &why);
+        }
+        self.publish();
+    }
+
+    /// A container of `service` just became unhealthy: says so, and wakes
+    /// the reconciler to replace it.
+    fn replacing(&mut self, service: &str, revision: u64, why: &str) {
+        self.bus.publish(
+            "unhealthy",
+            service,
+            revision,
+            Severity::Warning,
+            format!("{why}; replacing the container."),
+        );
+        self.wake_reconciler();
     }
 
     fn record_oom(&mut self, service: &str, revision: u64, container: &str, source: OomSource) {

@@ -330,6 +330,19 @@ impl Runtime {
         }
     }
 
+    /// Records Docker's verdict of the image's HEALTHCHECK on `container`
+    /// (a `health_status` event), for a service without `[health]`. True
+    /// when it just became unhealthy: the reconciler replaces it.
+    pub fn record_docker_health(&mut self, container: &str, healthy: bool, now: Instant) -> bool {
+        let h = self.state_of(container, now);
+        h.healthy = Some(healthy);
+        h.last_output = format!(
+            "the image's HEALTHCHECK reports {}",
+            if healthy { "healthy" } else { "unhealthy" }
+        );
+        !healthy && !std::mem::replace(&mut h.unhealthy, true)
+    }
+
     /// The health monitor's view of `container`, made at `now` if new.
     fn state_of(&mut self, container: &str, now: Instant) -> &mut HealthState {
         self.health

@@ -45,6 +45,10 @@ pub struct ServiceView {
     pub version: String,
     /// Maintenance mode: nginx answers 503 for it.
     pub maintenance: bool,
+    /// Where its health verdict comes from: "spec" (`[health]`), "image"
+    /// (the image's HEALTHCHECK, as Docker runs it) or "none"; "" while no
+    /// container runs to tell.
+    pub health_source: String,
 }
 
 impl Supervisor {
@@ -145,6 +149,13 @@ pub fn view_of(name: &str, record: &ServiceRecord, observed: &[ContainerInfo], s
             "no container; the reconciler will create one".to_owned(),
         )
     };
+    let health_source = match (&spec.health, primary) {
+        (Some(_), _) => "spec",
+        (None, Some(p)) if p.docker_health.is_some() => "image",
+        (None, Some(_)) => "none",
+        (None, None) => "",
+    }
+    .to_owned();
     let routes = match (&spec.proxy, primary) {
         (Some(proxy), Some(p)) => upstream_of(p, &spec)
             .map(|u| nginx::routes(proxy, u))
@@ -165,6 +176,7 @@ pub fn view_of(name: &str, record: &ServiceRecord, observed: &[ContainerInfo], s
         routes,
         version: health_state.and_then(|h| h.version.clone()).unwrap_or_default(),
         maintenance: record.maintenance,
+        health_source,
     })
 }
 

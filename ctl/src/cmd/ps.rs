@@ -119,6 +119,7 @@ fn service_json(s: &ServiceStatus) -> Value {
         "image": s.image,
         "version": s.version,
         "maintenance": s.maintenance,
+        "health_source": s.health_source,
         "state": s.state,
         "detail": s.detail,
         "restarts": s.restarts,
@@ -166,6 +167,9 @@ fn details(list: &ListResponse) -> Vec<String> {
         .filter(|s| !matches!(s.state.as_str(), "running") && !s.detail.is_empty())
         .map(|s| format!("{}: {}", s.name, s.detail))
         .collect();
+    for s in list.services.iter().filter(|s| s.health_source == "image") {
+        lines.push(format!("{}: health from the image's HEALTHCHECK", s.name));
+    }
     for s in list.services.iter().filter(|s| s.maintenance) {
         lines.push(format!("{}: maintenance on: nginx answers 503", s.name));
     }
