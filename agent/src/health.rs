@@ -55,6 +55,66 @@ pub enum Role {
     Version,
 }
 
+/// The longest probe output kept, in bytes: enough for a status line or an
+/// error, never a whole response or command output in events and logs.
+pub const OUTPUT_LIMIT: usize = 512;
+
+/// Env values shorter than this are not redacted: `1`, `yes` or `8000`
+/// would blank out ordinary words and numbers.
+const REDACT_MIN_LEN: usize = 4;
+
+/// Scrubs probe output of a service's env values before it reaches events,
+/// `ps` or the agent log: an exec check that echoes `$DB_PASSWORD` must not
+/// show it to viewers.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    /// Values of at least [`REDACT_MIN_LEN`] bytes, longest first so a
+    /// value containing another is replaced whole.
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    /// A redactor of `values` (the service's env values).
+    pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut secrets: Vec<String> = values
+            .into_iter()
+            .filter(|v| v.len() >= REDACT_MIN_LEN)
+            .map(str::to_owned)
+            .collect();
+        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        secrets.dedup();
+        Self { secrets }
+    }
+
+    /// `text` with every secret replaced by `[redacted]`, then cut to
+    /// [`OUTPUT_LIMIT`] bytes (redacting first, so a cut never leaves part
+    /// of a secret).
+    pub fn clean(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in &self.secrets {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), "[redacted]");
+            }
+        }
+        if out.len() > OUTPUT_LIMIT {
+            let mut cut = OUTPUT_LIMIT - "...".len();
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
+            out.push_str("...");
+        }
+        out
+    }
+
+    fn outcome(&self, outcome: Outcome) -> Outcome {
+        Outcome {
+            output: self.clean(&outcome.output),
+            ..outcome
+        }
+    }
+}
+
 /// The result of one probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -78,8 +138,19 @@ fn own_resource_error(e: &std::io::Error) -> bool {
     )
 }
 
-/// Runs `check` once against `container`.
-pub async fn probe(engine: &Engine, container: &ContainerInfo, spec: &ServiceSpec, check: &HealthCheck) -> Outcome {
+/// Runs `check` once against `container`; its output is cleaned by
+/// `redact`.
+pub async fn probe(
+    engine: &Engine,
+    container: &ContainerInfo,
+    spec: &ServiceSpec,
+    check: &HealthCheck,
+    redact: &Redactor,
+) -> Outcome {
+    redact.outcome(run_probe(engine, container, spec, check).await)
+}
+
+async fn run_probe(engine: &Engine, container: &ContainerInfo, spec: &ServiceSpec, check: &HealthCheck) -> Outcome {
     let timeout = check.timeout.as_std();
     let ip = container.ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     match &check.probe {
@@ -121,7 +192,20 @@ pub async fn probe(engine: &Engine, container: &ContainerInfo, spec: &ServiceSpe
 /// Reads what `container` reports serving: a GET of `[health.version]`'s
 /// path, whose body ([`VersionCheck::reported`]) is the version. `Err` holds
 /// the failed probe, for people (and `unknown` when the agent could not try).
+/// Both are cleaned by `redact`.
 pub async fn read_version(
+    container: &ContainerInfo,
+    spec: &ServiceSpec,
+    check: &HealthCheck,
+    redact: &Redactor,
+) -> Result<String, Outcome> {
+    match run_read_version(container, spec, check).await {
+        Ok(version) => Ok(redact.clean(&version)),
+        Err(failed) => Err(redact.outcome(failed)),
+    }
+}
+
+async fn run_read_version(
     container: &ContainerInfo,
     spec: &ServiceSpec,
     check: &HealthCheck,
@@ -276,11 +360,13 @@ pub struct GatePass {
 /// container exits, when probes keep failing `retries` times in a row after
 /// the start period, when it answers healthy but serves another version, or
 /// at `deadline` (the spec's `deploy.health_deadline`).
+/// Every output it returns is cleaned by `redact`.
 pub async fn gate(
     engine: &Engine,
     container_id: &str,
     spec: &ServiceSpec,
     deadline: Duration,
+    redact: &Redactor,
 ) -> Result<GatePass, GateFailure> {
     let started = Instant::now();
     let give_up = started + deadline;
@@ -324,21 +410,22 @@ pub async fn gate(
             && let Some(docker) = &info.docker_health
         {
             // The image's own HEALTHCHECK, as Docker runs it.
+            let output = redact.clean(&docker.output);
             match docker.status.as_str() {
                 "healthy" => {
                     return Ok(GatePass {
-                        output: format!("the image's HEALTHCHECK reports healthy: {}", docker.output),
+                        output: format!("the image's HEALTHCHECK reports healthy: {output}"),
                         version: None,
                     });
                 }
                 "unhealthy" => {
                     return Err(GateFailure {
                         reason: "the image's HEALTHCHECK reports unhealthy (Docker's health status)".into(),
-                        health_output: docker.output.clone(),
+                        health_output: output,
                         exit_code: None,
                     });
                 }
-                _ if Instant::now() >= give_up => return Err(timed_out(deadline, docker.output.clone())),
+                _ if Instant::now() >= give_up => return Err(timed_out(deadline, output)),
                 _ => {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                     continue;
@@ -356,7 +443,7 @@ pub async fn gate(
             continue;
         };
         let check = &health.ready;
-        let mut outcome = probe(engine, &info, spec, check).await;
+        let mut outcome = probe(engine, &info, spec, check, redact).await;
         let now = Instant::now();
         if outcome.healthy {
             passes += 1;
@@ -368,7 +455,7 @@ pub async fn gate(
                         version: None,
                     });
                 };
-                match read_version(&info, spec, check).await {
+                match read_version(&info, spec, check, redact).await {
                     Ok(reported) => {
                         return match version.assert(&reported, &spec.image) {
                             Ok(()) => Ok(GatePass {
@@ -430,5 +517,39 @@ fn timed_out(deadline: Duration, last_output: String) -> GateFailure {
         ),
         health_output: last_output,
         exit_code: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_values_are_redacted_before_the_output_is_capped() {
+        let redact = Redactor::new(["s3cr3t-token", "abc", "s3cr3t", "8000"]);
+        assert_eq!(
+            redact.clean("exit 1: token s3cr3t-token and s3cr3t on 8000, abc stays"),
+            "exit 1: token [redacted] and [redacted] on [redacted], abc stays"
+        );
+        // A secret straddling the cap is redacted whole, never cut in two.
+        let long = format!("{}s3cr3t-token{}", "x".repeat(OUTPUT_LIMIT - 6), "y".repeat(100));
+        let cleaned = redact.clean(&long);
+        assert!(cleaned.len() <= OUTPUT_LIMIT, "{}", cleaned.len());
+        assert!(!cleaned.contains("s3cr"), "{cleaned}");
+        assert!(cleaned.ends_with("..."), "{cleaned}");
+        // Multi-byte text is cut on a character boundary.
+        let wide = "é".repeat(OUTPUT_LIMIT);
+        assert!(Redactor::default().clean(&wide).len() <= OUTPUT_LIMIT);
+    }
+
+    #[test]
+    fn an_unknown_outcome_stays_unknown_when_cleaned() {
+        let redact = Redactor::new(["hunter22"]);
+        let out = redact.outcome(unknown("EMFILE while sending hunter22".into()));
+        assert!(out.unknown && !out.healthy, "{out:?}");
+        assert!(
+            out.output.contains("[redacted]") && !out.output.contains("hunter22"),
+            "{out:?}"
+        );
     }
 }

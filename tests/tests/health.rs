@@ -11,6 +11,8 @@
 //! - the image's HEALTHCHECK: without `[health]`, Docker's health status
 //!   gates a deploy (an unhealthy one fails it) and replaces a container
 //!   that turns unhealthy; `ps` says the verdict comes from the image;
+//! - probe output never shows the service's env: an exec check echoing a
+//!   secret shows `[redacted]` in `ps`, in events and in the agent log;
 //! - maintenance mode, through a real nginx: on, nginx answers 503 on `/`
 //!   and on the health paths while the container keeps running; it stays
 //!   on across an agent restart; off, 200 again.
@@ -301,4 +303,57 @@ fn an_image_healthcheck_gates_a_deploy_and_replaces_an_unhealthy_container() {
         replaced["message"].as_str().unwrap_or("").contains("HEALTHCHECK"),
         "{replaced}"
     );
+}
+
+#[test]
+fn a_probe_echoing_a_secret_never_shows_it_in_ps_events_or_the_agent_log() {
+    let (agent, pki) = setup();
+    let events = Events::watch(&pki, &agent.addr);
+    let secret = format!("tok-{}", pki.instance);
+    let env = pki.path("env/leaky.env");
+    std::fs::create_dir_all(pki.path("env")).expect("env dir");
+    std::fs::write(&env, format!("API_TOKEN={secret}\n")).expect("env file");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    // A careless exec check: it prints the token, then checks /health.
+    let spec = Spec::new("leaky", "v1")
+        .key("ports", ["8000"])
+        .health_exec(&[
+            "sh",
+            "-c",
+            "echo token=$API_TOKEN; wget -q -O- http://127.0.0.1:8000/health",
+        ])
+        .set("deploy", "health_deadline", "20s");
+    ok(&apply(&pki, &agent.addr, &spec));
+    let container = one_running(&pki.instance, "leaky");
+    // Failing now: the unhealthy event carries the probe's output.
+    docker(&["exec", &container, "rm", "/www/health"]);
+    wait_until(T, "an unhealthy event for leaky", || {
+        events
+            .events()
+            .iter()
+            .any(|e| e["kind"] == "unhealthy" && e["service"] == "leaky")
+    });
+    let unhealthy = event(&events, "unhealthy", "leaky");
+    assert!(
+        unhealthy["message"].as_str().unwrap_or("").contains("token=[redacted]"),
+        "{unhealthy}"
+    );
+    wait_until(T, "the replacement running", || {
+        berth_tests::running(&pki.instance, "leaky")
+            .first()
+            .is_some_and(|id| *id != container)
+    });
+    let listing = ps(&pki, &agent.addr).to_string();
+    let table = ok(&berthctl(&pki, &agent.addr, &["ps"]));
+    for (what, text) in [
+        ("events", events.text()),
+        ("ps -o json", listing),
+        ("ps", table),
+        ("the agent log", agent.logs()),
+    ] {
+        assert!(!text.contains(&secret), "{what} shows the secret:\n{text}");
+    }
 }

@@ -50,9 +50,10 @@ pub(super) async fn run(sup: Supervisor, cancel: CancellationToken) {
             check,
         } in due
         {
+            let redact = sup.redactor(&spec);
             let probe = async {
                 match role {
-                    health::Role::Version => match health::read_version(&container, &spec, &check).await {
+                    health::Role::Version => match health::read_version(&container, &spec, &check, &redact).await {
                         Ok(version) => health::Outcome {
                             healthy: true,
                             unknown: false,
@@ -60,7 +61,7 @@ pub(super) async fn run(sup: Supervisor, cancel: CancellationToken) {
                         },
                         Err(failed) => failed,
                     },
-                    _ => health::probe(&engine, &container, &spec, &check).await,
+                    _ => health::probe(&engine, &container, &spec, &check, &redact).await,
                 }
             };
             let outcome = tokio::select! {

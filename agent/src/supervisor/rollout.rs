@@ -201,6 +201,8 @@ impl Supervisor {
         };
 
         let deadline = spec.deploy.health_deadline.as_std();
+        // What the gate reports never shows the env the container got.
+        let redact = health::Redactor::new(env.iter().map(|(_, v)| v));
         progress.step(
             "health",
             match &spec.health {
@@ -222,7 +224,7 @@ impl Supervisor {
                 exit_code: None,
                 ending: Ending::Interrupted,
             }),
-            gate = health::gate(&engine, &new_id, &spec, deadline) => gate.map_err(|g| Failure {
+            gate = health::gate(&engine, &new_id, &spec, deadline, &redact) => gate.map_err(|g| Failure {
                 new_id: Some(new_id.clone()),
                 reason: g.reason,
                 health_output: Some(g.health_output),
