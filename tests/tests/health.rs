@@ -8,6 +8,7 @@
 //! - checks with roles: a failing `[health.deps]` check marks the service
 //!   degraded (an event, no restart) and it recovers; a failing live check
 //!   replaces the container;
+//! - a rollout records the version each host serves after its deploy;
 //! - the image's HEALTHCHECK: without `[health]`, Docker's health status
 //!   gates a deploy (an unhealthy one fails it) and replaces a container
 //!   that turns unhealthy; `ps` says the verdict comes from the image;
@@ -21,8 +22,8 @@ use std::time::Duration;
 
 use berth_tests::nginx::{Nginx, get};
 use berth_tests::{
-    Agent, Events, Pki, Spec, agent_config, apply, berthctl, docker, fails, free_port, image, ok, one_running, ps,
-    service, wait_until,
+    Agent, Events, Fleet, Host, Pki, Spec, agent_config, apply, berthctl, docker, fails, free_port, image, json, ok,
+    one_running, ps, service, wait_until,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -355,5 +356,37 @@ fn a_probe_echoing_a_secret_never_shows_it_in_ps_events_or_the_agent_log() {
         ("the agent log", agent.logs()),
     ] {
         assert!(!text.contains(&secret), "{what} shows the secret:\n{text}");
+    }
+}
+
+#[test]
+fn a_rollout_shows_the_version_each_host_serves() {
+    let fleet = Fleet::start_with(Host::tiers(&[("web", 2)]), "");
+    for m in fleet.members() {
+        ok(&fleet.apply(&m.name, &contextgraph("api", "v1")));
+    }
+    let inv = fleet.write_inventory(&fleet.inventory("prod"));
+    let inv = inv.to_string_lossy();
+    let run = |args: &[&str]| {
+        fleet
+            .ctl(&["--inventory", &inv, "--fleet", "prod", "rollout"])
+            .args(args)
+            .output()
+            .expect("run berthctl rollout")
+    };
+    let out = ok(&run(&["--service", "api", "--image", &image("v2"), "--yes"]));
+    // The summary table's VERSION column.
+    let serving = out
+        .lines()
+        .filter(|l| l.starts_with("web-") && l.contains(" succeeded ") && l.trim_end().ends_with(" v2"))
+        .count();
+    assert_eq!(serving, 2, "{out}");
+    let ls = json(&run(&["ls", "-o", "json"]));
+    let id = ls[0]["id"].as_str().unwrap_or_default().to_owned();
+    let status = json(&run(&["status", &id, "-o", "json"]));
+    let hosts = status["hosts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(hosts.len(), 2, "{status}");
+    for h in hosts {
+        assert_eq!(h["version"], "v2", "{h}");
     }
 }

@@ -199,6 +199,7 @@ pub fn hosts_table(record: &RolloutRecord) -> String {
         "REVISION".into(),
         "OUTCOME".into(),
         "TIME".into(),
+        "VERSION".into(),
         "WHY".into(),
     ]];
     for h in &record.hosts {
@@ -213,6 +214,12 @@ pub fn hosts_table(record: &RolloutRecord) -> String {
             revisions(h),
             h.state.clone(),
             took,
+            // What the host reported serving after its deploy.
+            if h.version.is_empty() {
+                "-".into()
+            } else {
+                h.version.clone()
+            },
             h.error.clone(),
         ]);
     }
