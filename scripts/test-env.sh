@@ -4,7 +4,7 @@
 #   * Debian packages: busybox-static, docker-registry, nginx, curl, ca-certificates,
 #     prometheus, prometheus-node-exporter, collectd-core (+ its plugin libraries)
 #   * a local registry (Debian's docker-registry) on 127.0.0.1:$BERTH_TEST_REGISTRY_PORT
-#   * the test images 127.0.0.1:PORT/berth-test/app:{v1,v2,bad,crashy,cpu,mem},
+#   * the test images 127.0.0.1:PORT/berth-test/app:{v1,v2,bad,crashy,cpu,mem,wrongver,depsdown,dockerhc},
 #     built from busybox (tests/images/) and pushed to that registry.
 #
 # Usage:
@@ -35,7 +35,7 @@ set -Eeuo pipefail
 PORT="${BERTH_TEST_REGISTRY_PORT:-5000}"
 REGISTRY="127.0.0.1:$PORT"
 REPO="$REGISTRY/berth-test/app"
-TAGS=(v1 v2 bad crashy cpu mem)
+TAGS=(v1 v2 bad crashy cpu mem wrongver depsdown dockerhc)
 # prometheus scrapes berth's endpoint in the metrics tests; collectd-core's
 # statsd + write_prometheus plugins (they need libmicrohttpd12 and
 # libprotobuf-c1) receive the StatsD push, since Debian 12 has no

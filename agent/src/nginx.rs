@@ -56,8 +56,11 @@ pub enum NginxError {
     },
 }
 
-/// Renders the site for `spec` sending traffic to `upstream`.
-pub fn render(spec: &ServiceSpec, proxy: &Proxy, upstream: SocketAddr) -> String {
+/// Renders the site for `spec` sending traffic to `upstream`; in
+/// `maintenance` mode every location, health paths included, answers 503
+/// with a short page instead (so a load balancer drains the host), while
+/// the container keeps running.
+pub fn render(spec: &ServiceSpec, proxy: &Proxy, upstream: SocketAddr, maintenance: bool) -> String {
     let name = spec.name.as_str();
     let upstream_name = format!("berth_{}", name.replace(['.', '-'], "_"));
     let tls = proxy.tls_cert.as_ref().zip(proxy.tls_key.as_ref());
@@ -95,14 +98,28 @@ pub fn render(spec: &ServiceSpec, proxy: &Proxy, upstream: SocketAddr) -> String
             proxy.read_timeout.as_std().as_secs().max(1),
         )
     };
+    let body = |extra: &str| {
+        if maintenance {
+            // The service name is a spec name: letters, digits, `.`, `_`
+            // and `-` only, nothing nginx's string syntax or HTML reads.
+            format!(
+                "        default_type text/html;\n\
+                 \x20       add_header Retry-After 60 always;\n\
+                 \x20       return 503 \"<!doctype html><title>503 Maintenance</title>\
+                 <h1>{name} is down for maintenance</h1><p>Please try again shortly.</p>\\n\";\n{extra}"
+            )
+        } else {
+            proxy_block(extra)
+        }
+    };
     for path in &proxy.health_paths {
         // Heartbeats reach the app as they are and stay out of the access log.
         out.push_str(&format!(
             "\n    location = {path} {{\n{}        access_log off;\n    }}\n",
-            proxy_block("")
+            body("")
         ));
     }
-    out.push_str(&format!("\n    location / {{\n{}    }}\n", proxy_block("")));
+    out.push_str(&format!("\n    location / {{\n{}    }}\n", body("")));
     out.push_str("}\n");
     out
 }
@@ -280,7 +297,7 @@ mod tests {
     fn renders_upstream_headers_and_health_paths() {
         let s = spec("");
         let proxy = s.proxy.clone().expect("proxy");
-        let site = render(&s, &proxy, "172.17.0.3:8000".parse().expect("addr"));
+        let site = render(&s, &proxy, "172.17.0.3:8000".parse().expect("addr"), false);
         assert!(site.starts_with(HEADER), "{site}");
         assert!(site.contains("server 172.17.0.3:8000"), "{site}");
         assert!(site.contains("listen 8080;"), "{site}");
@@ -294,11 +311,22 @@ mod tests {
     }
 
     #[test]
+    fn maintenance_answers_503_everywhere_and_proxies_nothing() {
+        let s = spec("");
+        let proxy = s.proxy.clone().expect("proxy");
+        let site = render(&s, &proxy, "172.17.0.3:8000".parse().expect("addr"), true);
+        assert!(!site.contains("proxy_pass"), "{site}");
+        // The three health paths and `/`.
+        assert_eq!(site.matches("return 503 ").count(), 4, "{site}");
+        assert!(site.contains("api is down for maintenance"), "{site}");
+    }
+
+    #[test]
     fn tls_ports_get_ssl_and_80_stays_plain() {
         let s = spec("tls_cert = \"/etc/ssl/a.pem\"\ntls_key = \"/etc/ssl/a.key\"\n").clone();
         let mut proxy = s.proxy.clone().expect("proxy");
         proxy.listen = vec![80, 443];
-        let site = render(&s, &proxy, "10.0.0.2:8000".parse().expect("addr"));
+        let site = render(&s, &proxy, "10.0.0.2:8000".parse().expect("addr"), false);
         assert!(
             site.contains("listen 80;") && site.contains("listen 443 ssl;"),
             "{site}"

@@ -120,6 +120,11 @@ pub struct ServiceRecord {
     /// The number the next revision gets (numbers are never reused, even
     /// after old revisions are dropped).
     pub next_revision: u64,
+    /// Maintenance mode (`berthctl maintenance on`): its nginx site answers
+    /// 503 on every path, health paths included, while the containers keep
+    /// running. Kept across revisions and agent restarts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub maintenance: bool,
 }
 
 impl ServiceRecord {
@@ -277,6 +282,7 @@ impl StateFile {
                 active: 0,
                 revisions: Vec::new(),
                 next_revision: 1,
+                maintenance: false,
             });
         let number = record.next_revision;
         record.next_revision += 1;
@@ -348,6 +354,18 @@ impl StateFile {
         match self.services.get_mut(service).and_then(|r| r.revision_mut(number)) {
             Some(rev) if rev.env.is_none() => {
                 rev.env = Some(env);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Turns maintenance mode of `service` on or off; false when it already
+    /// was so, or there is no such service.
+    pub fn set_maintenance(&mut self, service: &str, on: bool) -> bool {
+        match self.services.get_mut(service) {
+            Some(record) if record.maintenance != on => {
+                record.maintenance = on;
                 true
             }
             _ => false,

@@ -46,6 +46,7 @@ enum Command {
     History(cmd::history::Args),
     Restart(cmd::restart::Args),
     Rm(cmd::rm::Args),
+    Maintenance(cmd::maintenance::Args),
     Logs(cmd::logs::Args),
     Events(cmd::events::Args),
     /// Set, unset, show or import a service's env (values masked unless revealed).
@@ -84,6 +85,7 @@ fn main() -> ExitCode {
         Command::History(args) => block_on(cmd::history::run(&cli.global, out, args)),
         Command::Restart(args) => block_on(cmd::restart::run(&cli.global, out, args)),
         Command::Rm(args) => block_on(cmd::rm::run(&cli.global, out, args)),
+        Command::Maintenance(args) => block_on(cmd::maintenance::run(&cli.global, out, args)),
         Command::Logs(args) => block_on(cmd::logs::run(&cli.global, out, args)),
         Command::Events(args) => block_on(cmd::events::run(&cli.global, out, args)),
         Command::Env(args) => block_on(cmd::env::run(&cli.global, out, args)),

@@ -4,7 +4,7 @@
 #
 #   build-image.sh TAG IMAGE_REF [INPUTS_HASH]
 #
-# TAG is one of: v1 v2 bad crashy cpu mem. INPUTS_HASH is stored in the
+# TAG is one of: v1 v2 bad crashy cpu mem wrongver depsdown dockerhc. INPUTS_HASH is stored in the
 # `berth.test.inputs` label so scripts/test-env.sh can skip unchanged rebuilds.
 # BUSYBOX overrides the binary (default /bin/busybox from busybox-static).
 set -euo pipefail
@@ -16,12 +16,19 @@ busybox="${BUSYBOX:-/bin/busybox}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 # Which script is PID 1, and whether /www answers the health paths.
+version="" deps=yes
 case "$tag" in
 v1 | v2) entry=serve.sh healthy=yes ;;
 bad) entry=serve.sh healthy=no ;;
 crashy) entry=crashy.sh healthy=yes ;;
 cpu) entry=cpu.sh healthy=yes ;;
 mem) entry=mem.sh healthy=yes ;;
+# Healthy, but /__version__ reports v1 (a stale build under a new tag).
+wrongver) entry=serve.sh healthy=yes version=v1 ;;
+# The web app answers, its dependency does not: /__heartbeat__ -> 404.
+depsdown) entry=serve.sh healthy=yes deps=no ;;
+# Like v1, plus a Docker HEALTHCHECK on /health (for specs without [health]).
+dockerhc) entry=serve.sh healthy=yes ;;
 *)
 	echo "build-image.sh: unknown tag '$tag'" >&2
 	exit 2
@@ -57,11 +64,18 @@ chmod 0755 "$root"/app/*.sh
 # Health paths must be plain files: busybox httpd gives 200 for a file and
 # 404 for anything missing (which is exactly what `bad` wants).
 printf '%s' "$tag" >"$root/www/index.html"
-printf '{"version":"%s"}' "$tag" >"$root/www/__version__"
+printf '{"version":"%s"}' "${version:-$tag}" >"$root/www/__version__"
 if [[ "$healthy" == yes ]]; then
 	for p in health __lbheartbeat__ __heartbeat__; do
 		printf 'ok' >"$root/www/$p"
 	done
+fi
+if [[ "${deps:-yes}" == no ]]; then
+	rm -f "$root/www/__heartbeat__"
+fi
+healthcheck=()
+if [[ "$tag" == dockerhc ]]; then
+	healthcheck=(--change 'HEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD ["wget", "-q", "-O-", "http://127.0.0.1:8000/health"]')
 fi
 
 tar -C "$root" --numeric-owner --owner=0 --group=0 -cf - . |
@@ -75,6 +89,7 @@ tar -C "$root" --numeric-owner --owner=0 --group=0 -cf - . |
 		--change 'LABEL berth.test=true' \
 		--change "LABEL berth.test.variant=$tag" \
 		--change "LABEL berth.test.inputs=$inputs" \
+		"${healthcheck[@]}" \
 		- "$ref" >/dev/null
 
 # Smoke test: the binary really is static and the applets resolve.

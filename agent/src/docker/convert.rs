@@ -14,7 +14,7 @@ use bollard::models::{
 
 use super::error::DockerError;
 use super::time::parse_time_ms;
-use super::types::{ContainerInfo, CreateRequest, EngineEvent, LogLine, PublishedPort};
+use super::types::{ContainerInfo, CreateRequest, DockerHealth, EngineEvent, LogLine, PublishedPort};
 
 pub(super) fn non_negative(n: Option<i64>) -> u64 {
     n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
@@ -184,6 +184,22 @@ pub(super) fn container_info(r: ContainerInspectResponse) -> ContainerInfo {
     // start (exec format error, missing binary) has a non-zero one but no
     // finish time.
     let finished_at_ms = state.finished_at.as_deref().and_then(parse_time_ms);
+    let docker_health = state.health.as_ref().and_then(|h| {
+        let status = h.status.map(|s| s.to_string()).unwrap_or_default();
+        // "none" and "" are a container whose image has no HEALTHCHECK
+        // (or one disabled at create).
+        matches!(status.as_str(), "starting" | "healthy" | "unhealthy").then(|| DockerHealth {
+            status,
+            output: h
+                .log
+                .as_ref()
+                .and_then(|log| log.last())
+                .and_then(|r| r.output.as_deref())
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        })
+    });
     let exit_code = if running || (finished_at_ms.is_none() && state.exit_code == Some(0)) {
         None
     } else {
@@ -216,6 +232,7 @@ pub(super) fn container_info(r: ContainerInspectResponse) -> ContainerInfo {
             binds
         },
         restart_count: r.restart_count.unwrap_or(0),
+        docker_health,
     }
 }
 

@@ -36,7 +36,7 @@ pub use auth::RegistryAuth;
 pub use engine::{Engine, connect, engine_version};
 pub use error::DockerError;
 pub use types::{
-    ContainerInfo, CreateRequest, EngineEvent, EngineVersion, LogLine, PortBinding, PublishedPort, PullProgress,
-    RunFlags, SoftLimits,
+    ContainerInfo, CreateRequest, DockerHealth, EngineEvent, EngineVersion, LogLine, PortBinding, PublishedPort,
+    PullProgress, RunFlags, SoftLimits,
 };
 pub use volumes::Ensured;

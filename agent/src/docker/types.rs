@@ -181,6 +181,18 @@ pub struct ContainerInfo {
     /// How often Docker itself restarted it (always 0 for berth's containers,
     /// whose restart policy is "no").
     pub restart_count: i64,
+    /// The image's own HEALTHCHECK as Docker runs it (`State.Health`):
+    /// `None` when the image defines none.
+    pub docker_health: Option<DockerHealth>,
+}
+
+/// Docker's verdict of an image's HEALTHCHECK on one container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DockerHealth {
+    /// "starting", "healthy" or "unhealthy".
+    pub status: String,
+    /// What the last check printed, trimmed.
+    pub output: String,
 }
 
 /// One progress message of [`super::Engine::pull`].

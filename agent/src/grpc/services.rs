@@ -16,7 +16,7 @@ use berth_proto::v1::services_server::Services;
 use berth_proto::v1::{
     self as pb, ApplyRequest, DeployEvent, DeployRequest, GetRequest, HistoryRequest, HistoryResponse, ListRequest,
     ListResponse, LogLine, LogsRequest, RemoveRequest, RemoveResponse, RestartRequest, RollbackRequest, ServiceStatus,
-    WatchEventsRequest, deploy_event,
+    SetMaintenanceRequest, SetMaintenanceResponse, WatchEventsRequest, deploy_event,
 };
 use futures::{Stream, StreamExt as _};
 use tokio::sync::{broadcast, mpsc};
@@ -199,6 +199,9 @@ pub fn status_of(v: ServiceView) -> ServiceStatus {
         spec_toml: v.spec.to_toml(),
         routes: v.routes,
         updated_at_ms: v.updated_at_ms,
+        version: v.version,
+        maintenance: v.maintenance,
+        health_source: v.health_source,
     }
 }
 
@@ -275,6 +278,21 @@ impl Services for ServicesApi {
             containers_removed: removed.containers,
             volumes_removed: removed.volumes,
         }))
+    }
+
+    async fn set_maintenance(
+        &self,
+        request: Request<SetMaintenanceRequest>,
+    ) -> Result<Response<SetMaintenanceResponse>, Status> {
+        super::audited::target(&request, &request.get_ref().service);
+        let who = super::operator(&request)?;
+        let req = request.into_inner();
+        let changed = self
+            .ready()?
+            .set_maintenance(&req.service, req.on, &who)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(SetMaintenanceResponse { changed }))
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<ServiceStatus>, Status> {

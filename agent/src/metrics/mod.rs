@@ -59,6 +59,8 @@ pub struct MetricsTarget {
     pub oom_kills: u32,
     /// "healthy", "unhealthy", "starting", or "" without a health check.
     pub health: String,
+    /// Its `[health.deps]` check is failing.
+    pub degraded: bool,
     /// Why the memory-pressure policy holds it stopped, if it does.
     pub held: Option<String>,
     /// The spec's CPU limit in CPUs, if any.
@@ -157,6 +159,8 @@ pub struct ContainerSample {
     pub restarts: u32,
     /// "healthy", "unhealthy", "starting" or "" (no check or not running).
     pub health: String,
+    /// Its `[health.deps]` check is failing.
+    pub degraded: bool,
     /// Why the memory-pressure policy holds it stopped, if it does.
     pub held: Option<String>,
     /// Where the counters came from: "cgroup-v1", "cgroup-v2",
@@ -449,6 +453,7 @@ async fn collect_loop(
                 oom_kills: u64::from(target.oom_kills),
                 restarts: target.restarts,
                 health: target.health.clone(),
+                degraded: target.degraded,
                 held: target.held.clone(),
                 source,
                 ..Default::default()

@@ -372,6 +372,15 @@ pub fn render(s: &Snapshot) -> String {
         w.sample("berth_service_healthy", &[("service", &c.service)], v);
     }
     w.family(
+        "berth_service_degraded",
+        "gauge",
+        "1 while the service's [health.deps] check fails (its container keeps running).",
+    );
+    for c in &s.containers {
+        let v = if c.degraded { 1.0 } else { 0.0 };
+        w.sample("berth_service_degraded", &[("service", &c.service)], v);
+    }
+    w.family(
         "berth_service_held",
         "gauge",
         "1 while the memory-pressure policy keeps the service stopped.",

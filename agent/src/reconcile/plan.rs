@@ -16,6 +16,8 @@ pub struct Desired<'a> {
     pub revision: u64,
     /// Its spec.
     pub spec: &'a ServiceSpec,
+    /// Maintenance mode: its nginx site answers 503.
+    pub maintenance: bool,
 }
 
 /// What nginx's sites dir holds, read just before planning.
@@ -333,7 +335,7 @@ fn plan_sites(
         let Some(upstream) = upstream_of(primary, want.spec) else {
             continue;
         };
-        let content = nginx::render(want.spec, proxy, upstream);
+        let content = nginx::render(want.spec, proxy, upstream, want.maintenance);
         let why = match sites.current.get(name) {
             Some(had) if *had == content => continue,
             Some(_) => "the site file differed from the spec (edited by hand, or the container moved)",
@@ -406,7 +408,14 @@ mod tests {
     }
 
     fn desired<'a>(spec: &'a ServiceSpec, revision: u64) -> BTreeMap<String, Desired<'a>> {
-        BTreeMap::from([("web".to_owned(), Desired { revision, spec })])
+        BTreeMap::from([(
+            "web".to_owned(),
+            Desired {
+                revision,
+                spec,
+                maintenance: false,
+            },
+        )])
     }
 
     /// The container part of the plan: no nginx sites on disk.

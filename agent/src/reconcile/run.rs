@@ -76,6 +76,7 @@ pub async fn pass(sup: &Supervisor) -> Option<Instant> {
                     Desired {
                         revision: rev.number,
                         spec: &rev.spec,
+                        maintenance: r.maintenance,
                     },
                 )
             })

@@ -40,6 +40,8 @@ pub(crate) enum StateChange {
     AdoptEnv { service: String, revision: u64, env: Vars },
     /// Forgets a service, and what was learnt about it at run time.
     Remove { service: String },
+    /// Turns maintenance mode of a service on or off.
+    Maintenance { service: String, on: bool },
 }
 
 /// What a reconcile pass plans with, besides the snapshot it started from.
@@ -94,6 +96,7 @@ pub(crate) enum Command {
         container: String,
         interval: Duration,
         output: String,
+        version: Option<String>,
         info: Option<ContainerInfo>,
         reply: oneshot::Sender<()>,
     },
@@ -102,10 +105,11 @@ pub(crate) enum Command {
         service: String,
         reply: oneshot::Sender<()>,
     },
-    /// The health monitor probed a container.
+    /// The health monitor probed a container with its check of `role`.
     Probed {
         service: String,
         container: ContainerInfo,
+        role: health::Role,
         check: HealthCheck,
         outcome: health::Outcome,
         reply: oneshot::Sender<()>,

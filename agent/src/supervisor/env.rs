@@ -27,6 +27,7 @@ use crate::audit::Actor;
 use crate::clock::now_ms;
 use crate::envfiles;
 use crate::events::Severity;
+use crate::health;
 use crate::state::{NewRevision, RevisionStatus};
 use berth_core::envfile::{self, Vars};
 use berth_core::spec::{EnvChange, ServiceName, ServiceSpec};
@@ -165,6 +166,25 @@ impl Supervisor {
             Some(env) => Ok(env),
             None => envfiles::read(&self.env_path(spec)).map_err(|e| SupervisorError::Invalid(e.to_string())),
         }
+    }
+
+    /// What cleans the health monitor's probe output of `spec`'s service:
+    /// the values of the env its running revision got and of its current
+    /// env (they differ after an edit with `env_change = "none"`). An env
+    /// that cannot be read leaves only what the state holds.
+    pub(super) fn redactor(&self, spec: &ServiceSpec) -> health::Redactor {
+        let snap = self.snapshot();
+        let running = snap
+            .record(spec.name.as_str())
+            .and_then(|r| r.active_revision())
+            .and_then(|r| r.env.clone());
+        let current = self.current_env(spec).ok();
+        health::Redactor::new(
+            running
+                .iter()
+                .chain(current.iter())
+                .flat_map(|vars| vars.iter().map(|(_, v)| v)),
+        )
     }
 
     /// A service's current env. For a service not applied yet, its default

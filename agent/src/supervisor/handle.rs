@@ -93,7 +93,7 @@ impl Supervisor {
         self.ask(|reply| Command::Claim { wanted, reply }).await
     }
 
-    async fn commit(&self, change: StateChange) -> Result<u64, SupervisorError> {
+    pub(super) async fn commit(&self, change: StateChange) -> Result<u64, SupervisorError> {
         self.ask(|reply| Command::Commit { change, reply })
             .await?
             .map_err(|e| SupervisorError::Internal(e.to_string()))
@@ -182,14 +182,15 @@ impl Supervisor {
         service: &str,
         container: &str,
         interval: Duration,
-        output: String,
+        pass: health::GatePass,
         info: Option<ContainerInfo>,
     ) -> Result<(), SupervisorError> {
         self.ask(|reply| Command::Healthy {
             service: service.to_owned(),
             container: container.to_owned(),
             interval,
-            output,
+            output: pass.output,
+            version: pass.version,
             info,
             reply,
         })
@@ -205,17 +206,19 @@ impl Supervisor {
         .await
     }
 
-    /// The health monitor probed `container`.
+    /// The health monitor probed `container` with its check of `role`.
     pub(super) async fn probed(
         &self,
         service: &str,
         container: ContainerInfo,
+        role: health::Role,
         check: HealthCheck,
         outcome: health::Outcome,
     ) -> Result<(), SupervisorError> {
         self.ask(|reply| Command::Probed {
             service: service.to_owned(),
             container,
+            role,
             check,
             outcome,
             reply,

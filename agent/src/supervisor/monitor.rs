@@ -1,7 +1,9 @@
 //! The health monitor: probes each service's running container at its
-//! check's interval and reports every outcome to the owner, which marks a
-//! container unhealthy after `retries` failures in a row and wakes the
-//! reconciler to replace it.
+//! checks' intervals and reports every outcome to the owner, which marks a
+//! container unhealthy after `retries` failures of its live check in a row
+//! and wakes the reconciler to replace it, marks the service degraded when
+//! its deps check fails (never restarting it), and keeps what the container
+//! reports serving (`[health.version]`) for `ps`.
 //!
 //! Reads what is due from the newest snapshot (each service's primary
 //! container and its verdict's next probe time); services a change holds
@@ -12,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::Supervisor;
+use super::{HealthState, Supervisor};
 use crate::docker::ContainerInfo;
 use crate::health;
-use berth_core::spec::ServiceSpec;
+use berth_core::spec::{HealthCheck, ServiceSpec};
 
 /// How often the health monitor looks for due probes.
 const HEALTH_TICK: Duration = Duration::from_millis(250);
@@ -30,32 +32,96 @@ pub(super) async fn run(sup: Supervisor, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let due: Vec<(String, ContainerInfo, ServiceSpec)> = {
+        let due: Vec<Due> = {
             let snap = sup.snapshot();
             let now = Instant::now();
             snap.primaries
                 .iter()
                 .filter(|(name, _)| !snap.changing.contains(*name))
-                .filter_map(|(name, c)| {
-                    let spec = snap.record(name)?.active_revision()?.spec.clone();
-                    spec.health.as_ref()?;
-                    let due = snap
-                        .health
-                        .get(&c.id)
-                        .is_none_or(|h| h.next_probe <= now && !h.unhealthy);
-                    due.then(|| (name.clone(), c.clone(), spec))
-                })
+                .filter_map(|(name, c)| Some((name, c, snap.record(name)?.active_revision()?.spec.clone())))
+                .flat_map(|(name, c, spec)| due_checks(name, c, &spec, snap.health.get(&c.id), now))
                 .collect()
         };
-        for (name, container, spec) in due {
-            let Some(check) = spec.health.clone() else { continue };
+        for Due {
+            service,
+            container,
+            spec,
+            role,
+            check,
+        } in due
+        {
+            let redact = sup.redactor(&spec);
+            let probe = async {
+                match role {
+                    health::Role::Version => match health::read_version(&container, &spec, &check, &redact).await {
+                        Ok(version) => health::Outcome {
+                            healthy: true,
+                            unknown: false,
+                            output: version,
+                        },
+                        Err(failed) => failed,
+                    },
+                    _ => health::probe(&engine, &container, &spec, &check, &redact).await,
+                }
+            };
             let outcome = tokio::select! {
                 _ = cancel.cancelled() => return,
-                o = health::probe(&engine, &container, &spec, &check) => o,
+                o = probe => o,
             };
-            if sup.probed(&name, container, check, outcome).await.is_err() {
+            if sup.probed(&service, container, role, check, outcome).await.is_err() {
                 return;
             }
         }
     }
+}
+
+/// One probe the monitor owes.
+struct Due {
+    service: String,
+    container: ContainerInfo,
+    spec: ServiceSpec,
+    role: health::Role,
+    check: HealthCheck,
+}
+
+/// The probes of `container` (the primary of `service`) due at `now`: its
+/// live check unless it is already unhealthy, its deps check, and a
+/// version read.
+fn due_checks(
+    service: &str,
+    container: &ContainerInfo,
+    spec: &ServiceSpec,
+    state: Option<&HealthState>,
+    now: Instant,
+) -> Vec<Due> {
+    let Some(health) = &spec.health else {
+        return Vec::new();
+    };
+    let live_due = state.is_none_or(|h| h.next_probe <= now && !h.unhealthy);
+    let deps_due = state.and_then(|h| h.deps.as_ref()).is_none_or(|d| d.next_probe <= now);
+    let version_due = state.is_none_or(|h| h.next_version_read <= now);
+    [
+        live_due.then(|| (health::Role::Live, health.live().clone())),
+        health
+            .deps
+            .clone()
+            .filter(|_| deps_due)
+            .map(|c| (health::Role::Deps, c)),
+        // The version is read with the ready check's timeout.
+        health
+            .version
+            .as_ref()
+            .filter(|_| version_due)
+            .map(|_| (health::Role::Version, health.ready.clone())),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|(role, check)| Due {
+        service: service.to_owned(),
+        container: container.clone(),
+        spec: spec.clone(),
+        role,
+        check,
+    })
+    .collect()
 }

@@ -24,14 +24,16 @@ use tracing::debug;
 
 use super::command::{Command, Observation, StateChange};
 use super::permit::{Acquired, Holder, Permits};
-use super::runtime::{OomSource, Runtime};
+use super::runtime::{DepsChange, OomSource, Runtime};
 use super::snapshot::Snapshot;
 use super::{SupervisorError, short};
 use crate::clock;
-use crate::docker::EngineEvent;
+use crate::docker::{ContainerInfo, EngineEvent};
 use crate::events::{EventBus, Severity};
+use crate::health;
 use crate::metrics::MetricsTarget;
 use crate::state::{StateDir, StateError, StateFile};
+use berth_core::spec::HealthCheck;
 
 /// The owner's state.
 pub(super) struct Owner {
@@ -160,10 +162,12 @@ impl Owner {
                 container,
                 interval,
                 output,
+                version,
                 info,
                 reply,
             } => {
-                self.rt.mark_healthy(&container, interval, output, Instant::now());
+                self.rt
+                    .mark_healthy(&container, interval, output, version, Instant::now());
                 if let Some(info) = info {
                     self.rt.primaries.insert(service, info);
                 }
@@ -178,27 +182,12 @@ impl Owner {
             Command::Probed {
                 service,
                 container,
+                role,
                 check,
                 outcome,
                 reply,
             } => {
-                let now_ms = clock::now_ms_signed();
-                if let Some(failures) = self
-                    .rt
-                    .record_probe(&container, &check, &outcome, Instant::now(), now_ms)
-                {
-                    self.bus.publish(
-                        "unhealthy",
-                        &service,
-                        container.revision.unwrap_or(0),
-                        Severity::Warning,
-                        format!(
-                            "Health check failed {failures} times in a row ({}); replacing the container.",
-                            outcome.output
-                        ),
-                    );
-                    self.wake_reconciler();
-                }
+                self.probed(&service, &container, role, &check, &outcome);
                 self.publish();
                 let _ = reply.send(());
             }
@@ -270,6 +259,10 @@ impl Owner {
                 let changed = next.adopt_env(&service, revision, env);
                 (service, 0, changed)
             }
+            StateChange::Maintenance { service, on } => {
+                let changed = next.set_maintenance(&service, on);
+                (service, u64::from(changed), changed)
+            }
             StateChange::Remove { service } => {
                 self.rt.forget(&service);
                 let existed = next.remove(&service);
@@ -318,6 +311,7 @@ impl Owner {
         let revision = ev.revision.unwrap_or(0);
         match ev.action.as_str() {
             "oom" => self.record_oom(&service, revision, &ev.container_id, OomSource::Docker),
+            action if action.starts_with("health_status") => self.on_docker_health(&service, revision, ev),
             "die" => {
                 self.rt.exited(&service, ev.exit_code);
                 self.publish();
@@ -343,6 +337,92 @@ impl Owner {
     }
 
     /// Counts an OOM kill and says so, unless the other source already did.
+    /// Takes in one probe by the health monitor: a live check failing
+    /// `retries` times in a row wakes the reconciler to replace the
+    /// container; a deps check only marks the service degraded (an event
+    /// each way); a version read updates what `ps` shows.
+    fn probed(
+        &mut self,
+        service: &str,
+        container: &ContainerInfo,
+        role: health::Role,
+        check: &HealthCheck,
+        outcome: &health::Outcome,
+    ) {
+        let now_ms = clock::now_ms_signed();
+        let revision = container.revision.unwrap_or(0);
+        match role {
+            health::Role::Live => {
+                if let Some(failures) = self.rt.record_probe(container, check, outcome, Instant::now(), now_ms) {
+                    let why = format!("Health check failed {failures} times in a row ({})", outcome.output);
+                    self.replacing(service, revision, &why);
+                }
+            }
+            health::Role::Deps => match self.rt.record_deps(container, check, outcome, Instant::now(), now_ms) {
+                Some(DepsChange::Degraded(failures)) => self.bus.publish(
+                    "degraded",
+                    service,
+                    revision,
+                    Severity::Warning,
+                    format!(
+                        "Dependency check failed {failures} times in a row ({}); the service is degraded, \
+                         its container is left running.",
+                        outcome.output
+                    ),
+                ),
+                Some(DepsChange::Recovered) => self.bus.publish(
+                    "recovered",
+                    service,
+                    revision,
+                    Severity::Info,
+                    format!("Dependency check passes again ({}).", outcome.output),
+                ),
+                None => {}
+            },
+            health::Role::Version => {
+                let version = outcome.healthy.then(|| outcome.output.clone());
+                self.rt.record_version(&container.id, version, Instant::now());
+            }
+        }
+    }
+
+    /// A `health_status` event: for a service without `[health]`, the
+    /// image's HEALTHCHECK is its live check, so `unhealthy` replaces the
+    /// container. A change in progress gates its new container itself.
+    fn on_docker_health(&mut self, service: &str, revision: u64, ev: &EngineEvent) {
+        let image_check = self
+            .state
+            .services
+            .get(service)
+            .and_then(|r| r.active_revision())
+            .is_some_and(|r| r.spec.health.is_none() && r.number == revision);
+        if !image_check || self.permits.holder(service) == Some(Holder::Change) {
+            return;
+        }
+        let healthy = ev.action.ends_with(": healthy");
+        if self.rt.record_docker_health(&ev.container_id, healthy, Instant::now()) {
+            let why = format!(
+                "The image's HEALTHCHECK reports container {} unhealthy (Docker's health status)",
+                short(&ev.container_id)
+            );
+            self.replacing(service, revision, &why);
+        }
+        self.publish();
+    }
+
+    /// A container of `service` just became unhealthy: says so, and wakes
+    /// the reconciler to replace it.
+    fn replacing(&mut self, service: &str, revision: u64, why: &str) {
+        self.bus.publish(
+            "unhealthy",
+            service,
+            revision,
+            Severity::Warning,
+            format!("{why}; replacing the container."),
+        );
+        self.wake_reconciler();
+    }
+
     fn record_oom(&mut self, service: &str, revision: u64, container: &str, source: OomSource) {
         if !self.rt.record_oom(service, container, source, Instant::now()) {
             return;

@@ -165,7 +165,7 @@ fn env_keys(old: Option<&Vars>, new: &Vars) -> (Vec<String>, Vec<String>, Vec<St
 fn site_diff(service: &str, old: Option<&ServiceSpec>, new: &ServiceSpec) -> String {
     let render = |s: Option<&ServiceSpec>| -> String {
         let upstream = PLANNED_UPSTREAM.parse().expect("a valid socket address");
-        s.and_then(|s| s.proxy.as_ref().map(|p| nginx::render(s, p, upstream)))
+        s.and_then(|s| s.proxy.as_ref().map(|p| nginx::render(s, p, upstream, false)))
             .map(|site| site.replace(PLANNED_UPSTREAM, "<the new container>"))
             .unwrap_or_default()
     };

@@ -52,6 +52,8 @@ pub fn rebuild_from_labels(observed: &[ContainerInfo]) -> StateFile {
                     env: None,
                 }],
                 next_revision: revision + 1,
+                // Labels do not say; a lost state file ends maintenance.
+                maintenance: false,
             },
         );
     }

@@ -202,6 +202,8 @@ impl Supervisor {
         };
 
         let deadline = spec.deploy.health_deadline.as_std();
+        // What the gate reports never shows the env the container got.
+        let redact = health::Redactor::new(env.iter().map(|(_, v)| v));
         progress.step(
             "health",
             match &spec.health {
@@ -223,7 +225,7 @@ impl Supervisor {
                 exit_code: None,
                 ending: Ending::Interrupted,
             }),
-            gate = health::gate(&engine, &new_id, &spec, deadline) => gate.map_err(|g| Failure {
+            gate = health::gate(&engine, &new_id, &spec, deadline, &redact) => gate.map_err(|g| Failure {
                 new_id: Some(new_id.clone()),
                 reason: g.reason,
                 health_output: Some(g.health_output),
@@ -232,15 +234,15 @@ impl Supervisor {
             }),
         };
         match gate {
-            Ok(output) => {
+            Ok(pass) => {
                 let interval = spec
                     .health
                     .as_ref()
-                    .map_or(Duration::from_secs(2), |h| h.interval.as_std());
+                    .map_or(Duration::from_secs(2), |h| h.live().interval.as_std());
                 // Metrics and the health monitor follow the new container at
                 // once, not only after the next reconcile pass.
                 let info = engine.inspect(&new_id).await.ok().flatten();
-                if let Err(e) = self.healthy(&name, &new_id, interval, output, info).await {
+                if let Err(e) = self.healthy(&name, &new_id, interval, pass, info).await {
                     let failure = Failure {
                         new_id: Some(new_id),
                         ..Failure::before_gate(format!("cannot follow the new container: {e}"))
@@ -387,7 +389,12 @@ impl Supervisor {
         };
         let upstream =
             upstream_of(&info, spec).ok_or_else(|| "the new container has no address nginx can reach".to_owned())?;
-        let site = nginx::render(spec, proxy, upstream);
+        // A service in maintenance stays in it across deploys.
+        let maintenance = self
+            .snapshot()
+            .record(spec.name.as_str())
+            .is_some_and(|r| r.maintenance);
+        let site = nginx::render(spec, proxy, upstream, maintenance);
         self.sites()
             .install(spec.name.as_str(), &site)
             .await

@@ -25,12 +25,25 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// (as long as Docker's own restart policy waits).
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
+/// How often the health monitor reads again what a container reports
+/// serving: a version rarely changes under a running container, but one
+/// adopted after an agent restart has not been read at all.
+pub const VERSION_REREAD: Duration = Duration::from_secs(60);
+
 /// How far away a hold puts the reconciler's next start: "until released".
 const HOLD: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Reports of one OOM kill by Docker and by the kernel log arrive within
 /// this of each other.
 const OOM_SAME_KILL: Duration = Duration::from_secs(5);
+
+/// Whether `container` is in `check`'s start period at `now_ms`, when its
+/// failures do not count.
+fn in_start_period(container: &ContainerInfo, check: &HealthCheck, now_ms: i64) -> bool {
+    container
+        .started_at_ms
+        .is_some_and(|t| (now_ms - t) < check.start_period.as_millis() as i64)
+}
 
 /// The delay before restart number `failures` (1-based) of a crashing
 /// service: immediately the first time, then 1s, 2s, 4s ... up to
@@ -82,6 +95,50 @@ pub struct HealthState {
     pub next_probe: Instant,
     /// It failed `retries` times in a row: the reconciler replaces it.
     pub unhealthy: bool,
+    /// The `[health.deps]` check's verdict; `None` before its first probe.
+    pub deps: Option<DepsState>,
+    /// What it last reported serving (`[health.version]`).
+    pub version: Option<String>,
+    /// When the monitor reads its version next.
+    pub next_version_read: Instant,
+}
+
+impl HealthState {
+    fn new(now: Instant) -> Self {
+        Self {
+            failures: 0,
+            healthy: None,
+            last_output: String::new(),
+            next_probe: now,
+            unhealthy: false,
+            deps: None,
+            version: None,
+            next_version_read: now,
+        }
+    }
+}
+
+/// The `[health.deps]` check of one container: failing it marks the
+/// service degraded, never replaces the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepsState {
+    /// Failed probes in a row, counted after the start period.
+    pub failures: u32,
+    /// It failed `retries` times in a row and has not passed since.
+    pub degraded: bool,
+    /// What the last probe saw.
+    pub last_output: String,
+    /// When the monitor probes it next.
+    pub next_probe: Instant,
+}
+
+/// A change of a dependency check's verdict, to tell people about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DepsChange {
+    /// It failed this many times in a row: the service is degraded.
+    Degraded(u32),
+    /// It passed again.
+    Recovered,
 }
 
 /// Everything learnt at run time.
@@ -174,15 +231,24 @@ impl Runtime {
 
     /// Seeds the health monitor with a container that just passed its gate,
     /// so `ps` shows it healthy at once.
-    pub fn mark_healthy(&mut self, container: &str, interval: Duration, output: String, now: Instant) {
+    /// `version` is what it reported serving, if the spec asserts one.
+    pub fn mark_healthy(
+        &mut self,
+        container: &str,
+        interval: Duration,
+        output: String,
+        version: Option<String>,
+        now: Instant,
+    ) {
         self.health.insert(
             container.to_owned(),
             HealthState {
-                failures: 0,
                 healthy: Some(true),
                 last_output: output,
                 next_probe: now + interval,
-                unhealthy: false,
+                next_version_read: now + VERSION_REREAD,
+                version,
+                ..HealthState::new(now)
             },
         );
     }
@@ -198,16 +264,8 @@ impl Runtime {
         now: Instant,
         now_ms: i64,
     ) -> Option<u32> {
-        let in_start_period = container
-            .started_at_ms
-            .is_some_and(|t| (now_ms - t) < check.start_period.as_millis() as i64);
-        let h = self.health.entry(container.id.clone()).or_insert(HealthState {
-            failures: 0,
-            healthy: None,
-            last_output: String::new(),
-            next_probe: now,
-            unhealthy: false,
-        });
+        let in_start_period = in_start_period(container, check, now_ms);
+        let h = self.state_of(&container.id, now);
         h.next_probe = now + check.interval.as_std();
         h.last_output = outcome.output.clone();
         if outcome.unknown {
@@ -225,6 +283,71 @@ impl Runtime {
             }
         }
         None
+    }
+
+    /// Records one probe of `container`'s `[health.deps]` check. Failures
+    /// inside the start period do not count, nor do probes the agent could
+    /// not run. Returns the change of verdict, if any.
+    pub fn record_deps(
+        &mut self,
+        container: &ContainerInfo,
+        check: &HealthCheck,
+        outcome: &health::Outcome,
+        now: Instant,
+        now_ms: i64,
+    ) -> Option<DepsChange> {
+        let in_start_period = in_start_period(container, check, now_ms);
+        let h = self.state_of(&container.id, now);
+        let d = h.deps.get_or_insert_with(|| DepsState {
+            failures: 0,
+            degraded: false,
+            last_output: String::new(),
+            next_probe: now,
+        });
+        d.next_probe = now + check.interval.as_std();
+        d.last_output = outcome.output.clone();
+        if outcome.unknown {
+            None
+        } else if outcome.healthy {
+            d.failures = 0;
+            std::mem::take(&mut d.degraded).then_some(DepsChange::Recovered)
+        } else if in_start_period {
+            None
+        } else {
+            d.failures += 1;
+            (d.failures >= check.retries && !std::mem::replace(&mut d.degraded, true))
+                .then_some(DepsChange::Degraded(d.failures))
+        }
+    }
+
+    /// Records what `container` reported serving (`None`: it could not be
+    /// read, and the last reading stands).
+    pub fn record_version(&mut self, container: &str, version: Option<String>, now: Instant) {
+        let h = self.state_of(container, now);
+        h.next_version_read = now + VERSION_REREAD;
+        if version.is_some() {
+            h.version = version;
+        }
+    }
+
+    /// Records Docker's verdict of the image's HEALTHCHECK on `container`
+    /// (a `health_status` event), for a service without `[health]`. True
+    /// when it just became unhealthy: the reconciler replaces it.
+    pub fn record_docker_health(&mut self, container: &str, healthy: bool, now: Instant) -> bool {
+        let h = self.state_of(container, now);
+        h.healthy = Some(healthy);
+        h.last_output = format!(
+            "the image's HEALTHCHECK reports {}",
+            if healthy { "healthy" } else { "unhealthy" }
+        );
+        !healthy && !std::mem::replace(&mut h.unhealthy, true)
+    }
+
+    /// The health monitor's view of `container`, made at `now` if new.
+    fn state_of(&mut self, container: &str, now: Instant) -> &mut HealthState {
+        self.health
+            .entry(container.to_owned())
+            .or_insert_with(|| HealthState::new(now))
     }
 
     /// Counts an OOM kill of `container` of `service`, unless the other
@@ -310,7 +433,7 @@ mod tests {
             "name = \"web\"\nimage = \"app:v1\"\nports = [\"80\"]\n[health]\nhttp = \"/\"\n{text}"
         ))
         .expect("spec");
-        spec.health.expect("health")
+        spec.health.expect("health").ready
     }
 
     fn outcome(healthy: bool) -> health::Outcome {
@@ -398,6 +521,38 @@ mod tests {
         assert_eq!(rt.health["a"].failures, 0);
         assert_eq!(rt.health["a"].healthy, Some(true), "the last real verdict stands");
         assert!(rt.unhealthy().is_empty());
+    }
+
+    #[test]
+    fn a_failing_deps_check_degrades_without_replacing_and_recovers() {
+        let now = Instant::now();
+        let check = check("retries = 2\n");
+        let mut rt = Runtime::default();
+        let c = container("a", "web", 1, true, 0);
+        assert_eq!(rt.record_deps(&c, &check, &outcome(false), now, 100_000), None);
+        assert_eq!(
+            rt.record_deps(&c, &check, &outcome(false), now, 100_000),
+            Some(DepsChange::Degraded(2))
+        );
+        assert_eq!(
+            rt.record_deps(&c, &check, &outcome(false), now, 100_000),
+            None,
+            "said once"
+        );
+        assert!(rt.unhealthy().is_empty(), "a dependency never replaces the container");
+        assert_eq!(rt.health["a"].deps.as_ref().map(|d| d.degraded), Some(true));
+        assert_eq!(
+            rt.record_deps(&c, &check, &outcome(true), now, 100_000),
+            Some(DepsChange::Recovered)
+        );
+        assert_eq!(rt.record_deps(&c, &check, &outcome(true), now, 100_000), None);
+        rt.record_version("a", Some("v1".into()), now);
+        rt.record_version("a", None, now);
+        assert_eq!(
+            rt.health["a"].version.as_deref(),
+            Some("v1"),
+            "an unreadable version keeps the last"
+        );
     }
 
     #[test]

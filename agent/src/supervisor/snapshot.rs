@@ -51,9 +51,18 @@ impl Snapshot {
 
     /// The health of `container` of a service with `spec`, as people see
     /// it: "healthy", "unhealthy", "starting", or "" without a health check.
+    /// Without `[health]`, the image's HEALTHCHECK counts when it has one:
+    /// a `health_status` event's verdict, else Docker's status as listed.
     pub fn health_of(&self, spec: &ServiceSpec, container: Option<&ContainerInfo>) -> &'static str {
+        let docker = container.and_then(|c| c.docker_health.as_ref());
         match (&spec.health, container.and_then(|c| self.health.get(&c.id))) {
-            (None, _) => "",
+            (None, Some(h)) if docker.is_some() && h.unhealthy => "unhealthy",
+            (None, _) => match docker.map(|d| d.status.as_str()) {
+                Some("healthy") => "healthy",
+                Some("unhealthy") => "unhealthy",
+                Some(_) => "starting",
+                None => "",
+            },
             (Some(_), Some(h)) if h.unhealthy => "unhealthy",
             (Some(_), Some(h)) if h.healthy == Some(true) => "healthy",
             (Some(_), _) => "starting",
@@ -77,6 +86,10 @@ impl Snapshot {
                     restarts: srt.map_or(0, |s| s.restarts),
                     oom_kills: srt.map_or(0, |s| s.oom_kills),
                     health: spec.map_or("", |s| self.health_of(s, primary)).to_owned(),
+                    degraded: primary
+                        .and_then(|p| self.health.get(&p.id))
+                        .and_then(|h| h.deps.as_ref())
+                        .is_some_and(|d| d.degraded),
                     held: srt.and_then(|s| s.held.clone()),
                     cpus: spec.and_then(|s| s.resources.cpus).map(|c| c.as_f64()),
                 }

@@ -24,7 +24,7 @@ pub struct ServiceView {
     pub revision: u64,
     /// Its spec.
     pub spec: ServiceSpec,
-    /// "running", "starting", "unhealthy", "crash-loop", "restarting", "stopped", "missing", "deploying".
+    /// "running", "starting", "unhealthy", "degraded", "crash-loop", "restarting", "stopped", "missing", "deploying".
     pub state: String,
     /// A human detail for the state.
     pub detail: String,
@@ -40,6 +40,15 @@ pub struct ServiceView {
     pub updated_at_ms: u64,
     /// What nginx routes to, for proxied services.
     pub routes: Vec<String>,
+    /// What the primary container last reported serving (`[health.version]`);
+    /// empty when unknown.
+    pub version: String,
+    /// Maintenance mode: nginx answers 503 for it.
+    pub maintenance: bool,
+    /// Where its health verdict comes from: "spec" (`[health]`), "image"
+    /// (the image's HEALTHCHECK, as Docker runs it) or "none"; "" while no
+    /// container runs to tell.
+    pub health_source: String,
 }
 
 impl Supervisor {
@@ -104,13 +113,16 @@ pub fn view_of(name: &str, record: &ServiceRecord, observed: &[ContainerInfo], s
     let (state, detail) = if snap.changing.contains(name) {
         ("deploying".to_owned(), "a deploy is under way".to_owned())
     } else if primary.is_some() {
-        let s = match health.as_str() {
-            "unhealthy" => "unhealthy",
-            "starting" => "starting",
-            _ => "running",
-        };
-        let detail = health_state.map(|h| h.last_output.clone()).unwrap_or_default();
-        (s.to_owned(), detail)
+        let degraded = health_state.and_then(|h| h.deps.as_ref()).filter(|d| d.degraded);
+        match (health.as_str(), degraded) {
+            ("unhealthy", _) => ("unhealthy".to_owned(), last_output(health_state)),
+            ("starting", _) => ("starting".to_owned(), last_output(health_state)),
+            (_, Some(deps)) => (
+                "degraded".to_owned(),
+                format!("dependency check failing: {}", deps.last_output),
+            ),
+            _ => ("running".to_owned(), last_output(health_state)),
+        }
     } else if let Some(why) = &srt.held {
         ("stopped".to_owned(), why.clone())
     } else if containers.iter().any(|c| c.revision == Some(record.active)) {
@@ -137,6 +149,13 @@ pub fn view_of(name: &str, record: &ServiceRecord, observed: &[ContainerInfo], s
             "no container; the reconciler will create one".to_owned(),
         )
     };
+    let health_source = match (&spec.health, primary) {
+        (Some(_), _) => "spec",
+        (None, Some(p)) if p.docker_health.is_some() => "image",
+        (None, Some(_)) => "none",
+        (None, None) => "",
+    }
+    .to_owned();
     let routes = match (&spec.proxy, primary) {
         (Some(proxy), Some(p)) => upstream_of(p, &spec)
             .map(|u| nginx::routes(proxy, u))
@@ -155,5 +174,12 @@ pub fn view_of(name: &str, record: &ServiceRecord, observed: &[ContainerInfo], s
         oom_kills: srt.oom_kills,
         updated_at_ms: active.map(|r| r.created_at_ms).unwrap_or(0),
         routes,
+        version: health_state.and_then(|h| h.version.clone()).unwrap_or_default(),
+        maintenance: record.maintenance,
+        health_source,
     })
+}
+
+fn last_output(health: Option<&super::HealthState>) -> String {
+    health.map(|h| h.last_output.clone()).unwrap_or_default()
 }

@@ -30,7 +30,7 @@ mod tests;
 
 use std::fmt;
 
-pub use health::{HealthCheck, Probe};
+pub use health::{Health, HealthCheck, Probe, VersionCheck};
 pub use ports::{PortMapping, Protocol};
 pub use run::{Logging, Ulimit, is_builtin_network};
 pub use signal::StopSignal;
@@ -65,6 +65,14 @@ pub(crate) mod defaults {
     }
 
     pub(crate) fn health_start_period() -> Duration {
+        Duration::from_secs(0)
+    }
+
+    pub(crate) fn health_success_threshold() -> u32 {
+        1
+    }
+
+    pub(crate) fn health_min_healthy() -> Duration {
         Duration::from_secs(0)
     }
 

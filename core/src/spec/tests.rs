@@ -73,7 +73,10 @@ fn design_example_parses() {
     assert_eq!(spec.restart, RestartPolicy::Always);
     assert_eq!(spec.resources.memory, ByteSize::new(16 << 30));
     assert_eq!(spec.resources.cpus.map(Cpus::nano_cpus), Some(8_000_000_000));
-    let health = spec.health.as_ref().map(|h| (&h.probe, h.start_period, h.retries));
+    let health = spec
+        .health
+        .as_ref()
+        .map(|h| (&h.ready.probe, h.ready.start_period, h.ready.retries));
     let probe = Probe::Http {
         path: "/__lbheartbeat__".to_owned(),
         port: Some(8000),
@@ -126,7 +129,7 @@ fn health_and_proxy_defaults() {
     let health = spec
         .health
         .clone()
-        .map(|h| (h.interval, h.timeout, h.retries, h.start_period));
+        .map(|h| (h.ready.interval, h.ready.timeout, h.ready.retries, h.ready.start_period));
     assert_eq!(
         health,
         Some((
@@ -172,7 +175,7 @@ fn other_probes_and_options_parse() {
     assert_eq!(spec.health_port(), Some(6379));
     let spec = ok(&with("[health]\nexec = [\"pg_isready\", \"-q\"]"));
     assert_eq!(spec.health_port(), None);
-    assert!(matches!(spec.health.map(|h| h.probe), Some(Probe::Exec { command }) if command.len() == 2));
+    assert!(matches!(spec.health.map(|h| h.ready.probe), Some(Probe::Exec { command }) if command.len() == 2));
 }
 
 #[test]
@@ -749,4 +752,128 @@ fn bad_run_flags_name_their_key_and_value() {
         let e = err(&with(extra));
         assert!(e.starts_with(expected), "for {extra:?}:\n{e}");
     }
+}
+
+const ROLES: &str = "ports = [\"8000\"]\n\
+[health]\nhttp = \"/__lbheartbeat__\"\nsuccess_threshold = 2\nmin_healthy = \"3s\"\n\
+[health.deps]\nhttp = \"/__heartbeat__\"\ninterval = \"10s\"\nretries = 2\n\
+[health.version]\npath = \"/__version__\"\n";
+
+#[test]
+fn health_roles_parse_and_round_trip() {
+    let spec = ok(&with(ROLES));
+    let health = spec.health.clone().expect("health");
+    assert_eq!(health.ready.success_threshold, 2);
+    assert_eq!(health.ready.min_healthy, Duration::from_secs(3));
+    assert_eq!(health.live(), &health.ready, "live defaults to the ready check");
+    let deps = health.deps.clone().expect("deps");
+    assert_eq!(
+        (deps.probe, deps.interval, deps.retries, deps.success_threshold),
+        (
+            Probe::Http {
+                path: "/__heartbeat__".into(),
+                port: None
+            },
+            Duration::from_secs(10),
+            2,
+            1
+        )
+    );
+    let version = health.version.clone().expect("version");
+    assert_eq!(
+        (version.path.as_str(), version.expect, version.expect_regex),
+        ("/__version__", None, None)
+    );
+    assert_eq!(spec.version_port(), Some(8000));
+    assert_eq!(parse(&spec.to_toml()), Ok(spec.clone()));
+    let live = ok(&with(&format!("{ROLES}[health.live]\ntcp = 8000\n")));
+    assert_eq!(
+        live.health.as_ref().map(|h| &h.live().probe),
+        Some(&Probe::Tcp { port: 8000 })
+    );
+    assert_eq!(parse(&live.to_toml()), Ok(live.clone()));
+}
+
+#[test]
+fn health_roles_are_checked_with_their_key() {
+    let cases = [
+        (
+            "[health.deps]\nhttp = \"beat\"",
+            r#"health.deps.http "beat": must start with /"#,
+        ),
+        (
+            "[health.deps]\ntcp = 80\nretries = 0",
+            r#"health.deps.retries "0": must be at least 1"#,
+        ),
+        ("[health.live]\ntcp = 0", r#"health.live.tcp "0": port 0 is not a port"#),
+        (
+            "success_threshold = 0",
+            r#"health.success_threshold "0": must be at least 1"#,
+        ),
+        (
+            "[health.version]\npath = \"v\"",
+            r#"health.version.path "v": must start with /"#,
+        ),
+        (
+            "[health.version]\npath = \"/v\"\nexpect = \"1\"\nexpect_regex = \"1\"",
+            "health.version: takes only one of expect or expect_regex",
+        ),
+    ];
+    for (extra, want) in cases {
+        let text = err(&with(&format!("ports = [\"8000\"]\n[health]\nhttp = \"/\"\n{extra}")));
+        assert_eq!(text, want, "{extra}");
+    }
+    let text = err(&with(
+        "ports = [\"8000\"]\n[health]\nhttp = \"/\"\n[health.version]\npath = \"/v\"\nexpect_regex = \"(\"",
+    ));
+    assert!(
+        text.starts_with(r#"health.version.expect_regex "(": not a regular expression"#),
+        "{text}"
+    );
+    let text = err(&with(
+        "ports = [\"8000\"]\n[health]\nhttp = \"/\"\n[health.deps]\ntcp = 80\n[health.deps.version]\npath = \"/v\"",
+    ));
+    assert!(
+        text.contains("[health.deps]: live, deps and version are sub-tables of [health] only"),
+        "{text}"
+    );
+}
+
+#[test]
+fn version_assertion_reads_json_or_text_and_names_both_versions() {
+    let image: ImageRef = "registry.example.com/app:1.4.3".parse().expect("image");
+    let check = VersionCheck {
+        path: "/__version__".into(),
+        port: None,
+        expect: None,
+        expect_regex: None,
+    };
+    assert_eq!(
+        VersionCheck::reported(r#"{"version": "1.4.3", "commit": "abc"}"#),
+        "1.4.3"
+    );
+    assert_eq!(VersionCheck::reported("1.4.2\n"), "1.4.2");
+    assert_eq!(VersionCheck::reported(r#"{"version": 7}"#), "7");
+    assert_eq!(check.assert("1.4.3", &image), Ok(()));
+    assert_eq!(
+        check.assert("1.4.2", &image),
+        Err("serving 1.4.2, expected 1.4.3".to_owned())
+    );
+    let exact = VersionCheck {
+        expect: Some("2.0".into()),
+        ..check.clone()
+    };
+    assert_eq!(
+        exact.assert("1.4.3", &image),
+        Err("serving 1.4.3, expected 2.0".to_owned())
+    );
+    let pattern = VersionCheck {
+        expect_regex: Some(r"^1\.4\.".into()),
+        ..check
+    };
+    assert_eq!(pattern.assert("1.4.9", &image), Ok(()));
+    assert_eq!(
+        pattern.assert("1.5.0", &image),
+        Err(r"serving 1.5.0, expected /^1\.4\./".to_owned())
+    );
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::defaults;
 use super::{
-    HealthCheck, ImageRef, Logging, PortMapping, Probe, Protocol, ServiceName, StopSignal, Ulimit, VolumeMount,
+    Health, HealthCheck, ImageRef, Logging, PortMapping, Probe, Protocol, ServiceName, StopSignal, Ulimit, VolumeMount,
 };
 use crate::units::{ByteSize, Cpus, Duration};
 
@@ -132,10 +132,12 @@ pub struct ServiceSpec {
     /// Size of `/dev/shm`, like `"256m"` (`--shm-size`). Unset: Docker's 64m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shm_size: Option<ByteSize>,
-    /// How to tell that the container works. Without it, running counts as
-    /// healthy.
+    /// How to tell that the container works: the ready check (`[health]`
+    /// itself), and optionally `[health.live]`, `[health.deps]` and
+    /// `[health.version]`. Without it, the image's own HEALTHCHECK is used
+    /// when it has one, else running counts as healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<HealthCheck>,
+    pub health: Option<Health>,
     /// How a new image or spec replaces the running container.
     #[serde(default)]
     pub deploy: Deploy,
@@ -297,16 +299,28 @@ impl ServiceSpec {
         }
     }
 
-    /// The container port the health check connects to: `health.port` or the
-    /// first TCP container port for http, the `tcp` port for tcp, and `None`
-    /// for exec or when there is no check. Never `None` for http or tcp on a
-    /// validated spec.
+    /// The container port the ready check connects to; see
+    /// [`ServiceSpec::port_for`]. `None` when there is no check.
     pub fn health_port(&self) -> Option<u16> {
-        match &self.health.as_ref()?.probe {
+        self.port_for(&self.health.as_ref()?.ready)
+    }
+
+    /// The container port `check` connects to: its `port` or the first TCP
+    /// container port for http, the `tcp` port for tcp, and `None` for exec.
+    /// Never `None` for http or tcp on a validated spec.
+    pub fn port_for(&self, check: &HealthCheck) -> Option<u16> {
+        match &check.probe {
             Probe::Http { port, .. } => port.or_else(|| self.first_container_port()),
             Probe::Tcp { port } => Some(*port),
             Probe::Exec { .. } => None,
         }
+    }
+
+    /// The container port `[health.version]` reads from: its `port` or the
+    /// first TCP container port. `None` without a version check.
+    pub fn version_port(&self) -> Option<u16> {
+        let version = self.health.as_ref()?.version.as_ref()?;
+        version.port.or_else(|| self.first_container_port())
     }
 
     /// The container port nginx forwards to: `proxy.upstream_port` or the

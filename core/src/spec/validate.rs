@@ -5,8 +5,8 @@ use std::path::Path;
 
 use super::volumes::is_clean_absolute;
 use super::{
-    DOCKER_MIN_MEMORY, HealthCheck, MAX_LABEL_KEY, MAX_LABEL_VALUE, MAX_LABELS, PortMapping, Probe, Protocol, Proxy,
-    RESERVED_LABEL_PREFIX, ServiceSpec, SpecError, Strategy, invalid, invalid_key, run,
+    DOCKER_MIN_MEMORY, Health, HealthCheck, MAX_LABEL_KEY, MAX_LABEL_VALUE, MAX_LABELS, PortMapping, Probe, Protocol,
+    Proxy, RESERVED_LABEL_PREFIX, ServiceSpec, SpecError, Strategy, invalid, invalid_key, run,
 };
 
 impl ServiceSpec {
@@ -258,51 +258,103 @@ impl ServiceSpec {
         Ok(())
     }
 
-    fn validate_health(&self, health: &HealthCheck) -> Result<(), SpecError> {
-        match &health.probe {
+    fn validate_health(&self, health: &Health) -> Result<(), SpecError> {
+        self.validate_check("health", &health.ready)?;
+        if let Some(live) = &health.live {
+            self.validate_check("health.live", live)?;
+        }
+        if let Some(deps) = &health.deps {
+            self.validate_check("health.deps", deps)?;
+        }
+        if let Some(version) = &health.version {
+            if !version.path.starts_with('/') {
+                return Err(invalid("health.version.path", &version.path, "must start with /"));
+            }
+            if version.port == Some(0) {
+                return Err(invalid("health.version.port", 0, "port 0 is not a port"));
+            }
+            if self.version_port().is_none() {
+                return Err(invalid_key(
+                    "health.version.port",
+                    "the version check needs a port: set health.version.port, or list the \
+                     container port in ports",
+                ));
+            }
+            match (&version.expect, &version.expect_regex) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid_key(
+                        "health.version",
+                        "takes only one of expect or expect_regex",
+                    ));
+                }
+                (Some(expect), None) if expect.trim().is_empty() => {
+                    return Err(invalid("health.version.expect", expect, "must not be empty"));
+                }
+                (None, Some(pattern)) => {
+                    if let Err(e) = regex::Regex::new(pattern) {
+                        let first = e.to_string().lines().last().unwrap_or_default().trim().to_owned();
+                        return Err(invalid(
+                            "health.version.expect_regex",
+                            pattern,
+                            format!("not a regular expression: {first}"),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks one check; `key` is its table (`health`, `health.deps`, ...).
+    fn validate_check(&self, key: &str, check: &HealthCheck) -> Result<(), SpecError> {
+        let at = |name: &str| format!("{key}.{name}");
+        match &check.probe {
             Probe::Http { path, port } => {
                 if !path.starts_with('/') {
-                    return Err(invalid("health.http", path, "must start with /"));
+                    return Err(invalid(&at("http"), path, "must start with /"));
                 }
                 if *port == Some(0) {
-                    return Err(invalid("health.port", 0, "port 0 is not a port"));
+                    return Err(invalid(&at("port"), 0, "port 0 is not a port"));
                 }
-                if self.health_port().is_none() {
+                if self.port_for(check).is_none() {
                     return Err(invalid_key(
-                        "health.port",
-                        "an http check needs a port: set health.port, or list the container \
-                         port in ports",
+                        &at("port"),
+                        format!(
+                            "an http check needs a port: set {key}.port, or list the container \
+                             port in ports"
+                        ),
                     ));
                 }
             }
             Probe::Tcp { port: 0 } => {
-                return Err(invalid("health.tcp", 0, "port 0 is not a port"));
+                return Err(invalid(&at("tcp"), 0, "port 0 is not a port"));
             }
             Probe::Tcp { .. } => {}
             Probe::Exec { command } => {
                 if command.first().is_none_or(String::is_empty) {
-                    return Err(invalid_key(
-                        "health.exec",
-                        "must name a program, like [\"cmd\", \"arg\"]",
-                    ));
+                    return Err(invalid_key(&at("exec"), "must name a program, like [\"cmd\", \"arg\"]"));
                 }
             }
         }
-        if health.interval.is_zero() {
-            return Err(invalid("health.interval", health.interval, "must be longer than 0s"));
+        if check.interval.is_zero() {
+            return Err(invalid(&at("interval"), check.interval, "must be longer than 0s"));
         }
-        if health.timeout.is_zero() {
-            return Err(invalid("health.timeout", health.timeout, "must be longer than 0s"));
+        if check.timeout.is_zero() {
+            return Err(invalid(&at("timeout"), check.timeout, "must be longer than 0s"));
         }
-        if health.timeout > health.interval {
+        if check.timeout > check.interval {
             return Err(invalid(
-                "health.timeout",
-                health.timeout,
-                format!("must not be longer than health.interval ({})", health.interval),
+                &at("timeout"),
+                check.timeout,
+                format!("must not be longer than {key}.interval ({})", check.interval),
             ));
         }
-        if health.retries == 0 {
-            return Err(invalid("health.retries", 0, "must be at least 1"));
+        if check.retries == 0 {
+            return Err(invalid(&at("retries"), 0, "must be at least 1"));
+        }
+        if check.success_threshold == 0 {
+            return Err(invalid(&at("success_threshold"), 0, "must be at least 1"));
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ pub mod history;
 pub mod info;
 pub mod lock;
 pub mod logs;
+pub mod maintenance;
 pub mod metrics;
 pub mod multiplex;
 pub mod progress;

@@ -9,8 +9,9 @@ use super::Global;
 use super::fleetview::{self, View, cert_expiry};
 use crate::output::{self, Format, Sink};
 
-/// List the services on a host: revision, image, state (running, starting,
-/// unhealthy, restarting, crash-loop, stopped, missing, deploying),
+/// List the services on a host: revision, image, the version it reports
+/// serving ([health.version]), state (running, starting, unhealthy,
+/// degraded, restarting, crash-loop, stopped, missing, deploying),
 /// restarts and OOM kills since the agent started, container and ports,
 /// and for proxied services what nginx routes to.
 ///
@@ -51,7 +52,7 @@ pub async fn run(global: &Global, out: &Sink, _args: Args) -> anyhow::Result<()>
         global.output,
         &outcomes,
         &View {
-            header: &["NAME", "REV", "IMAGE", "STATE", "RESTARTS", "OOM", "CONTAINER", "PORTS"],
+            header: &HEADER,
             rows: &|(list, _): &(ListResponse, Option<HostInfo>)| list.services.iter().map(row).collect(),
             json: &|(list, info)| {
                 json!({
@@ -74,6 +75,20 @@ pub async fn run(global: &Global, out: &Sink, _args: Args) -> anyhow::Result<()>
     )
 }
 
+/// The table's columns. VERSION is what the container last reported
+/// serving (`[health.version]`), `-` when unknown.
+const HEADER: [&str; 9] = [
+    "NAME",
+    "REV",
+    "IMAGE",
+    "VERSION",
+    "STATE",
+    "RESTARTS",
+    "OOM",
+    "CONTAINER",
+    "PORTS",
+];
+
 /// One host, as berthctl ps has always printed it.
 fn one_host(out: &Sink, format: Format, address: &str, list: &ListResponse) -> anyhow::Result<()> {
     match format {
@@ -82,11 +97,7 @@ fn one_host(out: &Sink, format: Format, address: &str, list: &ListResponse) -> a
             out.document(&json!({ "host": address, "services": services }))?;
         }
         Format::Table => {
-            let mut rows = vec![
-                ["NAME", "REV", "IMAGE", "STATE", "RESTARTS", "OOM", "CONTAINER", "PORTS"]
-                    .map(String::from)
-                    .to_vec(),
-            ];
+            let mut rows = vec![HEADER.map(String::from).to_vec()];
             rows.extend(list.services.iter().map(row));
             if list.services.is_empty() {
                 out.out(&format!("no services on {address}"))?;
@@ -106,6 +117,9 @@ fn service_json(s: &ServiceStatus) -> Value {
         "name": s.name,
         "revision": s.revision,
         "image": s.image,
+        "version": s.version,
+        "maintenance": s.maintenance,
+        "health_source": s.health_source,
         "state": s.state,
         "detail": s.detail,
         "restarts": s.restarts,
@@ -129,6 +143,11 @@ fn row(s: &ServiceStatus) -> Vec<String> {
         s.name.clone(),
         s.revision.to_string(),
         s.image.clone(),
+        if s.version.is_empty() {
+            "-".into()
+        } else {
+            s.version.clone()
+        },
         s.state.clone(),
         s.restarts.to_string(),
         s.oom_kills.to_string(),
@@ -148,6 +167,12 @@ fn details(list: &ListResponse) -> Vec<String> {
         .filter(|s| !matches!(s.state.as_str(), "running") && !s.detail.is_empty())
         .map(|s| format!("{}: {}", s.name, s.detail))
         .collect();
+    for s in list.services.iter().filter(|s| s.health_source == "image") {
+        lines.push(format!("{}: health from the image's HEALTHCHECK", s.name));
+    }
+    for s in list.services.iter().filter(|s| s.maintenance) {
+        lines.push(format!("{}: maintenance on: nginx answers 503", s.name));
+    }
     for s in &list.services {
         for r in &s.routes {
             lines.push(format!("{}: nginx {r}", s.name));

@@ -27,7 +27,7 @@ use std::time::Duration;
 use berth_proto::v1::rollouts_client::RolloutsClient;
 use berth_proto::v1::services_client::ServicesClient;
 use berth_proto::v1::{
-    GetRolloutRequest, HistoryRequest, HostProgress, PutRolloutRequest, RolloutControl, RolloutRecord,
+    GetRequest, GetRolloutRequest, HistoryRequest, HostProgress, PutRolloutRequest, RolloutControl, RolloutRecord,
     SetRolloutControlRequest, WatchEventsRequest,
 };
 
@@ -512,6 +512,7 @@ impl<'a> Runner<'a> {
             Ok(r) if r.success => {
                 p.state = if r.changed { host::SUCCEEDED } else { host::UNCHANGED }.into();
                 p.revision_after = r.revision;
+                p.version = serving_version(h, &service).await;
             }
             Ok(r) => {
                 p.state = host::FAILED.into();
@@ -710,6 +711,20 @@ impl<'a> Runner<'a> {
 /// Whether rolling back must touch host `p`: it took the change, or it
 /// failed without its agent putting the old revision back (unreachable,
 /// too slow).
+/// What `service` on `h` reports serving after its deploy
+/// (`[health.version]`); empty when the spec asserts no version or the agent
+/// cannot say. Only shown, so a failed read is not the host failing.
+async fn serving_version(h: &SelectedHost, service: &str) -> String {
+    let req = GetRequest {
+        service: service.to_owned(),
+    };
+    h.agent
+        .call(|ch| async move { ServicesClient::new(ch).get(req).await })
+        .await
+        .map(|s| s.version)
+        .unwrap_or_default()
+}
+
 fn needs_rollback(p: &HostProgress) -> bool {
     match p.state.as_str() {
         host::SUCCEEDED => true,

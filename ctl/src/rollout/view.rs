@@ -199,6 +199,7 @@ pub fn hosts_table(record: &RolloutRecord) -> String {
         "REVISION".into(),
         "OUTCOME".into(),
         "TIME".into(),
+        "VERSION".into(),
         "WHY".into(),
     ]];
     for h in &record.hosts {
@@ -213,6 +214,12 @@ pub fn hosts_table(record: &RolloutRecord) -> String {
             revisions(h),
             h.state.clone(),
             took,
+            // What the host reported serving after its deploy.
+            if h.version.is_empty() {
+                "-".into()
+            } else {
+                h.version.clone()
+            },
             h.error.clone(),
         ]);
     }
@@ -232,6 +239,7 @@ fn host_line(p: &HostProgress) -> String {
     let rev = revisions(p);
     match p.state.as_str() {
         host::FAILED | host::ROLLBACK_FAILED => format!("revision {rev}: {}", p.error),
+        _ if !p.version.is_empty() => format!("revision {rev}, serving {}", p.version),
         _ => format!("revision {rev}"),
     }
 }
@@ -314,6 +322,7 @@ pub fn host_json(h: &HostProgress) -> Value {
         "revision_before": h.revision_before,
         "revision_after": h.revision_after,
         "error": h.error,
+        "version": h.version,
         "started_at_ms": h.started_at_ms,
         "finished_at_ms": h.finished_at_ms,
     })
