@@ -125,8 +125,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     let (docker_tx, docker_rx) = watch::channel(None);
     let (oom_tx, oom_rx) = mpsc::channel(oomwatch::QUEUE);
     let oom_ids = oomwatch::spawn(&config.limits.kernel_log, oom_tx).then_some(oom_rx);
-    let bus = EventBus::new();
     let audit = Audit::open(&config.state_dir, &config.audit)?;
+    let bus = EventBus::open(&config.state_dir)?;
     // Leases are independent of Docker: the keeper runs from the start.
     let locks = fleet::locks::Locks::start(
         config.state_dir.clone(),
