@@ -2,7 +2,9 @@
 # Build berth's packages: a .deb (cargo-deb) and an .rpm (cargo-generate-rpm)
 # into target/packages/, from one release build of berth-agent and berthctl.
 # Package metadata lives in agent/Cargo.toml; the unit, default config and
-# maintainer scripts in packaging/. Installs the two cargo tools (pinned
+# maintainer scripts in packaging/. Shell completions and man pages are
+# generated from the release binaries (`berthctl completions`, `berthctl
+# man`, `berth-agent man`) into target/release/assets/. Installs the two cargo tools (pinned
 # versions, `cargo install --locked`) when they are missing.
 #
 #   packaging/build.sh          # build both, print their paths and sizes
@@ -44,6 +46,18 @@ ensure_tool cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION"
 
 log "release build of berth-agent and berthctl"
 cargo build --release --locked -p berth-agent -p berthctl
+
+log "generating shell completions and man pages"
+assets=target/release/assets
+rm -rf "$assets"
+mkdir -p "$assets/completions" "$assets/man"
+for shell in bash zsh fish; do
+	target/release/berthctl completions "$shell" >"$assets/completions/berthctl.$shell"
+done
+target/release/berthctl man "$assets/man" >/dev/null
+target/release/berth-agent man "$assets/man"
+# -n: no name or time stamp in the gzip header, so builds are reproducible.
+gzip -9n "$assets"/man/*.1
 
 rm -rf "$OUT"
 mkdir -p "$OUT"

@@ -54,7 +54,11 @@ dpkg-deb --contents "$deb"
 dpkg-deb --info "$deb" conffiles | must_have "deb conffiles" '^/etc/berth/agent\.toml$'
 contents="$(dpkg-deb --contents "$deb")"
 for f in ./usr/bin/berth-agent ./usr/bin/berthctl ./lib/systemd/system/$unit ./etc/berth/agent.toml \
-	./usr/share/doc/berth-agent/README.packaging.md; do
+	./usr/share/doc/berth-agent/README.packaging.md \
+	./usr/share/bash-completion/completions/berthctl ./usr/share/zsh/vendor-completions/_berthctl \
+	./usr/share/fish/vendor_completions.d/berthctl.fish \
+	./usr/share/man/man1/berthctl.1.gz ./usr/share/man/man1/berthctl-events.1.gz \
+	./usr/share/man/man1/berth-agent.1.gz; do
 	must_have "deb contents" " $f\$" <<<"$contents"
 done
 for s in postinst prerm postrm; do
@@ -69,9 +73,23 @@ must_have "rpm -qpi" '^License +: Apache-2.0$' <<<"$info"
 section "rpm -qpl"
 list="$(rpm -qpl "$rpm")"
 echo "$list"
-for f in /usr/bin/berth-agent /usr/bin/berthctl /usr/lib/systemd/system/$unit /etc/berth/agent.toml; do
+for f in /usr/bin/berth-agent /usr/bin/berthctl /usr/lib/systemd/system/$unit /etc/berth/agent.toml \
+	/usr/share/bash-completion/completions/berthctl /usr/share/zsh/site-functions/_berthctl \
+	/usr/share/fish/vendor_completions.d/berthctl.fish \
+	/usr/share/man/man1/berthctl.1.gz /usr/share/man/man1/berthctl-events.1.gz \
+	/usr/share/man/man1/berth-agent.1.gz; do
 	must_have "rpm -qpl" "^$f\$" <<<"$list"
 done
+section "completions and man pages (from the .deb)"
+probe="$(mktemp -d)"
+dpkg-deb -x "$deb" "$probe"
+must_have "bash completion" 'complete -F .* berthctl' <"$probe/usr/share/bash-completion/completions/berthctl"
+must_have "zsh completion" '^#compdef berthctl' <"$probe/usr/share/zsh/vendor-completions/_berthctl"
+must_have "fish completion" '^complete -c berthctl' <"$probe/usr/share/fish/vendor_completions.d/berthctl.fish"
+zcat "$probe/usr/share/man/man1/berthctl-events.1.gz" | must_have "berthctl-events.1" 'no\\-follow'
+zcat "$probe/usr/share/man/man1/berth-agent.1.gz" | must_have "berth-agent.1" '^\.TH berth-agent 1'
+rm -rf "$probe"
+echo "completions and man pages: OK"
 section "rpm -qpc (config files) and file flags"
 rpm -qpc "$rpm" | must_have "rpm -qpc" '^/etc/berth/agent\.toml$'
 # c = %config, n = noreplace: an edited agent.toml survives upgrades.

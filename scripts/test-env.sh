@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare the real components berth's test suite runs against (see the
 # "Test environment" section of the design):
-#   * Debian packages: busybox-static, docker-registry, nginx, curl, ca-certificates,
+#   * Debian packages: busybox-static, docker-registry, apache2-utils (htpasswd, for
+#     the authenticated registry the credential tests start), nginx, curl, ca-certificates,
 #     prometheus, prometheus-node-exporter, collectd-core (+ its plugin libraries)
 #   * a local registry (Debian's docker-registry) on 127.0.0.1:$BERTH_TEST_REGISTRY_PORT
 #   * the test images 127.0.0.1:PORT/berth-test/app:{v1,v2,bad,crashy,cpu,mem,wrongver,depsdown,dockerhc},
@@ -40,7 +41,7 @@ TAGS=(v1 v2 bad crashy cpu mem wrongver depsdown dockerhc)
 # statsd + write_prometheus plugins (they need libmicrohttpd12 and
 # libprotobuf-c1) receive the StatsD push, since Debian 12 has no
 # prometheus-statsd-exporter; prometheus-node-exporter is the benchmark's peer.
-PACKAGES=(busybox-static docker-registry nginx curl ca-certificates
+PACKAGES=(busybox-static docker-registry apache2-utils nginx curl ca-certificates
 	prometheus prometheus-node-exporter collectd-core libmicrohttpd12 libprotobuf-c1)
 STATE_DIR="${BERTH_TEST_DIR:-/var/tmp/berth-test}"
 REG_DIR="$STATE_DIR/registry"

@@ -65,7 +65,7 @@ use tracing::{Instrument as _, info, info_span, warn};
 
 use crate::audit::Audit;
 use crate::config::Config;
-use crate::docker::{Engine, RegistryAuth};
+use crate::docker::{Engine, RegistryAuth, Secret};
 use crate::events::EventBus;
 use crate::grpc::services::{ServicesApi, Streams};
 use crate::hostinfo::{DockerProbe, HostFacts};
@@ -126,8 +126,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     let (docker_tx, docker_rx) = watch::channel(None);
     let (oom_tx, oom_rx) = mpsc::channel(oomwatch::QUEUE);
     let oom_ids = oomwatch::spawn(&config.limits.kernel_log, oom_tx).then_some(oom_rx);
-    let bus = EventBus::new();
     let audit = Audit::open(&config.state_dir, &config.audit)?;
+    let bus = EventBus::open(&config.state_dir)?;
     // Leases are independent of Docker: the keeper runs from the start.
     let locks = fleet::locks::Locks::start(
         config.state_dir.clone(),
@@ -395,18 +395,29 @@ async fn start_supervisor(
     }
 }
 
-/// Registry credentials from the config, passwords read from their files.
+/// Registry credentials from the config: password files read now, commands
+/// and helpers kept to be run when a pull needs them.
 fn registry_auth(config: &Config) -> anyhow::Result<Vec<RegistryAuth>> {
     config
         .registries
         .iter()
         .map(|r| {
-            let password = std::fs::read_to_string(&r.password_file)
-                .with_context(|| format!("cannot read registries.password_file {}", r.password_file.display()))?;
+            let secret = match (&r.password_file, &r.password_command, &r.credential_helper) {
+                (Some(file), _, _) => {
+                    let password = std::fs::read_to_string(file)
+                        .with_context(|| format!("cannot read registries.password_file {}", file.display()))?;
+                    Secret::Password(password.lines().next().unwrap_or("").to_owned())
+                }
+                (None, Some(argv), _) => Secret::Command(argv.clone()),
+                (None, None, Some(helper)) => Secret::Helper(RegistryAuth::helper_program(helper)),
+                // `validate` asks for exactly one.
+                (None, None, None) => anyhow::bail!("registries entry {}: no password source", r.registry),
+            };
             Ok(RegistryAuth {
                 registry: r.registry.clone(),
                 username: r.username.clone(),
-                password: password.lines().next().unwrap_or("").to_owned(),
+                secret,
+                ttl: r.ttl.unwrap_or(config::REGISTRY_TTL).as_std(),
             })
         })
         .collect()

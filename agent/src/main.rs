@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use berth_agent::config::{Config, DEFAULT_CONFIG_PATH};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -41,10 +41,25 @@ enum Command {
     /// Validate the config file and the files it names, then exit: 0 when the
     /// agent would start, non-zero with the key and problem otherwise.
     CheckConfig,
+    /// Write the man page of berth-agent (berth-agent.1, and one per
+    /// subcommand) into DIR, then exit. Reads no config.
+    Man {
+        /// Where to write them (created if missing).
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Man { dir }) = &cli.command {
+        return match write_man_pages(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("berth-agent: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -52,7 +67,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    if let Some(Command::CheckConfig) = cli.command {
+    if let Some(Command::CheckConfig) = &cli.command {
         return match config.check_files() {
             Ok(()) => {
                 // A warning, not a refusal: the agent runs, but the key is
@@ -125,4 +140,15 @@ async fn serve(config: Config, path: PathBuf) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `berth-agent man DIR`.
+fn write_man_pages(dir: &std::path::Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let pages = berth_core::manpages::render(Cli::command()).map_err(|e| format!("cannot render the man page: {e}"))?;
+    for (name, text) in pages {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
 }

@@ -238,6 +238,52 @@ pub fn render(vars: &Vars) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// A variable whose value, as written in an env file, is wrapped in a
+/// matching pair of quotes (`KEY="value"` or `KEY='value'`). Docker keeps
+/// such quotes as part of the value, which is rarely what a file copied
+/// from a shell script or a `.env` of another tool meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quoted {
+    /// 1-based line of the assignment that counts (the last one of the key).
+    pub line: usize,
+    /// The variable's name.
+    pub key: String,
+}
+
+/// The variables of env-file `text` (already accepted by [`parse`]) whose
+/// value is wrapped in matching quotes, in line order. Only the last
+/// assignment of a key counts, as in [`parse`].
+pub fn quoted_values(text: &str) -> Vec<Quoted> {
+    let mut last: BTreeMap<&str, (usize, bool)> = BTreeMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some((key, value)) = line.split_once('=') {
+            last.insert(key, (i + 1, unquote(value).is_some()));
+        }
+    }
+    let mut found: Vec<Quoted> = last
+        .into_iter()
+        .filter(|(_, (_, quoted))| *quoted)
+        .map(|(key, (line, _))| Quoted {
+            line,
+            key: key.to_owned(),
+        })
+        .collect();
+    found.sort_by_key(|q| q.line);
+    found
+}
+
+/// `value` without the matching pair of quotes (`"` or `'`) around it, or
+/// None when it is not wrapped in one. Nothing inside is unescaped.
+pub fn unquote(value: &str) -> Option<&str> {
+    ['"', '\'']
+        .into_iter()
+        .find_map(|q| value.strip_prefix(q).and_then(|rest| rest.strip_suffix(q)))
+}
+
 /// Splits a `KEY=VALUE` command-line argument (`berthctl env set`) and
 /// checks both halves. An argument without `=` is not echoed, in case it is
 /// a secret.
@@ -374,5 +420,18 @@ mod tests {
         assert!(!e.contains("hunter2"), "{e}");
         assert!(parse_assignment("1A=x").is_err());
         assert!(parse_assignment("A=x\ny").is_err());
+    }
+
+    #[test]
+    fn quoted_values_are_found_by_their_last_line_and_unquoted() {
+        let text = "A=\"prod\"\n# B=\"x\"\nB='one'\nC=plain\nD=\"half\nB=two\nE=\"\"\nF=\"\n";
+        let found = quoted_values(text);
+        let got: Vec<(usize, &str)> = found.iter().map(|q| (q.line, q.key.as_str())).collect();
+        assert_eq!(got, [(1, "A"), (7, "E")]);
+        assert_eq!(unquote("\"prod\""), Some("prod"));
+        assert_eq!(unquote("'a b'"), Some("a b"));
+        assert_eq!(unquote("\"mixed'"), None);
+        assert_eq!(unquote("\""), None, "one quote is not a pair");
+        assert_eq!(unquote("plain"), None);
     }
 }

@@ -13,6 +13,8 @@ pub mod envfile;
 pub mod identity;
 pub mod image;
 pub mod labels;
+#[cfg(feature = "manpages")]
+pub mod manpages;
 pub mod names;
 pub mod spec;
 pub mod tomlfile;

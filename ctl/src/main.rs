@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use berthctl::cmd::{self, Global};
 use berthctl::output::{Console, Sink, WriteError};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 /// Drive berth agents: deploy, roll back and watch services on one host or a
 /// fleet, over mutual-TLS gRPC.
@@ -70,6 +70,8 @@ enum Command {
     Fleet(cmd::fleet::Args),
     Lock(cmd::lock::Args),
     Rollout(cmd::rollout::Args),
+    Completions(cmd::completions::Args),
+    Man(cmd::completions::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -95,6 +97,8 @@ fn main() -> ExitCode {
         Command::Fleet(args) => block_on(cmd::fleet::run(&cli.global, out, args)),
         Command::Lock(args) => block_on(cmd::lock::run(&cli.global, out, args)),
         Command::Rollout(args) => block_on(cmd::rollout::run(&cli.global, out, args)),
+        Command::Completions(args) => cmd::completions::run(Cli::command(), out, args),
+        Command::Man(args) => cmd::completions::man(Cli::command(), out, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,9 +10,11 @@
 //! with [`apply`]; [`ps`], [`history`] and [`service`] read berthctl's JSON;
 //! [`containers`], [`running`], [`one_running`] and [`only_container`]
 //! look at what Docker runs; [`free_port`] and [`rss_kib`] ask the OS;
-//! [`flood`] opens a connection flood.
+//! [`flood`] opens a connection flood; [`AuthRegistry`] is a registry that
+//! wants a password.
 
 mod agent;
+mod authregistry;
 mod docker;
 pub mod dockerproxy;
 pub mod fleet;
@@ -29,6 +31,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 pub use agent::{Agent, agent_config, agent_config_with_prometheus};
+pub use authregistry::AuthRegistry;
 pub use docker::{
     containers, docker, env_of, host_port, image, inspect, one_running, only_container, registry, running, try_inspect,
 };

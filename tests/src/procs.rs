@@ -61,11 +61,18 @@ pub struct Events(Proc);
 impl Events {
     /// Starts watching the agent at `addr`.
     pub fn watch(pki: &Pki, addr: &str) -> Events {
+        Events::watch_with(pki, addr, &[])
+    }
+
+    /// Starts `berthctl events -o json ARGS` (e.g. `--since 1h SERVICE`)
+    /// against the agent at `addr`.
+    pub fn watch_with(pki: &Pki, addr: &str, args: &[&str]) -> Events {
         let port = addr.rsplit(':').next().unwrap_or(addr);
         let log = pki.path(&format!("events-{port}.jsonl"));
         let out = std::fs::File::create(&log).expect("events file");
         let child = berthctl_command(pki, addr)
             .args(["events", "-o", "json"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(Stdio::null())

@@ -419,3 +419,41 @@ fn a_file_caught_half_written_is_not_applied() {
     assert_eq!(env.get("A").map(String::as_str), Some("1"));
     assert_eq!(env.get("B").map(String::as_str), Some("2"));
 }
+
+#[test]
+fn a_quoted_value_is_warned_about_and_stripped_with_strip_quotes() {
+    let pki = Pki::new();
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
+    let ctl = |args: &[&str]| berthctl(&pki, &agent.addr, args);
+    ok(&apply(&pki, &agent.addr, &Spec::checked("quoted", "v1")));
+    let runbook = pki.path("runbook.env");
+    std::fs::write(
+        &runbook,
+        "# copied from a runbook\nLAUNCH_ENVIRONMENT=\"prod\"\nREGION=us-west-2\n",
+    )
+    .expect("write");
+    let file = runbook.to_str().expect("utf8");
+
+    // As Docker would: the quotes stay, and berthctl says so.
+    let out = ctl(&["env", "import", "quoted", file]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("runbook.env:2: the value of LAUNCH_ENVIRONMENT is wrapped in quotes"),
+        "{err}"
+    );
+    assert!(err.contains("--strip-quotes"), "{err}");
+    let env = container_env(&one_running(&pki.instance, "quoted"));
+    assert_eq!(env.get("LAUNCH_ENVIRONMENT").map(String::as_str), Some("\"prod\""));
+
+    let out = ctl(&["env", "import", "quoted", file, "--strip-quotes"]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("removed the quotes around the value of LAUNCH_ENVIRONMENT"),
+        "{err}"
+    );
+    let env = container_env(&one_running(&pki.instance, "quoted"));
+    assert_eq!(env.get("LAUNCH_ENVIRONMENT").map(String::as_str), Some("prod"));
+    assert_eq!(env.get("REGION").map(String::as_str), Some("us-west-2"));
+}

@@ -167,16 +167,60 @@ impl Config {
             ));
         }
         for (i, r) in self.registries.iter().enumerate() {
+            let bad = |key: &'static str, message: String| ConfigError::Invalid {
+                path: path.to_owned(),
+                key,
+                message: format!("entry {} ({}): {message}", i + 1, r.registry),
+            };
             if r.registry.is_empty() || r.registry.contains('/') {
-                return Err(ConfigError::Invalid {
-                    path: path.to_owned(),
-                    key: "registries.registry",
-                    message: format!(
-                        "entry {}: {:?} is not a registry host like registry.example.com:5000",
-                        i + 1,
-                        r.registry
-                    ),
-                });
+                return Err(bad(
+                    "registries.registry",
+                    format!("{:?} is not a registry host like registry.example.com:5000", r.registry),
+                ));
+            }
+            let sources = [
+                r.password_file.is_some(),
+                r.password_command.is_some(),
+                r.credential_helper.is_some(),
+            ];
+            if sources.iter().filter(|s| **s).count() != 1 {
+                return Err(bad(
+                    "registries",
+                    "set exactly one of password_file, password_command and credential_helper".into(),
+                ));
+            }
+            if r.credential_helper.is_none() && r.username.is_empty() {
+                return Err(bad(
+                    "registries.username",
+                    "a username is needed with password_file or password_command (for AWS ECR: \"AWS\")".into(),
+                ));
+            }
+            if let Some(argv) = &r.password_command
+                && argv.first().is_none_or(|p| p.is_empty())
+            {
+                return Err(bad(
+                    "registries.password_command",
+                    "name the program and its arguments, e.g. [\"aws\", \"ecr\", \"get-login-password\"]".into(),
+                ));
+            }
+            if let Some(helper) = &r.credential_helper
+                && (helper.is_empty() || helper.chars().any(char::is_whitespace))
+            {
+                return Err(bad(
+                    "registries.credential_helper",
+                    format!("{helper:?} is not a helper name like \"ecr-login\" or a path"),
+                ));
+            }
+            if let Some(ttl) = r.ttl {
+                if r.password_file.is_some() {
+                    return Err(bad(
+                        "registries.ttl",
+                        "ttl applies to password_command and credential_helper, not to a password_file".into(),
+                    ));
+                }
+                if ttl.as_millis() < 1000 || ttl.as_millis() > 24 * 3_600_000 {
+                    return Err(bad("registries.ttl", format!("{ttl} is not between 1s and 24h")));
+                }
             }
         }
         for (i, rule) in self.alerts.iter().enumerate() {
@@ -197,7 +241,7 @@ impl Config {
         let registry_files = self
             .registries
             .iter()
-            .map(|r| ("registries.password_file", &r.password_file))
+            .filter_map(|r| r.password_file.as_ref().map(|p| ("registries.password_file", p)))
             .chain(self.tls.crl.iter().map(|p| ("tls.crl", p)));
         for (key, p) in [
             ("tls.ca", &self.tls.ca),
@@ -322,6 +366,51 @@ statsd            = ""
             .to_string();
         assert!(err.contains("certificate"), "{err}");
         assert!(err.contains("line 5"), "{err}");
+    }
+
+    #[test]
+    fn a_registry_takes_exactly_one_password_source() {
+        let reg = |body: &str| parse(&format!("[[registries]]\nregistry = \"r.example.com\"\n{body}"));
+        let ok =
+            reg("username = \"AWS\"\npassword_command = [\"aws\", \"ecr\", \"get-login-password\"]\nttl = \"6h\"\n")
+                .expect("command");
+        assert_eq!(ok.registries[0].ttl.map(|t| t.as_millis()), Some(6 * 3_600_000));
+        reg("credential_helper = \"ecr-login\"\n").expect("helper needs no username");
+        for (body, key, says) in [
+            ("username = \"u\"\n", "registries", "exactly one"),
+            (
+                "username = \"u\"\npassword_file = \"/p\"\ncredential_helper = \"x\"\n",
+                "registries",
+                "exactly one",
+            ),
+            ("password_command = [\"aws\"]\n", "registries.username", "\"AWS\""),
+            (
+                "username = \"u\"\npassword_command = []\n",
+                "registries.password_command",
+                "program",
+            ),
+            (
+                "credential_helper = \"ecr login\"\n",
+                "registries.credential_helper",
+                "helper name",
+            ),
+            (
+                "username = \"u\"\npassword_file = \"/p\"\nttl = \"1h\"\n",
+                "registries.ttl",
+                "not to a password_file",
+            ),
+            (
+                "credential_helper = \"x\"\nttl = \"48h\"\n",
+                "registries.ttl",
+                "between 1s and 24h",
+            ),
+        ] {
+            let err = reg(body).expect_err(body).to_string();
+            assert!(
+                err.contains(key) && err.contains(says) && err.contains("r.example.com"),
+                "{body}: {err}"
+            );
+        }
     }
 
     #[test]

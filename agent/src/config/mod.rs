@@ -120,18 +120,44 @@ pub struct Config {
     pub alerts: Vec<AlertRule>,
 }
 
-/// Credentials for one registry. The password lives in its own file (mode
-/// 0600) so the config can be world-readable and kept in version control.
+/// Credentials for one registry, from one of three sources: a password
+/// file read at start (mode 0600, so the config can be world-readable and
+/// kept in version control), a `password_command` run when a pull needs
+/// the password (e.g. `aws ecr get-login-password`, whose tokens last 12
+/// hours), or a Docker credential helper (`docker-credential-NAME get`).
+/// What a command or helper hands out is kept in memory until `ttl` passes
+/// or the registry refuses it, then asked for again; it never reaches a log.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// Registry host[:port] as it appears in image references, e.g. "registry.example.com".
     pub registry: String,
-    /// User name.
+    /// User name; needed with `password_file` and `password_command` (for
+    /// ECR, "AWS"). A credential helper names its own.
+    #[serde(default)]
     pub username: String,
-    /// File holding the password or token (first line).
-    pub password_file: PathBuf,
+    /// File holding the password or token (first line), read at start.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Program and arguments printing the password on the first line of its
+    /// stdout, e.g. ["aws", "ecr", "get-login-password", "--region",
+    /// "us-west-2"]. Run without a shell, with the agent's environment.
+    #[serde(default)]
+    pub password_command: Option<Vec<String>>,
+    /// A Docker credential helper: "ecr-login" runs
+    /// `docker-credential-ecr-login get` from PATH (a value with a '/' is
+    /// the helper's path), with the registry on stdin, as Docker does.
+    #[serde(default)]
+    pub credential_helper: Option<String>,
+    /// How long what `password_command` or `credential_helper` handed out
+    /// is used before they are asked again (default 1h, 1s to 24h). A pull
+    /// the registry refuses asks again at once.
+    #[serde(default)]
+    pub ttl: Option<Duration>,
 }
+
+/// The default [`RegistryConfig::ttl`].
+pub const REGISTRY_TTL: Duration = Duration::from_secs(3600);
 
 /// TLS files of the agent. The CA verifies client certificates; the
 /// certificate and key are what the agent presents.

@@ -21,11 +21,12 @@ use bollard::query_parameters::{
 };
 use futures::{Stream, StreamExt, TryStreamExt};
 
-use super::auth::{RegistryAuth, credentials_for};
+use super::auth::RegistryAuth;
 use super::convert::{
     container_info, create_body, engine_event, log_lines, memory_limit, non_negative, whole_seconds_up,
 };
 use super::error::{DockerError, ErrorContext, server_error, status_of};
+use super::logins::{self, Logins};
 use super::types::{ContainerInfo, CreateRequest, EngineEvent, EngineVersion, LogLine, PullProgress, SoftLimits};
 use crate::config::DockerConfig;
 
@@ -113,7 +114,7 @@ pub struct Engine {
     /// The configured per-call timeout, also the longest a pull may go
     /// without any word from the registry.
     timeout: Duration,
-    registries: Arc<[RegistryAuth]>,
+    logins: Arc<Logins>,
     instance: String,
     log_max_size: String,
     log_max_file: String,
@@ -124,7 +125,7 @@ impl fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("socket", &self.socket)
             .field("timeout", &self.timeout)
-            .field("registries", &self.registries)
+            .field("registries", &self.logins)
             .finish_non_exhaustive()
     }
 }
@@ -138,7 +139,7 @@ impl Engine {
             docker,
             socket: config.socket.clone(),
             timeout: config.timeout.as_std().max(Duration::from_secs(1)),
-            registries: registries.into(),
+            logins: Arc::new(Logins::new(registries)),
             instance: config.instance.clone(),
             log_max_size: config.log_max_size.to_string(),
             log_max_file: config.log_max_file.to_string(),
@@ -213,7 +214,9 @@ impl Engine {
 
     /// Pulls `image`, with the credentials of its registry when there are
     /// some. A reference without tag or digest pulls `:latest` only, never
-    /// every tag.
+    /// every tag. Credentials from a `password_command` or credential
+    /// helper that the registry refuses are fetched again and the pull
+    /// tried once more (the token expired before its ttl).
     ///
     /// Progress is best effort: a message that does not fit in `progress`
     /// is dropped, so a slow reader never stalls the pull. The pull fails
@@ -223,6 +226,40 @@ impl Engine {
         image_ref: &ImageRef,
         progress: Option<tokio::sync::mpsc::Sender<PullProgress>>,
     ) -> Result<(), DockerError> {
+        let login = |fresh| async move {
+            self.logins
+                .credentials(image_ref.registry(), fresh)
+                .await
+                .map_err(|e| DockerError::Pull {
+                    image: image_ref.as_str().to_owned(),
+                    message: e.to_string(),
+                })
+        };
+        let first = login(false).await?;
+        let retry_fresh = first.as_ref().is_some_and(|l| l.retry_fresh);
+        let result = self
+            .pull_with(image_ref, progress.as_ref(), first.map(|l| l.credentials))
+            .await;
+        match result {
+            Err(DockerError::Pull { message, .. }) if retry_fresh && logins::refused(&message) => {
+                tracing::info!(
+                    image = image_ref.as_str(),
+                    "The registry refused the cached credentials; fetching new ones."
+                );
+                let fresh = login(true).await?;
+                self.pull_with(image_ref, progress.as_ref(), fresh.map(|l| l.credentials))
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn pull_with(
+        &self,
+        image_ref: &ImageRef,
+        progress: Option<&tokio::sync::mpsc::Sender<PullProgress>>,
+        credentials: Option<bollard::auth::DockerCredentials>,
+    ) -> Result<(), DockerError> {
         let image = image_ref.as_str();
         let (name, tag) = image_ref.pull_target();
         let options = CreateImageOptions {
@@ -230,7 +267,6 @@ impl Engine {
             tag: Some(tag.to_owned()),
             ..Default::default()
         };
-        let credentials = credentials_for(&self.registries, image_ref.registry());
         let mut stream = self.docker.create_image(Some(options), None, credentials);
         loop {
             let next = tokio::time::timeout(self.timeout, stream.next())
@@ -247,7 +283,7 @@ impl Engine {
                 Some(Ok(info)) => info,
                 Some(Err(e)) => return Err(self.pull_error(image, e)),
             };
-            if let Some(tx) = &progress {
+            if let Some(tx) = progress {
                 let detail = info.progress_detail.unwrap_or_default();
                 let message = PullProgress {
                     layer: info.id.unwrap_or_default(),

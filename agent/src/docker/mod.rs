@@ -22,17 +22,20 @@
 //! Parts: [`engine`] (the calls), [`error`] (what can go wrong, as
 //! [`DockerError`]), [`types`] (the plain types the rest of the agent
 //! sees), `convert` (bollard's models to and from those types), [`auth`]
-//! (registry credentials) and `time` (Docker's timestamps).
+//! (registry credentials), [`logins`] (the ones a command or credential
+//! helper hands out, kept until they expire) and `time` (Docker's
+//! timestamps).
 
 pub mod auth;
 mod convert;
 pub mod engine;
 pub mod error;
+pub mod logins;
 mod time;
 pub mod types;
 mod volumes;
 
-pub use auth::RegistryAuth;
+pub use auth::{RegistryAuth, Secret};
 pub use engine::{Engine, connect, engine_version};
 pub use error::DockerError;
 pub use types::{

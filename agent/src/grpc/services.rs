@@ -375,11 +375,26 @@ impl Services for ServicesApi {
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         super::caller(&request)?;
         self.sup.engine().map_err(status)?;
-        let filter = request.into_inner().services;
-        let mut rx = self.sup.bus().subscribe();
+        let req = request.into_inner();
+        let filter = req.services;
+        let wanted =
+            move |ev: &crate::events::Event| filter.is_empty() || ev.service.is_empty() || filter.contains(&ev.service);
+        let (past, mut rx) = self.sup.bus().watch(crate::events::Backlog {
+            since_ms: req.since_ms,
+            after_seq: req.after_seq,
+        });
+        let follow = !req.no_follow;
         let (tx, out) = mpsc::channel(EVENT_STREAM);
         let cancel = self.streams.cancel.clone();
         self.streams.tracker.spawn(async move {
+            for ev in past.into_iter().filter(&wanted) {
+                if !send(&tx, Ok(event_to_pb(ev)), &cancel).await {
+                    return;
+                }
+            }
+            if !follow {
+                return;
+            }
             loop {
                 let next = tokio::select! {
                     // Shutdown ends the stream: the caller sees it close.
@@ -390,8 +405,9 @@ impl Services for ServicesApi {
                 let ev = match next {
                     Ok(ev) => ev,
                     Err(broadcast::error::RecvError::Lagged(n)) => crate::events::Event {
+                        seq: 0,
                         timestamp_ms: crate::clock::now_ms(),
-                        kind: "dropped",
+                        kind: "dropped".to_owned(),
                         service: String::new(),
                         revision: 0,
                         message: format!("{n} events were dropped because this watcher read too slowly"),
@@ -399,22 +415,23 @@ impl Services for ServicesApi {
                     },
                     Err(broadcast::error::RecvError::Closed) => break,
                 };
-                if !filter.is_empty() && !ev.service.is_empty() && !filter.contains(&ev.service) {
-                    continue;
-                }
-                let msg = pb::Event {
-                    timestamp_ms: ev.timestamp_ms,
-                    kind: ev.kind.to_owned(),
-                    service: ev.service,
-                    revision: ev.revision,
-                    message: ev.message,
-                    severity: ev.severity.as_str().to_owned(),
-                };
-                if !send(&tx, Ok(msg), &cancel).await {
+                if wanted(&ev) && !send(&tx, Ok(event_to_pb(ev)), &cancel).await {
                     break;
                 }
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+}
+
+fn event_to_pb(ev: crate::events::Event) -> pb::Event {
+    pb::Event {
+        timestamp_ms: ev.timestamp_ms,
+        kind: ev.kind,
+        service: ev.service,
+        revision: ev.revision,
+        message: ev.message,
+        severity: ev.severity.as_str().to_owned(),
+        seq: ev.seq,
     }
 }

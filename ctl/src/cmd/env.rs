@@ -56,11 +56,19 @@ enum Command {
     ///
     /// FILE is checked here first (errors name the line, never a value),
     /// then again by the agent.
+    ///
+    /// A value wrapped in matching quotes (`KEY="prod"`, as in a .env file
+    /// of another tool or a shell script) is imported with its quotes, as
+    /// Docker would, with a warning naming the key and line; --strip-quotes
+    /// removes them instead.
     Import {
         /// The service.
         service: String,
         /// The env file to read.
         file: PathBuf,
+        /// Remove one matching pair of quotes (" or ') around a value.
+        #[arg(long)]
+        strip_quotes: bool,
     },
 }
 
@@ -85,13 +93,14 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
             )
             .await
         }
-        Command::Import { service, file } => {
+        Command::Import {
+            service,
+            file,
+            strip_quotes,
+        } => {
             let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-            let set = envfile::parse(&bytes, &file)
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
+            let vars = envfile::parse(&bytes, &file).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let set = imported(&vars, &bytes, &file, strip_quotes, out)?;
             change(
                 global,
                 out,
@@ -120,6 +129,41 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
         }
         Command::Get { service, reveal } => get(global, out, service, reveal).await,
     }
+}
+
+/// The variables to send for `env import`: `vars` as parsed from `bytes`
+/// (the file at `path`), with a warning on stderr for each value wrapped
+/// in quotes, or those quotes removed when `strip` is set.
+fn imported(
+    vars: &envfile::Vars,
+    bytes: &[u8],
+    path: &std::path::Path,
+    strip: bool,
+    out: &Sink,
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let mut set: std::collections::HashMap<String, String> =
+        vars.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    // `parse` accepted the bytes, so they are UTF-8.
+    let text = String::from_utf8_lossy(bytes);
+    let file = path.display();
+    for q in envfile::quoted_values(&text) {
+        let note = if strip {
+            if let Some(v) = set.get_mut(&q.key)
+                && let Some(inner) = envfile::unquote(v)
+            {
+                *v = inner.to_owned();
+            }
+            format!("{file}:{}: removed the quotes around the value of {}", q.line, q.key)
+        } else {
+            format!(
+                "warning: {file}:{}: the value of {} is wrapped in quotes, which Docker keeps as part \
+                 of the value; pass --strip-quotes to remove them",
+                q.line, q.key
+            )
+        };
+        out.err(&note)?;
+    }
+    Ok(set)
 }
 
 async fn change(global: &Global, out: &Sink, what: &str, req: SetEnvRequest) -> anyhow::Result<()> {
@@ -201,4 +245,50 @@ fn env_json(service: &str, env: &GetEnvResponse) -> serde_json::Value {
         "masked": env.vars.iter().any(|v| v.masked),
         "vars": vars,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::output::console::capture::console;
+
+    const FILE: &[u8] = b"LAUNCH_ENVIRONMENT=\"prod\"\nPLAIN=x\nSINGLE='a b'\n";
+
+    fn import(strip: bool) -> (std::collections::HashMap<String, String>, String) {
+        let path = Path::new("prod.env");
+        let vars = envfile::parse(FILE, path).expect("parse");
+        let (c, _, err) = console(false);
+        let set = imported(&vars, FILE, path, strip, &Sink::new(c)).expect("imported");
+        (set, err.written())
+    }
+
+    #[test]
+    fn a_quoted_value_is_warned_about_and_kept() {
+        let (set, err) = import(false);
+        assert_eq!(set["LAUNCH_ENVIRONMENT"], "\"prod\"");
+        assert_eq!(set["SINGLE"], "'a b'");
+        assert!(
+            err.contains("prod.env:1: the value of LAUNCH_ENVIRONMENT is wrapped in quotes"),
+            "{err}"
+        );
+        assert!(err.contains("prod.env:3: the value of SINGLE"), "{err}");
+        assert!(!err.contains("PLAIN"), "{err}");
+        assert!(!err.contains("prod\""), "never the value: {err}");
+    }
+
+    #[test]
+    fn strip_quotes_removes_them() {
+        let (set, err) = import(true);
+        assert_eq!(
+            (
+                set["LAUNCH_ENVIRONMENT"].as_str(),
+                set["SINGLE"].as_str(),
+                set["PLAIN"].as_str()
+            ),
+            ("prod", "a b", "x")
+        );
+        assert!(err.contains("prod.env:1: removed the quotes"), "{err}");
+    }
 }

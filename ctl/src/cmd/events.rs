@@ -1,35 +1,71 @@
-//! `berthctl events [SERVICE...]`: what the agent does and sees, live.
+//! `berthctl events [SERVICE...]`: what the agent does and sees, from its
+//! recorded history (`--since`) and live.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use berth_core::units;
 use berth_proto::v1::services_client::ServicesClient;
 use berth_proto::v1::{Event, WatchEventsRequest};
 use serde_json::json;
 
 use super::Global;
 use super::multiplex::{self, Happening};
-use crate::fleet::fanout::show_duration;
-use crate::output::{Format, Sink, WriteError};
+use crate::fleet::fanout::{Summary, show_duration};
+use crate::output::{self, Format, Sink, WriteError};
 
 /// Follow the agent's events (deploys, restarts, crashes, OOM kills, drift
 /// repairs) until interrupted.
 ///
+/// With --since, first the events the agent recorded in that time (it keeps
+/// the last 10,000, across restarts), then the live ones; --no-follow stops
+/// after the recorded ones (all of them when --since is not given).
+///
 /// Over a selection (--fleet, --hosts-from, several --host) every host's
 /// events in one stream, each line prefixed with its host (NDJSON with a
 /// "host" field under --output json). A host that drops out is reported,
-/// tried again (1s, doubling to 30s) and rejoins.
+/// tried again (1s, doubling to 30s) and rejoins, replaying what it recorded
+/// while it was away. With --no-follow, the hosts' recorded events merged in
+/// time order, then a summary; the exit is non-zero when a host failed.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Only these services (default: all, plus host events).
     services: Vec<String>,
+    /// First show the recorded events of this long ago until now, e.g. 30m,
+    /// 1h, 24h (measured by this machine's clock).
+    #[arg(long, value_name = "DURATION")]
+    since: Option<units::Duration>,
+    /// Stop after the recorded events instead of following.
+    #[arg(long)]
+    no_follow: bool,
+}
+
+impl Args {
+    /// The request's first form; `after_seq` is for a rejoin.
+    fn request(&self, now_ms: u64, after_seq: u64) -> WatchEventsRequest {
+        let since_ms = match self.since {
+            Some(d) => now_ms.saturating_sub(d.as_millis()).max(1),
+            // Everything recorded, when only the record is wanted.
+            None if self.no_follow => 1,
+            None => 0,
+        };
+        WatchEventsRequest {
+            services: self.services.clone(),
+            // A rejoin asks for what came after the last event it saw.
+            since_ms: if after_seq > 0 { 0 } else { since_ms },
+            after_seq,
+            no_follow: self.no_follow,
+        }
+    }
 }
 
 /// Runs `berthctl events`.
 pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
     let selection = global.selection().await?;
+    let now = output::now_ms();
     if !selection.many {
         let agent = &selection.hosts[0].agent;
-        let req = WatchEventsRequest {
-            services: args.services,
-        };
+        let req = args.request(now, 0);
         let mut stream = agent
             .call(|ch| async move { ServicesClient::new(ch).watch_events(req).await })
             .await?;
@@ -38,15 +74,53 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
         }
         return Ok(());
     }
-    let sinks = out.per_host_of(&selection.names());
-    let services = &args.services;
+    let names = selection.names();
+    let sinks = out.per_host_of(&names);
+    if args.no_follow {
+        let args = &args;
+        let outcomes = selection
+            .fan_out(|h| async move {
+                let req = args.request(now, 0);
+                let mut stream = h
+                    .agent
+                    .call(|ch| async move { ServicesClient::new(ch).watch_events(req).await })
+                    .await?;
+                let mut events = Vec::new();
+                while let Some(e) = h.agent.next(&mut stream).await? {
+                    events.push(e);
+                }
+                Ok(events)
+            })
+            .await;
+        let mut merged: Vec<(usize, &Event)> = Vec::new();
+        for (i, o) in outcomes.iter().enumerate() {
+            match &o.result {
+                Ok(events) => merged.extend(events.iter().map(|e| (i, e))),
+                Err(e) => sinks[i].err(&e.message)?,
+            }
+        }
+        merged.sort_by_key(|(_, e)| e.timestamp_ms);
+        for (i, e) in merged {
+            show(&sinks[i], global.output, e)?;
+        }
+        let summary = Summary::of(&outcomes);
+        anyhow::ensure!(summary.all_ok(), "{summary}");
+        out.err(&summary.to_string())?;
+        return Ok(());
+    }
+    // The last event seen from each host, so a rejoin replays the gap.
+    let last: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
+    let (args, last) = (&args, &last);
     multiplex::follow(
         &selection.hosts,
         selection.timeout,
-        |h, _attempt| {
-            let req = WatchEventsRequest {
-                services: services.clone(),
+        |h, attempt| {
+            let after = if attempt == 0 {
+                0
+            } else {
+                last.borrow().get(&h.name).copied().unwrap_or(0)
             };
+            let req = args.request(output::now_ms(), after);
             async move {
                 Ok(h.agent
                     .call(|ch| async move { ServicesClient::new(ch).watch_events(req).await })
@@ -54,11 +128,16 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
             }
         },
         |i, happening| match happening {
-            Happening::Message(e) => show(&sinks[i], global.output, &e),
+            Happening::Message(e) => {
+                if e.seq > 0 {
+                    last.borrow_mut().insert(names[i].clone(), e.seq);
+                }
+                show(&sinks[i], global.output, &e)
+            }
             Happening::Down { why, retry } => {
                 sinks[i].err(&format!("dropped out: {why}; trying again in {}", show_duration(retry)))
             }
-            Happening::Rejoined => sinks[i].err("rejoined (events from while it was away are not replayed)"),
+            Happening::Rejoined => sinks[i].err("rejoined (with the events it recorded while it was away)"),
         },
     )
     .await?;
@@ -97,7 +176,31 @@ mod tests {
             revision: 4,
             message: "revision 4 is healthy".into(),
             severity: "info".into(),
+            seq: 9,
         }
+    }
+
+    fn args(since: Option<&str>, no_follow: bool) -> Args {
+        Args {
+            services: vec!["web".into()],
+            since: since.map(|s| s.parse().expect("duration")),
+            no_follow,
+        }
+    }
+
+    #[test]
+    fn since_asks_for_the_record_and_a_rejoin_for_the_gap() {
+        let now = 10_000_000;
+        let req = args(Some("1h"), false).request(now, 0);
+        assert_eq!(
+            (req.since_ms, req.after_seq, req.no_follow),
+            (now - 3_600_000, 0, false)
+        );
+        let req = args(Some("1h"), false).request(now, 42);
+        assert_eq!((req.since_ms, req.after_seq), (0, 42));
+        assert_eq!(args(None, false).request(now, 0).since_ms, 0, "live only");
+        let req = args(None, true).request(now, 0);
+        assert_eq!((req.since_ms, req.no_follow), (1, true), "the whole record");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod audit;
 pub mod certs;
+pub mod completions;
 pub mod deploy;
 pub mod env;
 pub mod events;

@@ -609,6 +609,7 @@ impl<'a> Runner<'a> {
         let outcomes = fan_out(&hosts, self.settings.parallel, None, |h| async move {
             let req = WatchEventsRequest {
                 services: vec![service.clone()],
+                ..Default::default()
             };
             let mut stream = h
                 .agent
