@@ -434,29 +434,31 @@ impl<'a> Runner<'a> {
                 }
             }
             self.update(|r| r.batch = b as u32 + 1);
+            if b + 1 == total {
+                // The run's end writes the whole record right away.
+                return None;
+            }
             self.put_all().await;
-            if b + 1 < total {
-                if batch.canary && self.settings.pause_after_canary {
-                    let since = now_ms();
-                    let id = self.snapshot().id;
-                    self.set_status(status::PAUSED, "paused after the canary");
-                    self.put_all().await;
-                    self.view.note(
-                        "paused",
-                        &format!("canary done; paused until `berthctl rollout resume {id}`"),
-                    );
-                    if let Err(stop) = self.wait_for_resume(since).await {
-                        return Some(stop);
-                    }
-                    self.set_status(status::RUNNING, "");
-                    self.put_all().await;
+            if batch.canary && self.settings.pause_after_canary {
+                let since = now_ms();
+                let id = self.snapshot().id;
+                self.set_status(status::PAUSED, "paused after the canary");
+                self.put_all().await;
+                self.view.note(
+                    "paused",
+                    &format!("canary done; paused until `berthctl rollout resume {id}`"),
+                );
+                if let Err(stop) = self.wait_for_resume(since).await {
+                    return Some(stop);
                 }
-                if let Some(w) = self.settings.wait {
-                    self.view
-                        .note("wait", &format!("waiting {}s before the next batch", w.as_secs()));
-                    if let Err(stop) = self.wait(w).await {
-                        return Some(stop);
-                    }
+                self.set_status(status::RUNNING, "");
+                self.put_all().await;
+            }
+            if let Some(w) = self.settings.wait {
+                self.view
+                    .note("wait", &format!("waiting {}s before the next batch", w.as_secs()));
+                if let Err(stop) = self.wait(w).await {
+                    return Some(stop);
                 }
             }
         }
