@@ -490,3 +490,85 @@ fn a_pause_from_another_process_holds_the_next_batch_until_resume() {
         assert_eq!(active(&fleet, &m.name).1, v2, "{}", m.name);
     }
 }
+
+/// A spec of `api` whose health gate the test opens by hand: healthy only
+/// once /tmp/ready exists in the container.
+fn gated(tag: &str) -> Spec {
+    Spec::new("api", tag)
+        .key("ports", ["8000"])
+        .health_exec(&[
+            "sh",
+            "-c",
+            "test -e /tmp/ready && wget -q -O- http://127.0.0.1:8000/health",
+        ])
+        .set("deploy", "health_deadline", "120s")
+        // Failing until the test opens it, for up to 30 s.
+        .set("health", "retries", 60)
+}
+
+/// Opens the gate of every running container of `api` on the fleet.
+fn open_gates(fleet: &Fleet) {
+    for m in fleet.members() {
+        for id in berth_tests::running(&m.instance, "api") {
+            let _ = std::process::Command::new("docker")
+                .args(["exec", &id, "touch", "/tmp/ready"])
+                .output();
+        }
+    }
+}
+
+#[test]
+fn a_pause_during_a_batch_stops_the_next_one_from_starting_until_resume() {
+    let (fleet, inv) = fleet_with(|_| Spec::checked("api", "v1"));
+    let spec = gated("v2").write_in(fleet.pki().dir.path());
+    // No --wait: the next batch would start the moment this one ends, so
+    // the pause is heard from the next batch's own hosts as they start.
+    let args = [
+        "--fleet",
+        "prod",
+        "--service",
+        "api",
+        "-f",
+        &spec.to_string_lossy(),
+        "--batch",
+        "3",
+        "--yes",
+    ];
+    let mut run = spawn_rollout(&fleet, &inv, &args);
+    let ctl = |args: &[&str]| on_prod(&fleet, &inv, args);
+    let touched = || {
+        fleet
+            .members()
+            .iter()
+            .filter(|m| revisions(&fleet, &m.name).len() > 1)
+            .count()
+    };
+    let mut id = String::new();
+    wait_until(Duration::from_secs(60), "the first batch waits in its gates", || {
+        let ls = json(&ctl(&["ls", "-o", "json"]));
+        id = ls[0]["id"].as_str().unwrap_or_default().to_owned();
+        !id.is_empty() && touched() == 3
+    });
+    ok(&ctl(&["pause", &id]));
+    wait_until(Duration::from_secs(60), "paused", || {
+        // A host's container may start after its revision is recorded.
+        open_gates(&fleet);
+        json(&ctl(&["status", &id, "-o", "json"]))["status"] == "paused"
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(touched(), 3, "the second batch did not start while paused");
+
+    ok(&ctl(&["resume", &id, "--yes"]));
+    let mut ended = None;
+    wait_until(Duration::from_secs(120), "the rollout ends", || {
+        open_gates(&fleet);
+        ended = run.try_wait().expect("rollout process");
+        ended.is_some()
+    });
+    let out = run.wait_with_output().expect("rollout output");
+    assert!(ended.is_some_and(|s| s.success()), "{}", text(&out));
+    for m in fleet.members() {
+        assert_eq!(active(&fleet, &m.name).1, image("v2"), "{}", m.name);
+        assert_eq!(revisions(&fleet, &m.name).len(), 2, "deployed once on {}", m.name);
+    }
+}

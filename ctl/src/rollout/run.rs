@@ -15,9 +15,12 @@
 //! where it stopped (an in-flight host's outcome is read back from its
 //! agent's history; nothing is deployed twice). Control set by another
 //! terminal (pause, resume, abort) comes back with each record write, so
-//! it is acted on before each batch without a second round of calls, and
-//! is read from the agents while waiting. One fan-out per batch and one
-//! call per host before its deploy is all the bookkeeping a batch costs. The fleet lock is
+//! it is acted on without a second round of calls: a host that hears of a
+//! pause or abort as it starts does not start, and the loop obeys it; it
+//! is read from the agents while waiting. Going straight from one batch to
+//! the next, the record reaches the next batch's hosts with their start
+//! and the others while that batch runs, so one call per host before its
+//! deploy is all the bookkeeping that stands between two batches. The fleet lock is
 //! held for the whole run; losing it (or Ctrl-C) stops starting hosts.
 
 use std::collections::BTreeMap;
@@ -94,6 +97,9 @@ pub struct Runner<'a> {
     /// write returns the host's copy, control included, so the batch
     /// boundary needs no second fan-out to read it.
     seen_control: Mutex<Option<RolloutControl>>,
+    /// Hosts whose copy of the record is a batch behind: written while the
+    /// next batch runs (whose own hosts get it as each one starts).
+    behind: Mutex<Vec<String>>,
     change: Change,
     settings: Settings,
     lock: &'a HeldLocks,
@@ -129,6 +135,7 @@ impl<'a> Runner<'a> {
             hosts: by_name,
             record: Mutex::new(record),
             seen_control: Mutex::new(None),
+            behind: Mutex::new(Vec::new()),
             change,
             settings,
             lock,
@@ -401,7 +408,10 @@ impl<'a> Runner<'a> {
                 &format!("batch {}/{total}{kind}: {}", b + 1, batch.hosts.join(", ")),
             );
             let mut lost = self.lock.watch();
-            let run = self.run_hosts(&todo);
+            let behind = std::mem::take(&mut *self.behind.lock().unwrap_or_else(|p| p.into_inner()));
+            let run = async {
+                tokio::join!(self.put(&behind), self.run_hosts(&todo));
+            };
             tokio::pin!(run);
             let finished = tokio::select! {
                 () = &mut run => true,
@@ -422,6 +432,11 @@ impl<'a> Runner<'a> {
                     self.settings.budget
                 )));
             }
+            if self.held_back(&todo) {
+                // Control came back with a host's start: the loop's top
+                // obeys it, then runs what is left of this batch.
+                continue;
+            }
             if let Some(bake) = self.settings.bake.filter(|_| batch.canary) {
                 self.bake(&batch.hosts, bake).await;
                 let failed = record::failures(&self.snapshot());
@@ -438,8 +453,17 @@ impl<'a> Runner<'a> {
                 // The run's end writes the whole record right away.
                 return None;
             }
-            self.put_all().await;
-            if batch.canary && self.settings.pause_after_canary {
+            let pausing = batch.canary && self.settings.pause_after_canary;
+            if pausing || self.settings.wait.is_some() {
+                self.put_all().await;
+            } else {
+                // Straight on: the next batch's hosts get the record (and
+                // answer with control) as each starts; the rest while it runs.
+                let next = &r.batches[b + 1].hosts;
+                *self.behind.lock().unwrap_or_else(|p| p.into_inner()) =
+                    self.hosts.keys().filter(|h| !next.contains(h)).cloned().collect();
+            }
+            if pausing {
                 let since = now_ms();
                 let id = self.snapshot().id;
                 self.set_status(status::PAUSED, "paused after the canary");
@@ -462,6 +486,21 @@ impl<'a> Runner<'a> {
                 }
             }
         }
+    }
+
+    /// The newest control seen says pause or abort.
+    fn stopping(&self) -> bool {
+        let seen = self.seen_control.lock().unwrap_or_else(|p| p.into_inner());
+        seen.as_ref()
+            .is_some_and(|c| matches!(c.action.as_str(), "pause" | "abort"))
+    }
+
+    /// Some of `todo` did not start because of [`Runner::stopping`].
+    fn held_back(&self, todo: &[String]) -> bool {
+        let r = self.snapshot();
+        r.hosts
+            .iter()
+            .any(|p| todo.contains(&p.host) && p.state == host::PENDING)
     }
 
     /// Runs `names` at once (bounded), each under the host timeout.
@@ -491,6 +530,14 @@ impl<'a> Runner<'a> {
         p.phase = "start".into();
         self.set_host(p.clone());
         self.put(std::slice::from_ref(&h.name)).await;
+        if self.stopping() {
+            // Paused or aborted meanwhile: no new host starts.
+            p.state = host::PENDING.into();
+            p.started_at_ms = 0;
+            p.phase.clear();
+            self.set_host(p);
+            return;
+        }
         let service = self.snapshot().service;
         let deploy = async {
             let stream = self.change.start(&h.agent, &service).await?;
