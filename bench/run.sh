@@ -11,6 +11,8 @@
 #                             # ps latency during the flood, log lines written
 #   bench/run.sh fleet [--quick]  # berthctl ps over 50/100/200 real agents vs a shell loop of
 #                             # one berthctl --host per host, 5 at a time (--quick: 20 and 50)
+#   bench/run.sh audit [--quick]  # berthctl audit --verify over 100,000 chained records on a
+#                             # real agent (--quick: 10,000)
 #   bench/run.sh rollout [--quick]  # rollout of 20 agents --batch 5 vs the ideal (slowest host per
 #                             # batch, same run) and a shell loop of deploys (--quick: 10 agents)
 set -Eeuo pipefail
@@ -43,4 +45,7 @@ if run fleet; then
 fi
 if run rollout; then
 	cargo bench -q -p berth-tests --bench rollout
+fi
+if run audit; then
+	cargo bench -q -p berth-tests --bench audit
 fi
