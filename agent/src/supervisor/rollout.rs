@@ -68,6 +68,15 @@ struct Failure {
 }
 
 impl Failure {
+    /// A failure after the new container `new_id` passed its gate (it
+    /// goes with the rollout's end).
+    fn after_gate(new_id: String, reason: String) -> Self {
+        Failure {
+            new_id: Some(new_id),
+            ..Failure::before_gate(reason)
+        }
+    }
+
     fn before_gate(reason: String) -> Self {
         Failure {
             new_id: None,
@@ -243,10 +252,7 @@ impl Supervisor {
                 // once, not only after the next reconcile pass.
                 let info = engine.inspect(&new_id).await.ok().flatten();
                 if let Err(e) = self.healthy(&name, &new_id, interval, pass, info).await {
-                    let failure = Failure {
-                        new_id: Some(new_id),
-                        ..Failure::before_gate(format!("cannot follow the new container: {e}"))
-                    };
+                    let failure = Failure::after_gate(new_id, format!("cannot follow the new container: {e}"));
                     return Ok(self.fail(&at, restore, failure).await);
                 }
             }
@@ -254,10 +260,7 @@ impl Supervisor {
         }
 
         if blue_green && let Err(why) = self.switch(&spec, &new_id, revision, &progress).await {
-            let failure = Failure {
-                new_id: Some(new_id),
-                ..Failure::before_gate(why)
-            };
+            let failure = Failure::after_gate(new_id, why);
             return Ok(self.fail(&at, restore, failure).await);
         }
         // The new revision is durable before anything of the old one is
@@ -269,10 +272,7 @@ impl Supervisor {
             if blue_green {
                 self.switch_back(current.as_ref(), &was_running, &progress).await;
             }
-            let failure = Failure {
-                new_id: Some(new_id),
-                ..Failure::before_gate(format!("cannot record revision {revision} as active: {e}"))
-            };
+            let failure = Failure::after_gate(new_id, format!("cannot record revision {revision} as active: {e}"));
             return Ok(self.fail(&at, restore, failure).await);
         }
         if blue_green && !was_running.is_empty() {
