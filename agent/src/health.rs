@@ -97,11 +97,7 @@ impl Redactor {
             }
         }
         if out.len() > OUTPUT_LIMIT {
-            let mut cut = OUTPUT_LIMIT - "...".len();
-            while !out.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            out.truncate(cut);
+            berth_core::text::truncate_bytes(&mut out, OUTPUT_LIMIT - "...".len());
             out.push_str("...");
         }
         out

@@ -17,5 +17,6 @@ pub mod labels;
 pub mod manpages;
 pub mod names;
 pub mod spec;
+pub mod text;
 pub mod tomlfile;
 pub mod units;

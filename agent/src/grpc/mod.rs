@@ -32,14 +32,9 @@ const MAX_MESSAGE: usize = 2048;
 /// how much was cut.
 pub fn bounded(message: impl Into<String>) -> String {
     let mut message = message.into();
-    if message.len() > MAX_MESSAGE {
-        let total = message.len();
-        let mut end = MAX_MESSAGE;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push_str(&format!("… ({} more bytes cut)", total - end));
+    let cut = berth_core::text::truncate_bytes(&mut message, MAX_MESSAGE);
+    if cut > 0 {
+        message.push_str(&format!("… ({cut} more bytes cut)"));
     }
     message
 }
