@@ -3,7 +3,8 @@
 //! across several ages with nothing lost or repeated and nothing said on
 //! stderr, while the agent's log shows the old connections closed; and a
 //! call in progress when its connection reaches the age (a deploy waiting
-//! on its health gate) still completes within the grace.
+//! on its health gate) still completes within the grace, while one still
+//! open after the grace has its connection closed.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Stdio};
@@ -107,18 +108,17 @@ fn follow_streams_carry_on_across_connection_ages_without_loss_or_repeats() {
     assert!(said.is_empty(), "logs -f said on stderr: {said}");
 }
 
-#[test]
-fn a_call_in_progress_when_its_connection_reaches_its_age_completes() {
-    let pki = Pki::new();
-    let agent = Agent::start_ready(&pki, &agent_config(&pki, SHORT_AGE));
-    // Healthy only once the test creates /tmp/ready in the container.
+/// Starts `berthctl apply` of a service whose health gate stays shut until
+/// the test creates /tmp/ready in its container; returns the apply and
+/// the container once it waits on the gate.
+fn gated_apply(pki: &Pki, agent: &Agent) -> (Child, String) {
     let spec = Spec::new("gated", "v1")
         .key("command", ["sh", "-c", "sleep 3600"])
         .health_exec(&["test", "-e", "/tmp/ready"])
         .set("health", "retries", 100)
         .set("deploy", "health_deadline", "60s");
     let path = spec.write_in(pki.dir.path());
-    let deploy = berthctl_command(&pki, &agent.addr)
+    let deploy = berthctl_command(pki, &agent.addr)
         .args(["apply", "-f", &path.to_string_lossy()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -129,6 +129,14 @@ fn a_call_in_progress_when_its_connection_reaches_its_age_completes() {
         id = berth_tests::running(&pki.instance, "gated").pop().unwrap_or_default();
         !id.is_empty()
     });
+    (deploy, id)
+}
+
+#[test]
+fn a_call_in_progress_when_its_connection_reaches_its_age_completes() {
+    let pki = Pki::new();
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, SHORT_AGE));
+    let (deploy, id) = gated_apply(&pki, &agent);
     // Well past the connection's age; the call is still in progress.
     std::thread::sleep(Duration::from_secs(4));
     let _ = std::process::Command::new("docker")
@@ -145,4 +153,19 @@ fn a_call_in_progress_when_its_connection_reaches_its_age_completes() {
     wait_until(Duration::from_secs(10), "the deploy's connection closed", || {
         agent.logs().contains(CLOSED_AT_AGE)
     });
+}
+
+#[test]
+fn a_call_still_open_after_the_grace_has_its_connection_closed() {
+    let pki = Pki::new();
+    let config = "[connections]\nmax_connection_age = \"2s\"\nmax_connection_age_grace = \"1s\"\n";
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, config));
+    let (deploy, _id) = gated_apply(&pki, &agent);
+    agent.wait_for(Duration::from_secs(30), "the connection closed after its grace", || {
+        agent
+            .logs()
+            .contains("calls were still open at connections.max_connection_age plus its grace")
+    });
+    let out = deploy.wait_with_output().expect("apply ends");
+    assert!(!out.status.success(), "the apply's connection was closed under it");
 }
