@@ -261,6 +261,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         .max_concurrent_streams(Some(config.connections.max_concurrent_streams))
         .http2_keepalive_interval(Some(keepalive))
         .http2_keepalive_timeout(Some(keepalive))
+        // GOAWAY at the age. Not tonic's max_connection_age_grace: with it
+        // set, tonic 0.14 skips the GOAWAY and only drops the connection
+        // after age + grace. The listener's connection does the hard close.
+        .max_connection_age(limits.max_age)
         .layer(grpc::audited::AuditLayer::new(audit))
         .add_service(health_service)
         .add_service(HostServer::new(host))

@@ -76,6 +76,15 @@ pub enum IdentityError {
     },
 }
 
+/// When a DER certificate stops being valid (its notAfter), or `None` if
+/// it cannot be parsed.
+pub fn not_after(der: &[u8]) -> Option<std::time::SystemTime> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let secs = cert.validity().not_after.timestamp();
+    let secs = u64::try_from(secs).ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
 impl Identity {
     /// Reads name and role from a DER client certificate. Refuses one
     /// without a name or with two different roles.
@@ -162,5 +171,17 @@ mod tests {
                 "{order:?}"
             );
         }
+    }
+
+    #[test]
+    fn not_after_is_read_from_the_certificate() {
+        let mut params = rcgen::CertificateParams::default();
+        params.not_after = rcgen::date_time_ymd(2031, 5, 17);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let der = params.self_signed(&key).expect("cert").der().to_vec();
+        let at = not_after(&der).expect("parsable");
+        let secs = at.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs();
+        assert_eq!(secs, 1_936_742_400);
+        assert_eq!(not_after(b"not a certificate"), None);
     }
 }

@@ -9,6 +9,7 @@
 //! host (ports in use, its CPUs and memory) belong to the agent.
 
 pub mod audit;
+pub mod connection;
 pub mod envfile;
 pub mod identity;
 pub mod image;

@@ -1,8 +1,9 @@
 //! The audit log against a real agent over real TLS: viewers' refused
 //! attempts and invalid requests are recorded with the caller's certificate
 //! fingerprint, `berthctl audit --verify` checks the hash chain and names
-//! the record someone edited, and certificates naming no caller (or two
-//! roles) are refused at the handshake.
+//! the record someone edited (on one host, or each host of a fleet on its
+//! own), and certificates naming no caller (or two roles) are refused at
+//! the handshake.
 
 use std::path::Path;
 
@@ -200,4 +201,95 @@ fn certificates_without_a_name_or_with_two_roles_are_refused_at_the_handshake() 
     let log = agent.logs();
     assert!(log.contains("Refused a connection"), "{log}");
     ok(&berthctl(&pki, &agent.addr, &["--cert", "alice", "info"]));
+}
+
+#[test]
+fn audit_over_a_fleet_merges_records_by_time_and_verifies_each_host_on_its_own() {
+    let mut fleet = berth_tests::Fleet::start(&[("web", 3)]);
+    let inv = fleet.write_inventory(&fleet.inventory("prod"));
+    let ctl = |fleet: &berth_tests::Fleet, args: &[&str]| {
+        fleet
+            .ctl(&["--inventory", &inv.to_string_lossy()])
+            .args(args)
+            .output()
+            .expect("run berthctl")
+    };
+    // A viewer's refused calls, a few on every host, interleaved in time.
+    for _ in 0..3 {
+        for m in fleet.members() {
+            let out = fleet
+                .ctl_as(berth_tests::fleet::VIEWER, &["--host", m.addr(), "rm", "web"])
+                .output()
+                .expect("berthctl");
+            fails(&out);
+        }
+    }
+    let log = |name: &str| fleet.member(name).dir.join("state/audit.log");
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "three records on every host",
+        || {
+            fleet
+                .members()
+                .iter()
+                .all(|m| std::fs::read_to_string(log(&m.name)).is_ok_and(|t| t.lines().count() >= 3))
+        },
+    );
+
+    // One timeline, every record with its host.
+    let out = ctl(&fleet, &["audit", "--fleet", "prod", "-o", "json"]);
+    let records: Vec<serde_json::Value> = ok(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON record a line"))
+        .collect();
+    for name in ["web-1", "web-2", "web-3"] {
+        let n = records.iter().filter(|r| r["host"] == name).count();
+        assert!(n >= 3, "{n} records of {name} in {records:?}");
+    }
+    let times: Vec<u64> = records.iter().map(|r| r["ts_ms"].as_u64().expect("ts_ms")).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "not in time order: {times:?}");
+    let table = ok(&ctl(&fleet, &["audit", "--fleet", "prod"]));
+    let header = table.lines().next().unwrap_or_default();
+    assert!(header.starts_with("HOST") && header.contains("ACTION"), "{table}");
+
+    let verify = |fleet: &berth_tests::Fleet| ctl(fleet, &["audit", "--verify", "--fleet", "prod"]);
+    let out = ok(&verify(&fleet));
+    assert_eq!(out.lines().filter(|l| l.contains(" ok (")).count(), 3, "{out}");
+
+    // Someone rewrites who did one of web-2's things.
+    let path = log("web-2");
+    let text = std::fs::read_to_string(&path).expect("read");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let i = lines
+        .iter()
+        .position(|l| l.contains("\"who\":\"vic\""))
+        .expect("a record of vic's");
+    lines[i] = lines[i].replace("\"who\":\"vic\"", "\"who\":\"alice\"");
+    std::fs::write(&path, lines.join("\n") + "\n").expect("write");
+    fleet.kill("web-3");
+
+    let out = verify(&fleet);
+    assert!(!out.status.success(), "a broken chain and a dead host exit non-zero");
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line_of = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no line for {name} in:\n{table}"))
+            .to_owned()
+    };
+    assert!(line_of("web-1").contains(" ok ("), "{table}");
+    let broken = line_of("web-2");
+    assert!(
+        broken.contains(&format!("broken at record {}", i + 1))
+            && broken.contains(&format!("audit.log:{}", i + 1))
+            && broken.contains("altered"),
+        "{table}"
+    );
+    assert!(line_of("web-3").contains("unreachable"), "{table}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("broken on 1: web-2") && err.contains("1 unreachable: web-3"),
+        "{err}"
+    );
 }

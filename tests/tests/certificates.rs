@@ -1,7 +1,8 @@
 //! Certificate rotation and revocation against a real agent over real TLS:
 //! the agent's certificate reissued while a `logs -f` stream runs (the
 //! stream carries on, new connections get the new certificate), a client
-//! certificate revoked through `[tls] crl` refused at the handshake, and the
+//! certificate revoked through `[tls] crl` refused at the handshake, a reload
+//! on SIGHUP, and the
 //! warnings about a private key others may read.
 
 use std::io::{BufRead as _, BufReader};
@@ -173,4 +174,20 @@ fn loose_private_dirs_are_tightened_at_start() {
         let mode = std::fs::metadata(pki.path(dir)).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "{dir}");
     }
+}
+
+#[test]
+fn sighup_reloads_the_tls_material() {
+    let pki = Pki::new();
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
+    let by_sighup = || {
+        agent
+            .logs()
+            .lines()
+            .any(|l| l.contains("Reloaded the TLS certificate") && l.contains("SIGHUP"))
+    };
+    assert!(!by_sighup(), "no reload before the signal");
+    agent.signal(1);
+    agent.wait_for(Duration::from_secs(20), "a reload on SIGHUP", by_sighup);
+    ok(&berthctl(&pki, &agent.addr, &["info"]));
 }

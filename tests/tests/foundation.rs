@@ -1,5 +1,6 @@
 //! Foundation: agent and berthctl over mutual TLS, refusals with their
-//! messages, check-config, and shutdown on SIGTERM. Real processes, real TLS.
+//! messages, check-config, shutdown on SIGTERM, and berthctl ending quietly
+//! when its reader goes away (`| head -1`). Real processes, real TLS.
 
 use std::time::Duration;
 
@@ -193,4 +194,34 @@ fn agent_exits_cleanly_on_sigterm() {
     assert!(status.success(), "exit status {status}\n{}", agent.logs());
     let logs = agent.logs();
     assert!(logs.contains("SIGTERM") && logs.contains("Stopped."), "{logs}");
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_berthctl_quietly() {
+    use std::io::{BufRead as _, BufReader};
+    let pki = Pki::new();
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
+    // Far more output than a pipe holds, so berthctl is still writing
+    // when its reader goes (`berthctl logs chatty | head -1`).
+    let spec = berth_tests::Spec::new("chatty", "v1").key("command", ["sh", "-c", "seq 1 50000; sleep 3600"]);
+    ok(&berth_tests::apply(&pki, &agent.addr, &spec));
+    wait_until(Duration::from_secs(30), "all the lines written", || {
+        let out = berthctl(&pki, &agent.addr, &["logs", "chatty", "--tail", "1"]);
+        String::from_utf8_lossy(&out.stdout).trim() == "50000"
+    });
+    let mut child = berth_tests::berthctl_command(&pki, &agent.addr)
+        .args(["logs", "chatty", "--tail", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn berthctl");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first).expect("a first line");
+    assert_eq!(first.trim(), "1");
+    // The reader is dropped here, like `head -1` exiting.
+    let out = child.wait_with_output().expect("berthctl ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {err}", out.status);
+    assert!(err.is_empty(), "said on stderr: {err}");
 }

@@ -174,19 +174,9 @@ fn sigkill_mid_deploy_converges_to_one_container() {
 
     // A deploy whose gate waits a long time: bad never passes, with many retries.
     let slow = Spec::checked("kill9", "bad").set("health", "retries", 1000);
-    let path = slow.write_in(pki.dir.path());
-    let mut deploy = berthctl_command(&pki, &agent.addr)
-        .args(["apply", "-f"])
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn deploy");
+    let mut deploy = apply_in_background(&pki, &agent.addr, &slow);
     wait_until(T, "the new revision's container to run", || {
-        containers(&pki.instance, Some("kill9")).iter().any(|id| {
-            try_inspect(id, "{{index .Config.Labels \"berth.revision\"}}").as_deref() == Some("2")
-                && try_inspect(id, "{{.State.Running}}").as_deref() == Some("true")
-        })
+        running_revision(&pki, "kill9", 2).is_some()
     });
     agent
         .signal_and_wait(9, Duration::from_secs(10))
@@ -387,5 +377,105 @@ fn a_container_that_stays_unhealthy_is_replaced() {
         containers(&pki.instance, Some("sickly")).len(),
         1,
         "the unhealthy container is gone"
+    );
+}
+
+/// `berthctl apply -f SPEC` against `addr`, running beside the test.
+fn apply_in_background(pki: &Pki, addr: &str, spec: &Spec) -> std::process::Child {
+    let path = spec.write_in(pki.dir.path());
+    berthctl_command(pki, addr)
+        .args(["apply", "-f"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn deploy")
+}
+
+/// The running container of `service`'s `revision`, if there is one.
+fn running_revision(pki: &Pki, service: &str, revision: u64) -> Option<String> {
+    containers(&pki.instance, Some(service)).into_iter().find(|id| {
+        try_inspect(id, "{{index .Config.Labels \"berth.revision\"}}") == Some(revision.to_string())
+            && try_inspect(id, "{{.State.Running}}").as_deref() == Some("true")
+    })
+}
+
+/// When Docker said `action` about container `id` since `since` (RFC 3339
+/// or a Unix time), in nanoseconds: every such event, oldest first.
+fn docker_events(id: &str, action: &str, since: &str) -> Vec<u128> {
+    let until = format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs()
+            + 1
+    );
+    docker(&[
+        "events",
+        "--since",
+        since,
+        "--until",
+        &until,
+        "--filter",
+        &format!("container={id}"),
+        "--filter",
+        &format!("event={action}"),
+        "--format",
+        "{{.TimeNano}}",
+    ])
+    .lines()
+    .filter_map(|l| l.trim().parse().ok())
+    .collect()
+}
+
+#[test]
+fn after_a_crash_mid_deploy_the_desired_container_starts_before_the_stale_one_stops() {
+    let pki = Pki::new();
+    let config = agent_config(&pki, "");
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        .to_string();
+    let mut agent = Agent::start_ready(&pki, &config);
+    // No proxy: a deploy stops the old container before it starts the new.
+    let v1 = Spec::new("crash", "v1").key("command", ["sh", "-c", "sleep 3600"]);
+    ok(&apply(&pki, &agent.addr, &v1));
+    let old = only_container(&pki.instance, "crash");
+
+    // Revision 2 waits on a gate the test never opens, and its shell
+    // ignores SIGTERM, so stopping it takes its whole stop timeout.
+    let v2 = Spec::new("crash", "v2")
+        .key("command", ["sh", "-c", "sleep 3600"])
+        .key("stop_timeout", "8s")
+        .health_exec(&["test", "-e", "/tmp/ready"])
+        .set("health", "retries", 1000)
+        .set("deploy", "health_deadline", "300s");
+    let mut deploy = apply_in_background(&pki, &agent.addr, &v2);
+    let mut stale = String::new();
+    wait_until(T, "revision 2 waits on its gate with revision 1 stopped", || {
+        stale = running_revision(&pki, "crash", 2).unwrap_or_default();
+        !stale.is_empty() && try_inspect(&old, "{{.State.Running}}").as_deref() == Some("false")
+    });
+    agent
+        .signal_and_wait(9, Duration::from_secs(10))
+        .expect("SIGKILL mid-deploy");
+    let _ = deploy.kill();
+    let _ = deploy.wait();
+
+    let _agent = Agent::start_ready(&pki, &config);
+    wait_until(T, "revision 1 running alone again", || {
+        try_inspect(&old, "{{.State.Running}}").as_deref() == Some("true") && try_inspect(&stale, "{{.Id}}").is_none()
+    });
+    let started = docker_events(&old, "start", &since);
+    let stopping = docker_events(&stale, "kill", &since);
+    let (Some(started), Some(stopping)) = (started.last(), stopping.first()) else {
+        panic!("no start of {old} ({started:?}) or kill of {stale} ({stopping:?}) in docker events");
+    };
+    assert!(
+        started < stopping,
+        "the stale container's stop began {} ms before the desired one started",
+        (started - stopping) / 1_000_000
     );
 }

@@ -130,6 +130,7 @@ impl Config {
         for (key, d) in [
             ("connections.handshake_timeout", c.handshake_timeout),
             ("connections.keepalive", c.keepalive),
+            ("connections.max_connection_age", c.max_connection_age),
         ] {
             if d.as_std() < std::time::Duration::from_secs(1) {
                 return Err(invalid(key, format!("\"{d}\" is too short: the minimum is 1s")));

@@ -404,6 +404,17 @@ pub struct ConnectionsConfig {
     /// keepalive); one that does not answer within the same time is closed.
     #[serde(default = "defaults::keepalive")]
     pub keepalive: Duration,
+    /// How long one connection may live. It is then closed gracefully
+    /// (HTTP/2 GOAWAY: no new calls on it; berthctl reconnects), so a
+    /// client's identity is checked again, against the current CA, CRL and
+    /// certificate, at least this often. A connection never outlives its
+    /// client certificate's notAfter either.
+    #[serde(default = "defaults::max_connection_age")]
+    pub max_connection_age: Duration,
+    /// How long calls in progress at `max_connection_age` (a deploy waiting
+    /// on its health gate) get to finish before the connection is closed.
+    #[serde(default = "defaults::max_connection_age_grace")]
+    pub max_connection_age_grace: Duration,
 }
 
 /// Log output. Under systemd (`JOURNAL_STREAM` set) logs go to journald.
@@ -526,6 +537,12 @@ mod defaults {
     pub fn keepalive() -> Duration {
         Duration::from_secs(30)
     }
+    pub fn max_connection_age() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn max_connection_age_grace() -> Duration {
+        Duration::from_secs(600)
+    }
     pub fn log_format() -> LogFormat {
         LogFormat::Text
     }
@@ -612,6 +629,8 @@ impl Default for ConnectionsConfig {
             handshake_timeout: defaults::handshake_timeout(),
             max_concurrent_streams: defaults::max_concurrent_streams(),
             keepalive: defaults::keepalive(),
+            max_connection_age: defaults::max_connection_age(),
+            max_connection_age_grace: defaults::max_connection_age_grace(),
         }
     }
 }

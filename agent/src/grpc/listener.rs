@@ -12,6 +12,15 @@
 //! interval rather than one per connection. Accepted
 //! connections carry the caller's [`Identity`], read once per connection.
 //! Stops accepting when the cancellation token fires.
+//!
+//! A connection's identity is checked once, at the handshake, so no
+//! connection may live forever: the gRPC server sends GOAWAY at
+//! `max_connection_age` (tonic's timer), follow streams end themselves a
+//! moment later with the [`berth_core::connection::RECONNECT`] trailer
+//! ([`until_refresh`]) so berthctl reopens them on a new connection, and
+//! [`TlsConn`] closes the connection outright once
+//! `max_connection_age_grace` has passed too, or at the client
+//! certificate's notAfter, whichever comes first.
 
 use std::collections::HashMap;
 use std::io;
@@ -19,7 +28,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use futures::Stream;
+use tokio::time::{Instant, Sleep};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,7 +42,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::server::Connected;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::ConnectionsConfig;
 use berth_core::identity::Identity;
@@ -47,36 +59,107 @@ pub struct PeerInfo {
     pub remote_addr: SocketAddr,
     /// Who the verified client certificate says is calling.
     pub identity: Option<Identity>,
+    /// When streams that follow must end so that their caller reconnects
+    /// (the connection's age, or its certificate's expiry), and why.
+    pub refresh: Option<(Instant, &'static str)>,
 }
+
+/// How long after the server's GOAWAY (sent at `max_connection_age`) follow
+/// streams end: by then the client knows to open new calls on a new
+/// connection, so a stream it reopens at once does not land on this one.
+const REFRESH_AFTER_GOAWAY: Duration = Duration::from_millis(500);
 
 /// A TLS connection that tonic can serve, carrying [`PeerInfo`].
 pub struct TlsConn {
     stream: TlsStream<TcpStream>,
     peer: PeerInfo,
+    /// When the handshake finished.
+    opened: Instant,
+    /// `max_connection_age`, for [`Connected::connect_info`].
+    max_age: Duration,
+    /// The client certificate's notAfter on this clock, if sooner than the
+    /// connection's hard close.
+    expires: Option<Instant>,
+    /// The hard close: the age plus its grace, or the certificate's
+    /// notAfter if sooner. Reads and writes fail from then on, which ends
+    /// the connection whatever its calls are doing.
+    closes: Pin<Box<Sleep>>,
+    /// Why the connection ended, once the hard close fired.
+    closed_by: Option<&'static str>,
     /// Held for as long as the connection lives.
     _slot: ConnSlot,
+}
+
+impl TlsConn {
+    /// Fails I/O once the hard close is due.
+    fn check_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if self.closed_by.is_none() && self.closes.as_mut().poll(cx).is_pending() {
+            return Ok(());
+        }
+        let why = *self
+            .closed_by
+            .get_or_insert(if self.expires.is_some_and(|at| at <= Instant::now()) {
+                "the client certificate expired"
+            } else {
+                "calls were still open at connections.max_connection_age plus its grace"
+            });
+        Err(io::Error::new(io::ErrorKind::TimedOut, why))
+    }
+}
+
+impl Drop for TlsConn {
+    fn drop(&mut self) {
+        let age = self.opened.elapsed();
+        let peer = self.peer.remote_addr;
+        if let Some(why) = self.closed_by {
+            info!(peer = %peer, age_s = age.as_secs(), "Closed a connection: {why}.");
+        } else if age >= self.max_age {
+            info!(peer = %peer, age_s = age.as_secs(), "Closed a connection at connections.max_connection_age.");
+        } else {
+            debug!(peer = %peer, age_s = age.as_secs(), "A connection closed.");
+        }
+    }
 }
 
 impl Connected for TlsConn {
     type ConnectInfo = PeerInfo;
 
+    /// Called once, when the gRPC server takes the connection and starts
+    /// its `max_connection_age` timer.
     fn connect_info(&self) -> PeerInfo {
-        self.peer.clone()
+        let aged = Instant::now() + self.max_age + REFRESH_AFTER_GOAWAY;
+        let refresh = match self.expires {
+            Some(at) if at < aged => (at, berth_core::connection::CERT_EXPIRY),
+            _ => (aged, berth_core::connection::MAX_AGE),
+        };
+        PeerInfo {
+            refresh: Some(refresh),
+            ..self.peer.clone()
+        }
     }
 }
 
 impl AsyncRead for TlsConn {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if let Err(e) = self.check_close(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConn {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if let Err(e) = self.check_close(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Err(e) = self.check_close(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
@@ -89,6 +172,9 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Err(e) = self.check_close(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
@@ -113,6 +199,10 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// TCP keepalive idle time and probe interval.
     pub keepalive: Duration,
+    /// How long a connection may live before GOAWAY.
+    pub max_age: Duration,
+    /// How long calls in progress at `max_age` get before the close.
+    pub age_grace: Duration,
 }
 
 impl Limits {
@@ -125,6 +215,8 @@ impl Limits {
             max_handshakes_per_address: c.max_handshakes_per_address as usize,
             handshake_timeout: c.handshake_timeout.as_std(),
             keepalive: c.keepalive.as_std(),
+            max_age: c.max_connection_age.as_std(),
+            age_grace: c.max_connection_age_grace.as_std(),
         }
     }
 }
@@ -445,16 +537,27 @@ pub fn incoming(
                     },
                 };
                 drop(handshake_slot);
-                let identity = stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|certs| certs.first())
-                    .and_then(|der| Identity::from_der(der).ok());
+                let leaf = stream.get_ref().1.peer_certificates().and_then(|certs| certs.first());
+                let identity = leaf.and_then(|der| Identity::from_der(der).ok());
+                let opened = Instant::now();
+                let expires = leaf
+                    .and_then(|der| berth_core::identity::not_after(der))
+                    .map(|at| opened + at.duration_since(SystemTime::now()).unwrap_or_default());
+                let aged = opened + limits.max_age + limits.age_grace;
+                let closes = expires.map_or(aged, |at| at.min(aged));
                 debug!(peer = %remote_addr, caller = ?identity, "Accepted a connection.");
                 let conn = TlsConn {
                     stream,
-                    peer: PeerInfo { remote_addr, identity },
+                    peer: PeerInfo {
+                        remote_addr,
+                        identity,
+                        refresh: None,
+                    },
+                    opened,
+                    max_age: limits.max_age,
+                    expires,
+                    closes: Box::pin(tokio::time::sleep_until(closes)),
+                    closed_by: None,
                     _slot: conn_slot,
                 };
                 let _ = tx.send(Ok(conn)).await;
@@ -462,6 +565,74 @@ pub fn incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// Ends a follow stream when its connection is due to close (see
+/// [`PeerInfo::refresh`]), with UNAVAILABLE and the
+/// [`berth_core::connection::RECONNECT`] trailer so the caller reopens it
+/// on a new connection instead of treating it as a failure. Streams that
+/// end by themselves (a deploy's progress) are not wrapped: they get the
+/// grace to finish.
+pub fn until_refresh<S, T>(peer: Option<&PeerInfo>, stream: S) -> UntilRefresh<S>
+where
+    S: Stream<Item = Result<T, tonic::Status>> + Unpin,
+{
+    let refresh = peer.and_then(|p| p.refresh);
+    UntilRefresh {
+        stream,
+        due: refresh.map(|(at, why)| (Box::pin(tokio::time::sleep_until(at)), why)),
+        done: false,
+    }
+}
+
+/// The stream [`until_refresh`] returns.
+pub struct UntilRefresh<S> {
+    stream: S,
+    due: Option<(Pin<Box<Sleep>>, &'static str)>,
+    done: bool,
+}
+
+impl<S, T> Stream for UntilRefresh<S>
+where
+    S: Stream<Item = Result<T, tonic::Status>> + Unpin,
+{
+    type Item = Result<T, tonic::Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        // What is ready goes first; the deadline only ends a wait.
+        if let Poll::Ready(item) = Pin::new(&mut self.stream).poll_next(cx) {
+            self.done = item.is_none();
+            return Poll::Ready(item);
+        }
+        let Some((sleep, why)) = self.due.as_mut() else {
+            return Poll::Pending;
+        };
+        if sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let why = *why;
+        self.done = true;
+        Poll::Ready(Some(Err(refresh_status(why))))
+    }
+}
+
+/// The status a follow stream ends with when its connection is due to
+/// close.
+fn refresh_status(why: &'static str) -> tonic::Status {
+    let words = if why == berth_core::connection::CERT_EXPIRY {
+        "the client certificate expires now; renew it and reconnect"
+    } else {
+        "this connection reached connections.max_connection_age; reconnect to carry on"
+    };
+    let mut status = tonic::Status::unavailable(words);
+    status.metadata_mut().insert(
+        berth_core::connection::RECONNECT,
+        tonic::metadata::MetadataValue::from_static(why),
+    );
+    status
 }
 
 /// Turns a failed server handshake into words an operator can act on.
@@ -514,6 +685,8 @@ mod tests {
                 max_handshakes_per_address: handshakes_per_address,
                 handshake_timeout: Duration::from_secs(5),
                 keepalive: Duration::from_secs(30),
+                max_age: Duration::from_secs(3600),
+                age_grace: Duration::from_secs(600),
             },
             counts: Mutex::new(Counts::default()),
         })

@@ -110,6 +110,7 @@ impl Metrics for MetricsApi {
         request: Request<WatchMetricsRequest>,
     ) -> Result<Response<Self::WatchMetricsStream>, Status> {
         super::caller(&request)?;
+        let peer = request.extensions().get::<super::listener::PeerInfo>().cloned();
         let filter = request.into_inner().services;
         let mut rx = self.hub.subscribe();
         let cancel = self.streams.cancel.clone();
@@ -136,7 +137,11 @@ impl Metrics for MetricsApi {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+        let out = ReceiverStream::new(out);
+        Ok(Response::new(Box::pin(super::listener::until_refresh(
+            peer.as_ref(),
+            out,
+        ))))
     }
 }
 

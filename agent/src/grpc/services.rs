@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
+use super::listener::{PeerInfo, until_refresh};
 use crate::supervisor::deploy::{Outcome, Progress, ProgressTx};
 use crate::supervisor::{ServiceView, Supervisor, SupervisorError};
 
@@ -339,6 +340,7 @@ impl Services for ServicesApi {
     async fn logs(&self, request: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
         super::audited::target(&request, &request.get_ref().service);
         super::caller(&request)?;
+        let peer = request.extensions().get::<PeerInfo>().cloned();
         let req = request.into_inner();
         let view = self.sup.view(&req.service).await.map_err(status)?;
         // The running container of the active revision, else the newest.
@@ -366,6 +368,9 @@ impl Services for ServicesApi {
             })
             // `logs -f` follows until the agent shuts down.
             .take_until(self.streams.cancel.clone().cancelled_owned());
+        if req.follow {
+            return Ok(Response::new(Box::pin(until_refresh(peer.as_ref(), Box::pin(stream)))));
+        }
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -375,6 +380,7 @@ impl Services for ServicesApi {
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         super::caller(&request)?;
         self.sup.engine().map_err(status)?;
+        let peer = request.extensions().get::<PeerInfo>().cloned();
         let req = request.into_inner();
         let filter = req.services;
         let wanted =
@@ -420,7 +426,11 @@ impl Services for ServicesApi {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+        let out = ReceiverStream::new(out);
+        if follow {
+            return Ok(Response::new(Box::pin(until_refresh(peer.as_ref(), out))));
+        }
+        Ok(Response::new(Box::pin(out)))
     }
 }
 

@@ -38,7 +38,13 @@ pub struct Context {
     pub unhealthy: HashSet<String>,
     /// Services that may not be restarted before this instant (backoff).
     pub not_before: HashMap<String, Instant>,
+    /// Containers whose last counted health verdict was a pass.
+    pub healthy: HashSet<String>,
 }
+
+/// How soon to look again while a stale container is kept running until
+/// the desired one is up.
+pub const HELD_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One step toward the desired state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +182,7 @@ pub fn plan(
         }
     }
 
+    let site_actions = plan_sites(desired, observed, ctx, sites);
     for (name, want) in desired {
         if ctx.busy.contains(name) {
             continue;
@@ -183,6 +190,24 @@ pub fn plan(
         let mine = by_service.get(name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
         let (keep, stale): (Vec<&ContainerInfo>, Vec<&ContainerInfo>) =
             mine.iter().partition(|c| c.revision == Some(want.revision));
+        // A stale container that still runs (left by a deploy the agent
+        // did not live to finish) may be all that serves: it is stopped only
+        // once the desired one is up, and nginx points at it, so its stop
+        // timeout is never an outage. Unless it holds a host port the
+        // desired one pins: then it has to go first.
+        let up = keep.iter().any(|c| {
+            c.running && (want.spec.health.is_none() || ctx.healthy.contains(&c.id)) && !ctx.unhealthy.contains(&c.id)
+        });
+        let switching = site_actions.iter().any(|a| a.service() == Some(name.as_str()));
+        // A desired container that is never started again (restart =
+        // "never") is not waited for.
+        let coming = keep.iter().any(|c| c.running) || want.spec.restart != RestartPolicy::Never;
+        let (stale, held): (Vec<&ContainerInfo>, Vec<&ContainerInfo>) = stale
+            .into_iter()
+            .partition(|c| !c.running || !coming || (up && !switching) || holds_pinned_port(c, want.spec));
+        if !held.is_empty() {
+            wake(&mut out, now + HELD_RECHECK);
+        }
         for c in stale {
             out.actions.push(Action::Remove {
                 service: Some(name.clone()),
@@ -304,8 +329,17 @@ pub fn plan(
             }
         }
     }
-    out.actions.extend(plan_sites(desired, observed, ctx, sites));
+    out.actions.extend(site_actions);
     out
+}
+
+/// Whether `c` has a host port bound that `spec` pins, so a container of
+/// `spec` cannot start while `c` runs.
+fn holds_pinned_port(c: &ContainerInfo, spec: &ServiceSpec) -> bool {
+    spec.ports
+        .iter()
+        .filter_map(|p| p.host_port)
+        .any(|pinned| c.host_ports.iter().any(|bound| bound.host_port == pinned))
 }
 
 /// Makes each proxied service's nginx site match its running container
@@ -515,6 +549,79 @@ mod tests {
             &Context::default(),
             Instant::now(),
         );
+        // The stale one may be what serves: it runs on until the new one is up.
+        assert!(matches!(&p.actions[..], [Action::Create { revision: 2, .. }]), "{p:?}");
+        assert!(p.wake_at.is_some(), "looks again soon");
+        let p = plan(
+            &desired(&s, 2),
+            &[container("old", "web", 1, true), container("new", "web", 2, true)],
+            &Context::default(),
+            Instant::now(),
+        );
+        assert!(matches!(&p.actions[..], [Action::Remove { container, .. }] if container == "old"));
+        // A stopped stale one goes at once.
+        let p = plan(
+            &desired(&s, 2),
+            &[container("old", "web", 1, false)],
+            &Context::default(),
+            Instant::now(),
+        );
+        assert!(matches!(&p.actions[0], Action::Remove { container, .. } if container == "old"));
+        assert!(matches!(&p.actions[1], Action::Create { revision: 2, .. }));
+    }
+
+    #[test]
+    fn a_stale_container_stops_only_once_the_desired_one_is_healthy_and_switched_to() {
+        let now = Instant::now();
+        let s = spec(
+            "ports = [\"8000\"]\n[health]\nexec = [\"true\"]\n[proxy]\nserver_names = [\"web.example\"]\nlisten = [80]\n",
+        );
+        let observed = [
+            with_ip(container("old", "web", 1, true), [172, 17, 0, 2]),
+            with_ip(container("new", "web", 2, false), [172, 17, 0, 3]),
+        ];
+        let p = plan(&desired(&s, 2), &observed, &Context::default(), now);
+        assert!(
+            matches!(&p.actions[..], [Action::Start { container, .. }] if container == "new"),
+            "{p:?}"
+        );
+        let observed = [
+            observed[0].clone(),
+            with_ip(container("new", "web", 2, true), [172, 17, 0, 3]),
+        ];
+        // Running, not yet healthy: the stale one stays.
+        let p = plan(&desired(&s, 2), &observed, &Context::default(), now);
+        assert!(p.actions.iter().all(|a| !matches!(a, Action::Remove { .. })), "{p:?}");
+        // Healthy, but nginx still points at the old one: switch first.
+        let mut ctx = Context::default();
+        ctx.healthy.insert("new".into());
+        let p = super::plan(&desired(&s, 2), &observed, &ctx, &SiteFiles::default(), now);
+        assert!(matches!(&p.actions[..], [Action::WriteSite { .. }]), "{p:?}");
+        // Switched: now the stale one goes.
+        let Action::WriteSite { content, .. } = &p.actions[0] else {
+            unreachable!()
+        };
+        let mut files = SiteFiles::default();
+        files.current.insert("web".into(), content.clone());
+        files.managed.insert("web".into());
+        let p = super::plan(&desired(&s, 2), &observed, &ctx, &files, now);
+        assert!(
+            matches!(&p.actions[..], [Action::Remove { container, .. }] if container == "old"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_stale_container_holding_a_pinned_port_goes_first() {
+        let s = spec("ports = [\"8080:8000\"]\n");
+        let mut old = container("old", "web", 1, true);
+        old.host_ports = vec![crate::docker::PublishedPort {
+            container_port: 8000,
+            protocol: "tcp".into(),
+            host_ip: "0.0.0.0".into(),
+            host_port: 8080,
+        }];
+        let p = plan(&desired(&s, 2), &[old], &Context::default(), Instant::now());
         assert!(matches!(&p.actions[0], Action::Remove { container, .. } if container == "old"));
         assert!(matches!(&p.actions[1], Action::Create { revision: 2, .. }));
     }
@@ -671,9 +778,14 @@ mod tests {
                 prop_assert!(!touched_web);
             } else {
                 let creates = p.actions.iter().filter(|a| matches!(a, Action::Create { .. })).count();
-                let left = observed.iter().filter(|c| c.service.as_deref() == Some("web") && !removed.contains(c.id.as_str())).count();
+                let left: Vec<&ContainerInfo> = observed.iter().filter(|c| c.service.as_deref() == Some("web") && !removed.contains(c.id.as_str())).collect();
+                // Stale running ones are held only while no desired one runs.
+                let held = left.iter().filter(|c| c.revision != Some(2)).count();
+                let desired_up = observed.iter().any(|c| c.service.as_deref() == Some("web") && c.revision == Some(2) && c.running);
+                prop_assert!(held == 0 || (!desired_up && p.wake_at.is_some()));
+                prop_assert!(left.iter().all(|c| c.revision == Some(2) || c.running));
                 prop_assert!(creates <= 1);
-                prop_assert_eq!(left + creates, 1);
+                prop_assert_eq!(left.len() - held + creates, 1);
             }
             // "other" is not desired: all of its containers go.
             for c in observed.iter().filter(|c| c.service.as_deref() == Some("other")) {

@@ -86,6 +86,7 @@ pub async fn pass(sup: &Supervisor) -> Option<Instant> {
         busy: snap.changing.iter().cloned().collect(),
         unhealthy: observation.unhealthy,
         not_before: observation.not_before,
+        healthy: observation.healthy,
     };
     let sites = site_files(sup, &desired);
     let plan = plan(&desired, &observed, &ctx, &sites, now);

@@ -51,6 +51,8 @@ pub(crate) struct Observation {
     pub unhealthy: HashSet<String>,
     /// Services not to restart before an instant (backoff, holds).
     pub not_before: HashMap<String, Instant>,
+    /// Containers whose last counted health verdict was a pass.
+    pub healthy: HashSet<String>,
 }
 
 /// One request to the owner.

@@ -150,6 +150,7 @@ impl Owner {
                 let _ = reply.send(Observation {
                     unhealthy: self.rt.unhealthy(),
                     not_before: self.rt.not_before(),
+                    healthy: self.rt.healthy(),
                 });
             }
             Command::CountRestart { service, crash, reply } => {

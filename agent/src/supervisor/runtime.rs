@@ -221,6 +221,15 @@ impl Runtime {
             .collect()
     }
 
+    /// Containers whose last counted health verdict was a pass.
+    pub fn healthy(&self) -> HashSet<String> {
+        self.health
+            .iter()
+            .filter(|(_, h)| h.healthy == Some(true))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Services that may not be restarted before an instant (backoff, holds).
     pub fn not_before(&self) -> HashMap<String, Instant> {
         self.services

@@ -35,6 +35,16 @@ pub enum ConnectError {
         /// What happened and what to do.
         message: String,
     },
+    /// The agent ended a stream because its connection is due to close
+    /// (`connections.max_connection_age`, or the client certificate's
+    /// expiry): open it again, on a new connection.
+    #[error("{target}: {message}")]
+    Reconnect {
+        /// Which agent.
+        target: String,
+        /// What the agent said.
+        message: String,
+    },
 }
 
 impl ConnectError {
@@ -44,12 +54,20 @@ impl ConnectError {
         matches!(self, ConnectError::Unreachable { .. })
     }
 
+    /// True when the agent ended a stream so that it be opened again on a
+    /// new connection ([`ConnectError::Reconnect`]).
+    pub fn is_reconnect(&self) -> bool {
+        matches!(self, ConnectError::Reconnect { .. })
+    }
+
     /// The message without the agent's address in front, for views that
     /// name the host themselves.
     pub fn message(&self) -> &str {
         match self {
             ConnectError::Setup(m) => m,
-            ConnectError::Unreachable { message, .. } | ConnectError::Agent { message, .. } => message,
+            ConnectError::Unreachable { message, .. }
+            | ConnectError::Agent { message, .. }
+            | ConnectError::Reconnect { message, .. } => message,
         }
     }
 }
@@ -229,6 +247,12 @@ fn find_tls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
 /// says what to do.
 pub fn explain_status(target: &Target, files: &TlsFiles, status: &tonic::Status) -> ConnectError {
     use tonic::Code;
+    if status.metadata().get(berth_core::connection::RECONNECT).is_some() {
+        return ConnectError::Reconnect {
+            target: target.to_string(),
+            message: status.message().to_owned(),
+        };
+    }
     match status.code() {
         Code::Unavailable | Code::Unknown | Code::Internal if std::error::Error::source(status).is_some() => {
             explain(target, files, status)

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
 use berth_core::units;
 use berth_proto::v1::services_client::ServicesClient;
@@ -57,6 +58,19 @@ impl Args {
             no_follow: self.no_follow,
         }
     }
+
+    /// The request that opens the stream again: after the last event seen,
+    /// or when none was, everything since it was first opened at
+    /// `opened_ms`, so the gap is neither lost nor repeated.
+    fn again(&self, after_seq: u64, opened_ms: u64) -> WatchEventsRequest {
+        if after_seq > 0 {
+            return self.request(opened_ms, after_seq);
+        }
+        WatchEventsRequest {
+            since_ms: opened_ms.max(1),
+            ..self.request(opened_ms, 0)
+        }
+    }
 }
 
 /// Runs `berthctl events`.
@@ -65,14 +79,30 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
     let now = output::now_ms();
     if !selection.many {
         let agent = &selection.hosts[0].agent;
-        let req = args.request(now, 0);
-        let mut stream = agent
-            .call(|ch| async move { ServicesClient::new(ch).watch_events(req).await })
-            .await?;
-        while let Some(e) = agent.next(&mut stream).await? {
-            show(out, global.output, &e)?;
-        }
-        return Ok(());
+        let last = std::cell::Cell::new(0u64);
+        let args = &args;
+        return multiplex::follow_one(
+            agent,
+            |attempt| {
+                let req = if attempt == 0 {
+                    args.request(now, 0)
+                } else {
+                    args.again(last.get(), now)
+                };
+                agent.call(|ch| async move { ServicesClient::new(ch).watch_events(req).await })
+            },
+            |happening| match happening {
+                Happening::Message(e) => {
+                    if e.seq > 0 {
+                        last.set(e.seq);
+                    }
+                    show(out, global.output, &e)?;
+                    Ok(ControlFlow::Continue(()))
+                }
+                Happening::Reopened | Happening::Rejoined | Happening::Down { .. } => Ok(ControlFlow::Continue(())),
+            },
+        )
+        .await;
     }
     let names = selection.names();
     let sinks = out.per_host_of(&names);
@@ -115,12 +145,11 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
         &selection.hosts,
         selection.timeout,
         |h, attempt| {
-            let after = if attempt == 0 {
-                0
+            let req = if attempt == 0 {
+                args.request(now, 0)
             } else {
-                last.borrow().get(&h.name).copied().unwrap_or(0)
+                args.again(last.borrow().get(&h.name).copied().unwrap_or(0), now)
             };
-            let req = args.request(output::now_ms(), after);
             async move {
                 Ok(h.agent
                     .call(|ch| async move { ServicesClient::new(ch).watch_events(req).await })
@@ -138,6 +167,7 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
                 sinks[i].err(&format!("dropped out: {why}; trying again in {}", show_duration(retry)))
             }
             Happening::Rejoined => sinks[i].err("rejoined (with the events it recorded while it was away)"),
+            Happening::Reopened => Ok(()),
         },
     )
     .await?;
@@ -198,6 +228,14 @@ mod tests {
         );
         let req = args(Some("1h"), false).request(now, 42);
         assert_eq!((req.since_ms, req.after_seq), (0, 42));
+        let req = args(Some("1h"), false).again(42, now);
+        assert_eq!((req.since_ms, req.after_seq), (0, 42));
+        let req = args(None, false).again(0, now);
+        assert_eq!(
+            (req.since_ms, req.after_seq),
+            (now, 0),
+            "nothing seen: all since it opened"
+        );
         assert_eq!(args(None, false).request(now, 0).since_ms, 0, "live only");
         let req = args(None, true).request(now, 0);
         assert_eq!((req.since_ms, req.no_follow), (1, true), "the whole record");

@@ -3,6 +3,7 @@
 use berth_proto::v1::services_client::ServicesClient;
 use berth_proto::v1::{LogLine, LogsRequest};
 
+use std::ops::ControlFlow;
 use std::sync::Mutex;
 
 use super::Global;
@@ -34,23 +35,45 @@ pub struct Args {
 /// Lines asked for again when a host rejoins, to find where we left off.
 const REJOIN_TAIL: u32 = 1000;
 
+/// Said on stderr when a rejoin could not find where the log left off.
+const GAP: &str = "more lines came while reconnecting than berthctl asks for again; some may be missing here";
+
 /// Runs `berthctl logs`.
 pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> {
     let selection = global.selection().await?;
     if !selection.many {
         let agent = &selection.hosts[0].agent;
-        let req = LogsRequest {
-            service: args.service,
-            follow: args.follow,
-            tail: args.tail,
-        };
-        let mut stream = agent
-            .call(|ch| async move { ServicesClient::new(ch).logs(req).await })
-            .await?;
-        while let Some(line) = agent.next(&mut stream).await? {
-            show(out, &line)?;
-        }
-        return Ok(());
+        let resume = std::cell::RefCell::new(Resume::default());
+        let args = &args;
+        return multiplex::follow_one(
+            agent,
+            |attempt| {
+                let req = LogsRequest {
+                    service: args.service.clone(),
+                    follow: args.follow,
+                    tail: if attempt > 0 { REJOIN_TAIL } else { args.tail },
+                };
+                agent.call(|ch| async move { ServicesClient::new(ch).logs(req).await })
+            },
+            |happening| match happening {
+                Happening::Message(line) => {
+                    let mut r = resume.borrow_mut();
+                    for line in r.take(line) {
+                        show(out, &line)?;
+                    }
+                    if r.take_gap() {
+                        out.err(GAP)?;
+                    }
+                    Ok(ControlFlow::Continue(()))
+                }
+                Happening::Reopened | Happening::Rejoined => {
+                    resume.borrow_mut().rejoined();
+                    Ok(ControlFlow::Continue(()))
+                }
+                Happening::Down { .. } => Ok(ControlFlow::Continue(())),
+            },
+        )
+        .await;
     }
     let sinks = out.per_host_of(&selection.names());
     let service = &args.service;
@@ -121,6 +144,9 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
                     for line in r[i].take(line) {
                         show_in(sink, global.output, &line)?;
                     }
+                    if r[i].take_gap() {
+                        sink.err(GAP)?;
+                    }
                     Ok(())
                 }
                 Happening::Down { why, retry } => sink.err(&format!(
@@ -130,6 +156,10 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
                 Happening::Rejoined => {
                     lock(resume)[i].rejoined();
                     sink.err("rejoined")
+                }
+                Happening::Reopened => {
+                    lock(resume)[i].rejoined();
+                    Ok(())
                 }
             }
         },
@@ -153,12 +183,19 @@ struct Resume {
     skipping: bool,
     /// Lines held while skipping.
     held: Vec<LogLine>,
+    /// The last rejoin did not find where it left off: lines may be lost.
+    gap: bool,
 }
 
 impl Resume {
     fn rejoined(&mut self) {
         self.skipping = self.last.is_some();
         self.held.clear();
+    }
+
+    /// Whether lines may have been lost since the last call.
+    fn take_gap(&mut self) -> bool {
+        std::mem::take(&mut self.gap)
     }
 
     /// The lines to show now, given the next line that arrived.
@@ -177,7 +214,9 @@ impl Resume {
         } else if self.last.as_ref().is_some_and(|(c, _)| *c != line.container)
             || self.held.len() + 1 >= REJOIN_TAIL as usize
         {
-            // Another container, or more new lines than we asked for: all new.
+            // Another container, or more new lines than we asked for: all
+            // new, and in the second case some before them may be lost.
+            self.gap = self.last.as_ref().is_some_and(|(c, _)| *c == line.container);
             self.skipping = false;
             self.held.push(line);
             std::mem::take(&mut self.held)

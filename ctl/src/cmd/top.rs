@@ -1,6 +1,7 @@
 //! `berthctl top [SERVICE...]`: live host and per-service metrics,
 //! refreshed in place; over a selection, one live view of the fleet.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use berth_proto::v1::services_client::ServicesClient;
@@ -8,8 +9,10 @@ use berth_proto::v1::{ListRequest, ListResponse, MetricsSnapshot};
 
 use super::Global;
 use super::metrics::{FLEET_HEADER, first_snapshot, fleet_rows, open, report, to_json, to_json_of};
+use super::multiplex::{self, Happening};
+use crate::client::Agent;
 use crate::fleet::{Outcome, Summary};
-use crate::output::{self, Format, Sink};
+use crate::output::{self, Format, Sink, WriteError};
 
 /// Show live metrics, refreshed at the agent's collection interval
 /// ([metrics] interval, 10s by default): a host line (CPU, memory, load),
@@ -65,29 +68,45 @@ pub async fn run(global: &Global, out: &Sink, args: Args) -> anyhow::Result<()> 
         return fleet(global, out, &selection, args).await;
     }
     let agent = selection.hosts[0].agent.clone();
-    let mut stream = open(&agent, args.services).await?;
     let mut shown = 0u64;
-    while let Some(s) = agent.next(&mut stream).await? {
-        match global.output {
-            Format::Json => out.record(&to_json(&agent, &s))?,
-            Format::Table => {
-                let mut frame = report(&agent, &s, false);
-                if s.dropped > 0 {
-                    frame.push_str(&format!(
-                        "({} snapshots skipped: this terminal read too slowly)\n",
-                        s.dropped
-                    ));
-                }
-                // On a terminal the frame replaces the last one.
-                out.frame(&frame)?;
+    let services = &args.services;
+    // A snapshot is whole: a stream opened again loses nothing.
+    multiplex::follow_one(
+        &agent,
+        |_| open(&agent, services.clone()),
+        |happening| {
+            let Happening::Message(s) = happening else {
+                return Ok(ControlFlow::Continue(()));
+            };
+            show_snapshot(global.output, out, &agent, &s)?;
+            shown += 1;
+            Ok(if args.count.is_some_and(|n| shown >= n) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
+        },
+    )
+    .await
+}
+
+/// One snapshot of one host: a JSON record, or a frame that replaces the
+/// last one on a terminal.
+fn show_snapshot(format: Format, out: &Sink, agent: &Agent, s: &MetricsSnapshot) -> Result<(), WriteError> {
+    match format {
+        Format::Json => out.record(&to_json(agent, s)),
+        Format::Table => {
+            let mut frame = report(agent, s, false);
+            if s.dropped > 0 {
+                frame.push_str(&format!(
+                    "({} snapshots skipped: this terminal read too slowly)\n",
+                    s.dropped
+                ));
             }
-        }
-        shown += 1;
-        if args.count.is_some_and(|n| shown >= n) {
-            break;
+            // On a terminal the frame replaces the last one.
+            out.frame(&frame)
         }
     }
-    Ok(())
 }
 
 /// One host's part of a fleet frame.
