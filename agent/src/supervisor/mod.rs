@@ -58,6 +58,7 @@ mod rebuild;
 mod rollout;
 mod runtime;
 mod snapshot;
+mod timing;
 mod view;
 
 pub use containers::{soft_limits, upstream_of};
