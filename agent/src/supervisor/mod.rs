@@ -298,6 +298,11 @@ impl Supervisor {
         self.inner.snapshot.borrow().clone()
     }
 
+    /// Follows the snapshots as the owner publishes them.
+    pub(super) fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.inner.snapshot.clone()
+    }
+
     /// The newest snapshot, once the supervisor runs.
     pub fn ready_snapshot(&self) -> Result<Arc<Snapshot>, SupervisorError> {
         self.engine()?;
