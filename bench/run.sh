@@ -29,7 +29,8 @@ if run supervise || run proxy || run metrics || run flood || run rollout; then
 	source scripts/test-env.sh
 fi
 if run supervise; then
-	cargo bench -q -p berth-tests --bench supervise
+	# The agent's rollout timings (debug) show where a deploy's time goes.
+	BERTH_TEST_AGENT_LOG="info,berth_agent::supervisor=debug" cargo bench -q -p berth-tests --bench supervise
 fi
 if run proxy; then
 	cargo bench -q -p berth-tests --bench proxy

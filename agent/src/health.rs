@@ -32,10 +32,11 @@ use berth_core::spec::{HealthCheck, Probe, ServiceSpec, VersionCheck};
 /// noticed quickly even when the spec's interval is long.
 const GATE_SPACING: Duration = Duration::from_millis(500);
 
-/// The deploy gate's first retry: a new container is usually a few tens of
-/// milliseconds from listening, so the gate starts by probing often and
-/// backs off to [`GATE_SPACING`].
-const GATE_FIRST_RETRY: Duration = Duration::from_millis(25);
+/// The deploy gate's first retry: the gate probes a new container as soon
+/// as it started, and one that does not answer yet is usually a few
+/// milliseconds from listening, so the gate retries after 10 ms, doubling
+/// up to [`GATE_SPACING`] (or the check's interval, if shorter).
+const GATE_FIRST_RETRY: Duration = Duration::from_millis(10);
 
 /// The most of a response body a probe keeps.
 const BODY_LIMIT: usize = 16 * 1024;
@@ -348,6 +349,11 @@ pub struct GatePass {
     pub output: String,
     /// What it reported serving, when the spec has `[health.version]`.
     pub version: Option<String>,
+    /// The container as Docker showed it (running) just before the
+    /// passing probe.
+    pub info: ContainerInfo,
+    /// How many times the gate looked at it.
+    pub probes: u32,
 }
 
 /// Waits until `container_id` passes its ready check: `success_threshold`
@@ -372,7 +378,9 @@ pub async fn gate(
     let mut passing_since: Option<Instant> = None;
     let mut next_counted = started;
     let mut spacing = GATE_FIRST_RETRY;
+    let mut probes = 0u32;
     loop {
+        probes += 1;
         let info = match engine.inspect(container_id).await {
             Ok(Some(info)) => info,
             Ok(None) => {
@@ -407,11 +415,14 @@ pub async fn gate(
         {
             // The image's own HEALTHCHECK, as Docker runs it.
             let output = redact.clean(&docker.output);
-            match docker.status.as_str() {
+            let status = docker.status.clone();
+            match status.as_str() {
                 "healthy" => {
                     return Ok(GatePass {
                         output: format!("the image's HEALTHCHECK reports healthy: {output}"),
                         version: None,
+                        info,
+                        probes,
                     });
                 }
                 "unhealthy" => {
@@ -433,6 +444,8 @@ pub async fn gate(
                 return Ok(GatePass {
                     output: format!("running for {}s (no health check)", NO_CHECK_SETTLE.as_secs()),
                     version: None,
+                    info,
+                    probes,
                 });
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -449,6 +462,8 @@ pub async fn gate(
                     return Ok(GatePass {
                         output: outcome.output,
                         version: None,
+                        info,
+                        probes,
                     });
                 };
                 match read_version(&info, spec, check, redact).await {
@@ -457,6 +472,8 @@ pub async fn gate(
                             Ok(()) => Ok(GatePass {
                                 output: format!("{}; serving {reported}", outcome.output),
                                 version: Some(reported),
+                                info,
+                                probes,
                             }),
                             Err(mismatch) => Err(GateFailure {
                                 reason: format!(

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use berth_tests::nginx::{Nginx, get};
 use berth_tests::{Agent, Pki, Runbook, Spec, agent_config, apply, berthctl, docker, free_port, image, ok};
 
-const DEPLOYS: usize = 6;
+/// Deploys of each method: enough requests in the windows (over 10,000 each)
+/// for a p99 that holds between runs.
+const DEPLOYS: usize = 10;
 const THREADS: usize = 4;
 
 #[derive(Default)]

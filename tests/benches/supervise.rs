@@ -1,13 +1,22 @@
 //! Supervision benchmarks, berth next to its peers in the same run:
 //!
-//! 1. Death to healthy: the container's main process is SIGKILLed from the
-//!    host (a crash, not a `docker stop`), timed until `/health` answers 200
-//!    again. berth's reconciler vs Docker's own `--restart always`.
+//! 1. Crash to healthy: the container's main process is SIGKILLed from the
+//!    host (a crash, not a `docker stop`), timed until `/health` answers
+//!    `ok` again on its host port. berth's reconciler vs Docker's own
+//!    `--restart always`.
 //! 2. Deploy time of one service, v1→v2→v1..., until the new version answers
-//!    `/health`: `berthctl deploy` vs the shell runbook people run today
-//!    (`docker pull; docker stop; docker rm; docker run; curl` until healthy).
+//!    `/health`: `berthctl deploy` (health gate included) vs the shell
+//!    runbook people run today (`docker pull; docker stop; docker rm;
+//!    docker run; curl` until healthy).
 //!
-//! Run with `bench/run.sh supervise` (release binaries, registry up).
+//! Each round measures berth and its peer one right after the other, so
+//! both see the same machine; the medians are over all rounds. Both peers
+//! publish a pinned host port and are polled with plain HTTP every 2 ms,
+//! so the measurement itself puts no load on dockerd (a `docker inspect`
+//! per poll would).
+//!
+//! Run with `bench/run.sh supervise` (release binaries, registry up);
+//! `BERTH_BENCH_QUICK=1` for fewer rounds.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -16,30 +25,34 @@ use berth_tests::{
     Agent, Pki, Runbook, Spec, agent_config, apply, berthctl, docker, free_port, image, inspect, ok, running,
 };
 
-const KILLS: usize = 8;
-const DEPLOYS: usize = 10;
+/// Crash rounds (one crash of each peer per round) and deploy rounds (one
+/// deploy of each per round): enough for a median that moves by a few
+/// percent between runs.
+const KILLS: usize = 15;
+const DEPLOYS: usize = 30;
+
+/// How long each crashed container runs before the next crash: past the
+/// 10 s after which berth and Docker both forget earlier crashes, so every
+/// sample is a first crash, restarted without backoff by both.
+const STABLE: Duration = Duration::from_secs(11);
 
 fn main() {
+    let quick = std::env::var_os("BERTH_BENCH_QUICK").is_some_and(|v| !v.is_empty());
+    let (kills, deploys) = if quick { (3, 6) } else { (KILLS, DEPLOYS) };
     let pki = Pki::new();
     let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
     for tag in ["v1", "v2"] {
         docker(&["pull", "-q", &image(tag)]);
     }
+    let berth_port = free_port();
     let spec = Spec::new("bench", "v1")
-        .key("ports", ["8000"])
+        .key("ports", [format!("127.0.0.1:{berth_port}:8000").as_str()])
         .health_http("/health")
         .set("health", "interval", "1s");
     ok(&apply(&pki, &agent.addr, &spec));
 
-    // ---- 1. death → healthy
-    let mut berth_heal = Vec::new();
-    for _ in 0..KILLS {
-        let id = running_of(&pki.instance, "bench");
-        berth_heal.push(crash_and_time(&id, || running_of_opt(&pki.instance, "bench")));
-        // Past the crash-count reset (10s running, as Docker's policy), so
-        // every sample is a first crash for both.
-        std::thread::sleep(Duration::from_secs(11));
-    }
+    // ---- 1. crash → healthy, berth and Docker's policy in turn
+    let peer_port = free_port();
     let peer = format!("berth-bench-restart-{}", std::process::id());
     docker(&[
         "run",
@@ -51,20 +64,40 @@ fn main() {
         "--restart",
         "always",
         "-p",
-        "127.0.0.1::8000",
+        &format!("127.0.0.1:{peer_port}:8000"),
         &image("v1"),
     ]);
-    wait_healthy(&peer, Duration::from_secs(20));
+    wait_healthy(berth_port, Duration::from_secs(20));
+    wait_healthy(peer_port, Duration::from_secs(20));
+    std::thread::sleep(STABLE);
+    let mut berth_heal = Vec::new();
     let mut docker_heal = Vec::new();
-    for _ in 0..KILLS {
-        docker_heal.push(crash_and_time(&peer, || Some(peer.clone())));
-        std::thread::sleep(Duration::from_secs(11));
+    for round in 0..kills {
+        // Alternate who goes first, so neither always follows the other's
+        // restart.
+        let berth_first = round % 2 == 0;
+        for berth in [berth_first, !berth_first] {
+            if berth {
+                let id = running(&pki.instance, "bench")
+                    .into_iter()
+                    .next()
+                    .expect("a running container");
+                berth_heal.push(crash_and_time(&id, berth_port));
+            } else {
+                docker_heal.push(crash_and_time(&peer, peer_port));
+            }
+        }
+        std::thread::sleep(STABLE);
     }
     let _ = Command::new("docker").args(["rm", "-f", &peer]).output();
 
-    // ---- 2. deploy time
+    // ---- 2. deploy → healthy, berthctl and the runbook in turn
+    let runbook_port = free_port();
+    let runbook = Runbook::new(runbook_port, "/health");
+    runbook.deploy(&image("v1"));
     let mut berth_deploy = Vec::new();
-    for i in 0..DEPLOYS {
+    let mut shell_deploy = Vec::new();
+    for i in 0..deploys {
         let tag = if i % 2 == 0 { "v2" } else { "v1" };
         let t = Instant::now();
         ok(&berthctl(
@@ -73,26 +106,21 @@ fn main() {
             &["deploy", "bench", "--image", &image(tag)],
         ));
         berth_deploy.push(t.elapsed());
-    }
-    let runbook = Runbook::new(free_port(), "/health");
-    let mut shell_deploy = Vec::new();
-    for i in 0..DEPLOYS {
-        let tag = if i % 2 == 0 { "v2" } else { "v1" };
         let t = Instant::now();
         runbook.deploy(&image(tag));
         shell_deploy.push(t.elapsed());
     }
     drop(runbook);
 
-    println!("berth supervision benchmarks (medians; {KILLS} crashes, {DEPLOYS} deploys each)");
+    println!("berth supervision benchmarks (medians; {kills} crashes and {deploys} deploys of each, interleaved)");
     println!("{:<58} {:>10} {:>10} {:>8}", "measure", "median", "p90", "ratio");
     let b = row(
-        "death → healthy: berth-agent (SIGKILL of the main process)",
+        "crash → healthy: berth-agent (SIGKILL of the main process)",
         &berth_heal,
         None,
     );
     row(
-        "death → healthy: docker --restart always (same crash)",
+        "crash → healthy: docker --restart always (same crash)",
         &docker_heal,
         Some(b),
     );
@@ -102,68 +130,83 @@ fn main() {
         &shell_deploy,
         Some(b),
     );
-    println!("\nratio = peer median / berth median (above 1: berth is faster)");
+    println!("\nratio = berth median / peer median (below 1: berth is faster)");
+    phase_medians(&agent.logs());
 }
 
-fn running_of_opt(instance: &str, service: &str) -> Option<String> {
-    running(instance, service).into_iter().next()
+/// Where berth's deploys spent their time: the median of each step of the
+/// agent's "Rollout timings." lines (logged at debug level; bench/run.sh
+/// asks for them with BERTH_TEST_AGENT_LOG).
+fn phase_medians(log: &str) {
+    let mut phases: Vec<(String, Vec<u64>)> = Vec::new();
+    for line in log.lines().filter(|l| l.contains("Rollout timings.")) {
+        let Some((_, list)) = line.split_once("phases=") else {
+            continue;
+        };
+        for step in list.trim_matches('"').split_whitespace() {
+            let Some((name, took)) = step.split_once('=') else {
+                continue;
+            };
+            let Some(ms) = took.split("ms").next().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            match phases.iter_mut().find(|(n, _)| n == name) {
+                Some((_, v)) => v.push(ms),
+                None => phases.push((name.to_owned(), vec![ms])),
+            }
+        }
+    }
+    if phases.is_empty() {
+        return;
+    }
+    let shown: Vec<String> = phases
+        .iter_mut()
+        .map(|(name, v)| {
+            v.sort();
+            format!("{name} {}ms", v[v.len() / 2])
+        })
+        .collect();
+    println!(
+        "berth deploy steps (medians over {} rollouts): {}",
+        phases[0].1.len(),
+        shown.join(", ")
+    );
 }
 
-fn running_of(instance: &str, service: &str) -> String {
-    running_of_opt(instance, service).expect("a running container")
-}
-
-/// SIGKILLs the container's main process from the host and times until a
-/// container found by `find` answers /health with 200.
-fn crash_and_time(id: &str, find: impl Fn() -> Option<String>) -> Duration {
+/// SIGKILLs the container's main process from the host and times until
+/// `/health` answers `ok` on `port` again.
+fn crash_and_time(id: &str, port: u16) -> Duration {
     let pid = inspect(id, "{{.State.Pid}}");
     let t = Instant::now();
     let status = Command::new("kill").args(["-9", &pid]).status().expect("kill");
     assert!(status.success(), "kill -9 {pid}");
-    // Wait until the old process is really gone before probing.
+    // The old process is really gone before the first probe, so only the
+    // restarted one can answer.
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
     }
     loop {
-        if let Some(c) = find()
-            && healthy(&c)
-        {
+        if healthy(port) {
             return t.elapsed();
         }
         assert!(t.elapsed() < Duration::from_secs(60), "did not come back within 60s");
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
-fn healthy(id: &str) -> bool {
-    let out = Command::new("docker")
-        .args([
-            "inspect",
-            "-f",
-            "{{.State.Running}} {{(index (index .NetworkSettings.Ports \"8000/tcp\") 0).HostPort}}",
-            id,
-        ])
-        .output();
-    let Ok(out) = out else { return false };
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut parts = text.split_whitespace();
-    if parts.next() != Some("true") {
-        return false;
-    }
-    let Some(port) = parts.next().and_then(|p| p.parse::<u16>().ok()) else {
-        return false;
-    };
+fn healthy(port: u16) -> bool {
     berth_tests::http_get(port, "/health").is_some_and(|b| b == "ok")
 }
 
-fn wait_healthy(id: &str, within: Duration) {
+fn wait_healthy(port: u16, within: Duration) {
     let t = Instant::now();
-    while !healthy(id) {
-        assert!(t.elapsed() < within, "{id} not healthy");
+    while !healthy(port) {
+        assert!(t.elapsed() < within, "port {port} not healthy");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
+/// Prints one row: median, p90, and the ratio of this median to `base`'s.
 fn row(label: &str, samples: &[Duration], base: Option<Duration>) -> Duration {
     let mut s = samples.to_vec();
     s.sort();
@@ -171,7 +214,7 @@ fn row(label: &str, samples: &[Duration], base: Option<Duration>) -> Duration {
     let p90 = s[(s.len() * 9 / 10).min(s.len() - 1)];
     let ratio = base.map_or_else(
         || "1.00".to_owned(),
-        |b| format!("{:.2}", median.as_secs_f64() / b.as_secs_f64()),
+        |b| format!("{:.2}", b.as_secs_f64() / median.as_secs_f64()),
     );
     println!(
         "{label:<58} {:>8.0}ms {:>8.0}ms {ratio:>8}",

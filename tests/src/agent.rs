@@ -136,7 +136,9 @@ impl Agent {
     }
 
     /// `berth-agent --config CONFIG`, its stderr appended to `log`, logging
-    /// at info to stderr (never journald), stdin and stdout closed.
+    /// at info to stderr (never journald; `BERTH_TEST_AGENT_LOG` sets another
+    /// filter, e.g. `info,berth_agent::supervisor=debug`), stdin and stdout
+    /// closed.
     pub fn command(config: &Path, log: &Path) -> Command {
         Agent::command_with(config, log, None)
     }
@@ -159,7 +161,10 @@ impl Agent {
         };
         cmd.arg("--config")
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("BERTH_TEST_AGENT_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .env_remove("JOURNAL_STREAM")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,13 +1,15 @@
 //! Supervision against the real Docker Engine and the local registry:
 //! health-gated deploys with automatic rollback, self-healing, adoption
 //! after an agent restart, SIGKILL mid-deploy, state rebuilt from labels,
-//! and specs refused before anything changes.
+//! specs refused before anything changes, and probes that do not wait for
+//! the interval: the gate's first one, and those of a restarted container.
 
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use berth_tests::{
-    Agent, Pki, Spec, agent_config, apply, berthctl, berthctl_command, containers, docker, fails, free_port, history,
-    host_port, http_get, image, inspect, ok, only_container, ps, running, service, try_inspect, wait_until,
+    Agent, Events, Pki, Spec, agent_config, apply, berthctl, berthctl_command, containers, docker, fails, free_port,
+    history, host_port, http_get, image, inspect, ok, only_container, ps, running, service, try_inspect, wait_until,
 };
 use berthctl::certs::Role;
 use serde_json::Value;
@@ -478,4 +480,104 @@ fn after_a_crash_mid_deploy_the_desired_container_starts_before_the_stale_one_st
         "the stale container's stop began {} ms before the desired one started",
         (started - stopping) / 1_000_000
     );
+}
+
+/// A check the test opens: healthy only once /tmp/ready exists, and /tmp
+/// is a tmpfs, so a restarted container starts closed again. Probed every
+/// 30s: anything that happens much sooner than that did not wait for the
+/// interval. The live check replaces the container at its first failure
+/// that counts.
+fn gated_slow(name: &str) -> Spec {
+    Spec::new(name, "v1")
+        .key("ports", ["8000"])
+        .key("tmpfs", ["/tmp"])
+        .health_exec(&["sh", "-c", "test -e /tmp/ready"])
+        .set("health", "interval", "30s")
+        .set("health", "retries", 2)
+        .set("health.live", "exec", ["sh", "-c", "test -e /tmp/ready"])
+        .set("health.live", "interval", "30s")
+        .set("health.live", "retries", 1)
+        .set("deploy", "health_deadline", "60s")
+}
+
+/// Ms since the epoch of Docker's `State.StartedAt` of `id`.
+fn started_at_ms(id: &str) -> i64 {
+    let out = Command::new("date")
+        .args(["-d", &inspect(id, "{{.State.StartedAt}}"), "+%s%3N"])
+        .output()
+        .expect("date");
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("a time")
+}
+
+#[test]
+fn the_gate_probes_at_once_not_after_the_interval() {
+    let pki = Pki::new();
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
+    let events = Events::watch(&pki, &agent.addr);
+    let spec = Spec::new("prompt", "v1")
+        .key("ports", ["8000"])
+        .health_http("/health")
+        .set("health", "interval", "30s");
+    ok(&apply(&pki, &agent.addr, &spec));
+    let id = only_container(&pki.instance, "prompt");
+    let mut deployed = Value::Null;
+    wait_until(T, "the deployed event", || {
+        deployed = events
+            .events()
+            .into_iter()
+            .find(|e| e["kind"] == "deployed" && e["service"] == "prompt")
+            .unwrap_or_default();
+        !deployed.is_null()
+    });
+    let after_start = deployed["timestamp_ms"].as_i64().expect("timestamp") - started_at_ms(&id);
+    assert!(
+        after_start < 15_000,
+        "healthy {after_start} ms after its container started: the gate waited for the 30s interval"
+    );
+}
+
+#[test]
+fn a_crashed_container_is_probed_again_at_once_and_its_early_failures_do_not_count() {
+    let pki = Pki::new();
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
+    let first = berthctl_command(&pki, &agent.addr)
+        .args(["apply", "-f"])
+        .arg(gated_slow("eager").write_in(pki.dir.path()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("apply");
+    let mut ids = Vec::new();
+    wait_until(T, "the container", || {
+        ids = running(&pki.instance, "eager");
+        ids.len() == 1
+    });
+    let id = ids.remove(0);
+    docker(&["exec", &id, "touch", "/tmp/ready"]);
+    assert!(first.wait_with_output().expect("apply ends").status.success());
+    assert_eq!(service(&ps(&pki, &agent.addr), "eager")["state"], "running");
+
+    let pid = inspect(&id, "{{.State.Pid}}");
+    let killed = Command::new("kill").args(["-9", &pid]).status().expect("kill");
+    assert!(killed.success());
+    wait_until(T, "the crashed container to be started again", || {
+        service(&ps(&pki, &agent.addr), "eager")["restarts"] == 1
+            && inspect(&id, "{{.State.Running}}") == "true"
+            && inspect(&id, "{{.State.Pid}}") != pid
+    });
+    // /tmp went with the tmpfs: the restarted container fails its check.
+    // The verdict of the run that ended is not shown for it, and its
+    // failures while it comes up do not count (retries = 1 would replace it).
+    let s = ps(&pki, &agent.addr);
+    assert_eq!(service(&s, "eager")["state"], "starting", "{s}");
+    docker(&["exec", &id, "touch", "/tmp/ready"]);
+    // Probed again well before the 30s interval (the monitor retries a
+    // restarted container soon, doubling the wait).
+    wait_until(
+        Duration::from_secs(15),
+        "ps to show the restarted container healthy",
+        || service(&ps(&pki, &agent.addr), "eager")["state"] == "running",
+    );
+    assert_eq!(only_container(&pki.instance, "eager"), id, "restarted, never replaced");
+    assert_eq!(service(&ps(&pki, &agent.addr), "eager")["restarts"], 1);
 }

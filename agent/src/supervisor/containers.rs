@@ -19,6 +19,25 @@ impl Supervisor {
     /// env that revision keeps (see [`Supervisor::revision_env`]). Returns
     /// its id.
     pub(crate) async fn create_container(&self, spec: &ServiceSpec, revision: u64) -> Result<String, SupervisorError> {
+        let id = self.create_stopped(spec, revision).await?;
+        self.start_created(&id).await?;
+        Ok(id)
+    }
+
+    /// Starts a container made by [`Supervisor::create_stopped`]; one that
+    /// cannot start is removed.
+    pub(crate) async fn start_created(&self, id: &str) -> Result<(), SupervisorError> {
+        let engine = self.engine()?;
+        if let Err(e) = engine.start(id).await {
+            let _ = engine.remove(id).await;
+            return Err(SupervisorError::Internal(e.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Creates (does not start) a container of `spec` at `revision`, as
+    /// [`Supervisor::create_container`] does. Returns its id.
+    pub(crate) async fn create_stopped(&self, spec: &ServiceSpec, revision: u64) -> Result<String, SupervisorError> {
         let engine = self.engine()?;
         let env = self.revision_env(spec, revision)?;
         let mut labels: HashMap<String, String> = spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -57,15 +76,10 @@ impl Supervisor {
             flags: run_flags(spec),
         };
         self.prepare_mounts(spec).await?;
-        let id = engine
+        engine
             .create(&req)
             .await
-            .map_err(|e| SupervisorError::Internal(e.to_string()))?;
-        if let Err(e) = engine.start(&id).await {
-            let _ = engine.remove(&id).await;
-            return Err(SupervisorError::Internal(e.to_string()));
-        }
-        Ok(id)
+            .map_err(|e| SupervisorError::Internal(e.to_string()))
     }
 
     /// Makes what the container of `spec` mounts and joins exist before it

@@ -176,14 +176,14 @@ impl Supervisor {
         .await
     }
 
-    /// A new container passed its gate.
+    /// A new container passed its gate; the gate's last look at it is how
+    /// it runs now.
     pub(super) async fn healthy(
         &self,
         service: &str,
         container: &str,
         interval: Duration,
         pass: health::GatePass,
-        info: Option<ContainerInfo>,
     ) -> Result<(), SupervisorError> {
         self.ask(|reply| Command::Healthy {
             service: service.to_owned(),
@@ -191,7 +191,7 @@ impl Supervisor {
             interval,
             output: pass.output,
             version: pass.version,
-            info,
+            info: Some(pass.info),
             reply,
         })
         .await

@@ -58,6 +58,7 @@ mod rebuild;
 mod rollout;
 mod runtime;
 mod snapshot;
+mod timing;
 mod view;
 
 pub use containers::{soft_limits, upstream_of};
@@ -295,6 +296,11 @@ impl Supervisor {
     /// The newest snapshot (empty before the supervisor runs).
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.inner.snapshot.borrow().clone()
+    }
+
+    /// Follows the snapshots as the owner publishes them.
+    pub(super) fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.inner.snapshot.clone()
     }
 
     /// The newest snapshot, once the supervisor runs.

@@ -7,7 +7,10 @@
 //!
 //! Reads what is due from the newest snapshot (each service's primary
 //! container and its verdict's next probe time); services a change holds
-//! are left to that change's own gate. Probes run one after another on this
+//! are left to that change's own gate. Wakes when the next probe is due or
+//! a new snapshot arrives, so a container that just (re)started is probed
+//! at once and then eagerly (see [`super::runtime::RAMP_FIRST`]), and looks
+//! at least every [`HEALTH_TICK`]. Probes run one after another on this
 //! task, on the tracker, and it ends on cancel.
 
 use std::time::{Duration, Instant};
@@ -19,29 +22,44 @@ use crate::docker::ContainerInfo;
 use crate::health;
 use berth_core::spec::{HealthCheck, ServiceSpec};
 
-/// How often the health monitor looks for due probes.
+/// How long the health monitor sleeps at most between looks for due
+/// probes.
 const HEALTH_TICK: Duration = Duration::from_millis(250);
 
 /// Probes until `cancel` fires.
 pub(super) async fn run(sup: Supervisor, cancel: CancellationToken) {
     let Ok(engine) = sup.engine() else { return };
-    let mut tick = tokio::time::interval(HEALTH_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut snapshots = sup.snapshots();
+    let mut wake = Instant::now();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            changed = snapshots.changed() => if changed.is_err() { return },
         }
-        let due: Vec<Due> = {
-            let snap = sup.snapshot();
-            let now = Instant::now();
-            snap.primaries
+        let now = Instant::now();
+        let (due, next): (Vec<Due>, Option<Instant>) = {
+            let snap = snapshots.borrow_and_update().clone();
+            let watched: Vec<(&String, &ContainerInfo, ServiceSpec)> = snap
+                .primaries
                 .iter()
                 .filter(|(name, _)| !snap.changing.contains(*name))
                 .filter_map(|(name, c)| Some((name, c, snap.record(name)?.active_revision()?.spec.clone())))
-                .flat_map(|(name, c, spec)| due_checks(name, c, &spec, snap.health.get(&c.id), now))
-                .collect()
+                .collect();
+            let next = watched
+                .iter()
+                .filter_map(|(_, c, spec)| next_due(spec, snap.health.get(&c.id), now))
+                .min();
+            let due = watched
+                .iter()
+                .flat_map(|(name, c, spec)| due_checks(name, c, spec, snap.health.get(&c.id), now))
+                .collect();
+            (due, next)
         };
+        // What is due now is probed below; the rest wakes the loop then.
+        wake = next
+            .filter(|t| *t > now)
+            .map_or(now + HEALTH_TICK, |t| t.min(now + HEALTH_TICK));
         for Due {
             service,
             container,
@@ -82,6 +100,20 @@ struct Due {
     spec: ServiceSpec,
     role: health::Role,
     check: HealthCheck,
+}
+
+/// When the next probe of a container with `state` is due, if `spec` has
+/// checks: `now` for one never probed.
+fn next_due(spec: &ServiceSpec, state: Option<&HealthState>, now: Instant) -> Option<Instant> {
+    let health = spec.health.as_ref()?;
+    let Some(h) = state else { return Some(now) };
+    let live = (!h.unhealthy).then_some(h.next_probe);
+    let deps = health
+        .deps
+        .as_ref()
+        .map(|_| h.deps.as_ref().map_or(now, |d| d.next_probe));
+    let version = health.version.as_ref().map(|_| h.next_version_read);
+    [live, deps, version].into_iter().flatten().min()
 }
 
 /// The probes of `container` (the primary of `service`) due at `now`: its

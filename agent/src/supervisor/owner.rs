@@ -314,7 +314,7 @@ impl Owner {
             "oom" => self.record_oom(&service, revision, &ev.container_id, OomSource::Docker),
             action if action.starts_with("health_status") => self.on_docker_health(&service, revision, ev),
             "die" => {
-                self.rt.exited(&service, ev.exit_code);
+                self.rt.exited(&service, &ev.container_id, ev.exit_code);
                 self.publish();
                 if self.permits.holder(&service) != Some(Holder::Change) {
                     let code = ev.exit_code.map_or_else(|| "?".to_owned(), |c| c.to_string());

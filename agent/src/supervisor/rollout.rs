@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::deploy::{Mode, Outcome, ProgressTx, internal, keys_detail};
+use super::timing::Phases;
 use super::{Supervisor, SupervisorError, upstream_of};
 use crate::clock::now_ms;
 use crate::docker::{ContainerInfo, PullProgress};
@@ -100,6 +101,7 @@ impl Supervisor {
     ) -> Result<Outcome, SupervisorError> {
         let name = spec.name.as_str().to_owned();
         let engine = self.engine()?;
+        let mut phases = Phases::start();
         self.preflight(&spec)?;
         envfile::check_vars(&env).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
         let current = self.snapshot().record(&name).and_then(|r| r.active_revision().cloned());
@@ -129,7 +131,12 @@ impl Supervisor {
             });
         }
 
-        self.pull(&spec.image, &progress).await?;
+        // Neither needs the other: the pull may refuse the change before
+        // anything on the host changed; the listing only reads.
+        let (pulled, old) = tokio::join!(self.pull(&spec.image, &progress), self.containers_of(&name));
+        pulled?;
+        let old = old?;
+        phases.mark("pull");
 
         let env_keys = current_env
             .as_ref()
@@ -152,6 +159,7 @@ impl Supervisor {
             }
             Mode::Restart { .. } => current.as_ref().map_or(0, |c| c.number),
         };
+        phases.mark("record");
         let action = match &mode {
             Mode::New { reason, .. } => reason.clone(),
             Mode::Restart { .. } => "restart".into(),
@@ -170,7 +178,6 @@ impl Supervisor {
             progress: &progress,
         };
 
-        let old = self.containers_of(&name).await?;
         let was_running: Vec<ContainerInfo> = old.iter().filter(|c| c.running).cloned().collect();
         let blue_green = spec.strategy() == Strategy::BlueGreen && spec.proxy.is_some();
         // What a failure has to bring back: recreate stops the old container
@@ -181,18 +188,42 @@ impl Supervisor {
         {
             return Ok(self.fail(&at, &[], Failure::before_gate(e.to_string())).await);
         }
-        if !blue_green && !was_running.is_empty() {
+        phases.mark("env");
+        let stopping = !blue_green && !was_running.is_empty();
+        if stopping {
             progress.step("stop", format!("stopping {} old container(s)", was_running.len()));
+        }
+        let stop_old = async {
+            if !stopping {
+                return Ok(());
+            }
             for c in &was_running {
                 // The old container frees its ports first. It is kept
                 // (stopped) so a failed gate can start it again at once.
-                if let Err(e) = engine.stop(&c.id, spec.stop_timeout.as_std()).await {
-                    let why = format!("cannot stop the old container: {e}");
-                    return Ok(self.fail(&at, restore, Failure::before_gate(why)).await);
-                }
+                engine
+                    .stop(&c.id, spec.stop_timeout.as_std())
+                    .await
+                    .map_err(|e| format!("cannot stop the old container: {e}"))?;
             }
-        }
-
+            Ok::<_, String>(())
+        };
+        // Creating takes no port and starts nothing, so it runs while the
+        // old container stops; only the start waits for the stop.
+        let (stopped, created) = tokio::join!(stop_old, self.create_stopped(&spec, revision));
+        phases.mark(if stopping { "stop+create" } else { "create" });
+        let new_id = match (stopped, created) {
+            (Ok(()), Ok(id)) => id,
+            (Err(why), Ok(id)) => {
+                // Never started: nothing to keep of it.
+                let _ = engine.remove(&id).await;
+                return Ok(self.fail(&at, restore, Failure::before_gate(why)).await);
+            }
+            (Err(why), Err(_)) => return Ok(self.fail(&at, restore, Failure::before_gate(why)).await),
+            (Ok(()), Err(e)) => {
+                let why = format!("cannot start the new container: {e}");
+                return Ok(self.fail(&at, restore, Failure::before_gate(why)).await);
+            }
+        };
         let beside = if blue_green && !was_running.is_empty() {
             " next to the running one"
         } else {
@@ -202,13 +233,11 @@ impl Supervisor {
             "start",
             format!("starting revision {revision} ({}){beside}", spec.image),
         );
-        let new_id = match self.create_container(&spec, revision).await {
-            Ok(id) => id,
-            Err(e) => {
-                let why = format!("cannot start the new container: {e}");
-                return Ok(self.fail(&at, restore, Failure::before_gate(why)).await);
-            }
-        };
+        if let Err(e) = self.start_created(&new_id).await {
+            let why = format!("cannot start the new container: {e}");
+            return Ok(self.fail(&at, restore, Failure::before_gate(why)).await);
+        }
+        phases.mark("start");
 
         let deadline = spec.deploy.health_deadline.as_std();
         // What the gate reports never shows the env the container got.
@@ -242,6 +271,7 @@ impl Supervisor {
                 ending: Ending::Failed,
             }),
         };
+        phases.mark_counted("gate", gate.as_ref().ok().map(|p| p.probes));
         match gate {
             Ok(pass) => {
                 let interval = spec
@@ -250,18 +280,21 @@ impl Supervisor {
                     .map_or(Duration::from_secs(2), |h| h.live().interval.as_std());
                 // Metrics and the health monitor follow the new container at
                 // once, not only after the next reconcile pass.
-                let info = engine.inspect(&new_id).await.ok().flatten();
-                if let Err(e) = self.healthy(&name, &new_id, interval, pass, info).await {
+                if let Err(e) = self.healthy(&name, &new_id, interval, pass).await {
                     let failure = Failure::after_gate(new_id, format!("cannot follow the new container: {e}"));
                     return Ok(self.fail(&at, restore, failure).await);
                 }
             }
             Err(failure) => return Ok(self.fail(&at, restore, failure).await),
         }
+        phases.mark("follow");
 
         if blue_green && let Err(why) = self.switch(&spec, &new_id, revision, &progress).await {
             let failure = Failure::after_gate(new_id, why);
             return Ok(self.fail(&at, restore, failure).await);
+        }
+        if blue_green {
+            phases.mark("switch");
         }
         // The new revision is durable before anything of the old one is
         // removed: a failed write (a full state_dir) leaves the old
@@ -275,6 +308,7 @@ impl Supervisor {
             let failure = Failure::after_gate(new_id, format!("cannot record revision {revision} as active: {e}"));
             return Ok(self.fail(&at, restore, failure).await);
         }
+        phases.mark("activate");
         if blue_green && !was_running.is_empty() {
             let drain = spec.deploy.drain.as_std();
             progress.step(
@@ -285,6 +319,7 @@ impl Supervisor {
                 ),
             );
             tokio::time::sleep(drain).await;
+            phases.mark("drain");
         }
         if !old.is_empty() {
             progress.step("cleanup", format!("removing {} old container(s)", old.len()));
@@ -300,6 +335,9 @@ impl Supervisor {
             if let Err(e) = removed {
                 tracing::warn!(service = %name, container = %c.id, error = %e, "Cannot remove an old container; the reconciler will.");
             }
+        }
+        if !old.is_empty() {
+            phases.mark("cleanup");
         }
         self.deployed(&name).await?;
         self.bus().publish(
@@ -328,6 +366,8 @@ impl Supervisor {
             &format!("revision {revision} image {}{}", spec.image, keys_detail(&env_keys)),
             "ok",
         );
+        phases.mark("audit");
+        phases.log(&name, revision, "ok");
         Ok(Outcome {
             success: true,
             service: name,

@@ -33,6 +33,13 @@ pub const VERSION_REREAD: Duration = Duration::from_secs(60);
 /// How far away a hold puts the reconciler's next start: "until released".
 const HOLD: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// The eager probing of a container that just (re)started: its first
+/// live probe is due at once, and one that fails is tried again after
+/// this, doubling up to the check's interval. Those early failures count
+/// for nothing (a container a few milliseconds from listening is not
+/// failing), so `retries` still means failures at the interval.
+pub const RAMP_FIRST: Duration = Duration::from_millis(10);
+
 /// Reports of one OOM kill by Docker and by the kernel log arrive within
 /// this of each other.
 const OOM_SAME_KILL: Duration = Duration::from_secs(5);
@@ -101,6 +108,9 @@ pub struct HealthState {
     pub version: Option<String>,
     /// When the monitor reads its version next.
     pub next_version_read: Instant,
+    /// Eager probing (see [`RAMP_FIRST`]): the wait after the next failed
+    /// live probe; `None` once it passed or the wait reached the interval.
+    pub ramp: Option<Duration>,
 }
 
 impl HealthState {
@@ -114,6 +124,7 @@ impl HealthState {
             deps: None,
             version: None,
             next_version_read: now,
+            ramp: Some(RAMP_FIRST),
         }
     }
 }
@@ -257,6 +268,7 @@ impl Runtime {
                 next_probe: now + interval,
                 next_version_read: now + VERSION_REREAD,
                 version,
+                ramp: None,
                 ..HealthState::new(now)
             },
         );
@@ -275,8 +287,19 @@ impl Runtime {
     ) -> Option<u32> {
         let in_start_period = in_start_period(container, check, now_ms);
         let h = self.state_of(&container.id, now);
-        h.next_probe = now + check.interval.as_std();
+        let interval = check.interval.as_std();
+        h.next_probe = now + interval;
         h.last_output = outcome.output.clone();
+        if outcome.healthy {
+            h.ramp = None;
+        } else if let Some(wait) = h.ramp.filter(|w| *w < interval) {
+            // Still coming up: try again soon, counting nothing.
+            h.next_probe = now + wait;
+            h.ramp = Some(wait * 2);
+            return None;
+        } else {
+            h.ramp = None;
+        }
         if outcome.unknown {
             // The agent could not probe (its own EMFILE, Docker away): the
             // verdict stands as it was.
@@ -378,9 +401,12 @@ impl Runtime {
         true
     }
 
-    /// A container of `service` exited with `code`.
-    pub fn exited(&mut self, service: &str, code: Option<i64>) {
+    /// `container` of `service` exited with `code`. Its health verdict
+    /// was about the run that ended: if it is started again, the health
+    /// monitor probes it at once and eagerly, like a new container.
+    pub fn exited(&mut self, service: &str, container: &str, code: Option<i64>) {
         self.services.entry(service.to_owned()).or_default().last_exit = code;
+        self.health.remove(container);
     }
 
     /// Holds `service` stopped: the reconciler does not start it again until
@@ -499,6 +525,8 @@ mod tests {
         let young = container("a", "web", 1, true, 95_000);
         assert_eq!(rt.record_probe(&young, &check, &outcome(false), now, 100_000), None);
         assert_eq!(rt.health["a"].failures, 0, "in its start period");
+        // Past its eager first probes (see the test below).
+        rt.health.get_mut("a").expect("probed").ramp = None;
         let old = container("a", "web", 1, true, 50_000);
         assert_eq!(rt.record_probe(&old, &check, &outcome(false), now, 100_000), None);
         assert_eq!(rt.record_probe(&old, &check, &outcome(false), now, 100_000), Some(2));
@@ -510,6 +538,39 @@ mod tests {
         assert_eq!(rt.unhealthy(), HashSet::from(["a".to_owned()]));
         rt.observe(&BTreeMap::new(), &[], 100_000);
         assert!(rt.health.is_empty());
+    }
+
+    #[test]
+    fn a_restarted_container_is_probed_eagerly_and_its_early_failures_do_not_count() {
+        let now = Instant::now();
+        let check = check("interval = \"1s\"\nretries = 1\n");
+        let mut rt = Runtime::default();
+        let c = container("a", "web", 1, true, 0);
+        rt.mark_healthy("a", Duration::from_secs(1), "ok".into(), None, now);
+        rt.exited("web", "a", Some(137));
+        assert!(
+            !rt.health.contains_key("a"),
+            "the verdict of the run that ended is dropped"
+        );
+        let mut at = now;
+        let mut waits = Vec::new();
+        while rt.record_probe(&c, &check, &outcome(false), at, 100_000).is_none() {
+            let next = rt.health["a"].next_probe;
+            waits.push(next - at);
+            at = next;
+            assert!(waits.len() < 20, "{waits:?}");
+        }
+        assert_eq!(waits[0], RAMP_FIRST, "retried at once, not after the interval");
+        assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
+        assert!(
+            at - now >= Duration::from_millis(500),
+            "with retries = 1, unhealthy only after about an interval of failing, not at the first early failure: {waits:?}"
+        );
+        rt.exited("web", "a", Some(1));
+        assert_eq!(rt.record_probe(&c, &check, &outcome(true), now, 100_000), None);
+        assert_eq!(rt.health["a"].healthy, Some(true));
+        assert_eq!(rt.health["a"].ramp, None);
+        assert_eq!(rt.health["a"].next_probe, now + Duration::from_secs(1));
     }
 
     #[test]
