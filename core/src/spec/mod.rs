@@ -39,6 +39,7 @@ pub use volumes::{VolumeMount, VolumeSource};
 
 pub use crate::image::ImageRef;
 pub use crate::names::ServiceName;
+use crate::text::{shown, shown_toml_line};
 use crate::units::InvalidValue;
 
 /// Every default of the spec that is not an enum's `#[default]` variant.
@@ -151,35 +152,9 @@ impl fmt::Display for Quoted<'_> {
 pub fn invalid(key: &str, value: impl fmt::Display, message: impl Into<String>) -> SpecError {
     SpecError::Invalid {
         key: key.to_owned(),
-        value: Some(shown(value.to_string())),
+        value: Some(shown(&value.to_string())),
         message: message.into(),
     }
-}
-
-/// Longest value (or source line) an error quotes, in characters: enough
-/// to recognise it, never a pasted blob (or a secret) echoed in full.
-const SHOWN_VALUE: usize = 80;
-
-fn shown(value: String) -> String {
-    cut(&value, SHOWN_VALUE)
-}
-
-/// `text`'s first `limit` characters, saying how long it was when cut.
-fn cut(text: &str, limit: usize) -> String {
-    match text.char_indices().nth(limit) {
-        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()),
-        None => text.to_owned(),
-    }
-}
-
-/// A line of toml's message: the quoted source lines (`5 | key = ...`, and
-/// the caret line under them) are cut like values; its own text (which
-/// lists the valid keys) gets more room.
-fn shown_line(line: &str) -> String {
-    let snippet = line
-        .split_once('|')
-        .is_some_and(|(n, _)| n.trim().chars().all(|c| c.is_ascii_digit()));
-    cut(line, if snippet { SHOWN_VALUE } else { 1024 })
 }
 
 /// An error about `key` as a whole (a missing or contradictory setting).
@@ -259,7 +234,7 @@ fn from_toml_error(text: &str, error: &toml::de::Error) -> SpecError {
                 .to_string()
                 .trim_end()
                 .lines()
-                .map(shown_line)
+                .map(shown_toml_line)
                 .collect::<Vec<_>>()
                 .join("\n"),
         ),
