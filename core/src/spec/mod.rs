@@ -39,7 +39,7 @@ pub use volumes::{VolumeMount, VolumeSource};
 
 pub use crate::image::ImageRef;
 pub use crate::names::ServiceName;
-use crate::text::{shown, shown_toml_line};
+use crate::text::{capped, cut, shown};
 use crate::units::InvalidValue;
 
 /// Every default of the spec that is not an enum's `#[default]` variant.
@@ -151,18 +151,30 @@ impl fmt::Display for Quoted<'_> {
 /// An error blaming `value` of `key`.
 pub fn invalid(key: &str, value: impl fmt::Display, message: impl Into<String>) -> SpecError {
     SpecError::Invalid {
-        key: key.to_owned(),
+        key: shown_key(key),
         value: Some(shown(&value.to_string())),
-        message: message.into(),
+        message: capped(message.into(), MESSAGE_MAX),
     }
+}
+
+/// Longest key path an error names, in characters. Keys of maps (`env`,
+/// `labels`, `logging.options`) are the user's and may be any length.
+const SHOWN_KEY: usize = 160;
+
+/// Most bytes of an error's own message: messages that quote another
+/// value (`already mounted by "..."`) stay bounded too.
+const MESSAGE_MAX: usize = 1024;
+
+fn shown_key(key: &str) -> String {
+    cut(key, SHOWN_KEY)
 }
 
 /// An error about `key` as a whole (a missing or contradictory setting).
 pub fn invalid_key(key: &str, message: impl Into<String>) -> SpecError {
     SpecError::Invalid {
-        key: key.to_owned(),
+        key: shown_key(key),
         value: None,
-        message: message.into(),
+        message: capped(message.into(), MESSAGE_MAX),
     }
 }
 
@@ -225,18 +237,10 @@ fn from_toml_error(text: &str, error: &toml::de::Error) -> SpecError {
     let key = error.span().and_then(|span| crate::tomlfile::key_at(text, &span));
     match (value_error, key) {
         (Some(value_error), Some(key)) => SpecError::Invalid {
-            key,
-            value: Some(value_error.value().to_owned()),
-            message: value_error.expected().to_owned(),
+            key: shown_key(&key),
+            value: Some(shown(value_error.value())),
+            message: capped(value_error.expected().to_owned(), MESSAGE_MAX),
         },
-        _ => SpecError::Syntax(
-            error
-                .to_string()
-                .trim_end()
-                .lines()
-                .map(shown_toml_line)
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ),
+        _ => SpecError::Syntax(crate::text::toml_error_text(error)),
     }
 }
