@@ -909,3 +909,11 @@ fn errors_stay_bounded_whatever_the_input() {
     );
     assert!(e.ends_with("expected a size like 512m or 16g"), "{e}");
 }
+
+/// Found by the nginx_site fuzzer: each health path becomes a `location =`
+/// block, and nginx refuses a site with the same location twice.
+#[test]
+fn a_health_path_listed_twice_is_refused() {
+    let text = with("ports = [\"8000\"]\n[proxy]\nserver_names = [\"_\"]\nhealth_paths = [\"/a\", \"/b\", \"/a\"]");
+    assert_eq!(err(&text), "proxy.health_paths \"/a\": is listed twice");
+}
