@@ -22,9 +22,10 @@ fuzz/artifacts/TARGET/ and its path printed. The exit status is 1 when any
 target crashed, 2 when something could not be built or run.
 
 New inputs go to fuzz/target/corpus/TARGET (not committed), so runs build
-on each other. With --save they are merged into fuzz/corpus/TARGET and
-that directory is minimized (`cargo fuzz cmin`): do it after a long run
-and commit the result (keep the stored corpus small).
+on each other. With --save they are merged into fuzz/corpus/TARGET, that
+directory is minimized (`cargo fuzz cmin`) and trimmed to its named seeds
+plus the smallest found inputs (48 KiB, 150 files): do it after a long
+run and commit the result.
 
 Options:
   --time SECONDS    how long each target runs (default 60)
@@ -96,6 +97,23 @@ echo "fuzz: building ${targets[*]} (cargo ${toolchain[*]} fuzz build)" >&2
 (cd fuzz && nice -n 10 cargo "${toolchain[@]}" fuzz build "${fuzz_flags[@]}" >&2) \
   || die "the fuzz build failed (see above); cargo-fuzz needs a nightly toolchain and a C++ compiler for libFuzzer"
 
+# The stored corpus stays small enough to commit: the named seeds (README
+# and test examples, past findings) and, of what libFuzzer found (files
+# named by their SHA-1), the smallest up to CORPUS_KEEP_BYTES and
+# CORPUS_KEEP_FILES. The rest stays in fuzz/target/corpus for later runs.
+CORPUS_KEEP_BYTES=49152
+CORPUS_KEEP_FILES=150
+trim_corpus() {
+  local dir="$1" bytes=0 files=0 size f
+  while read -r size f; do
+    if ((bytes + size <= CORPUS_KEEP_BYTES && files < CORPUS_KEEP_FILES)); then
+      bytes=$((bytes + size)); files=$((files + 1))
+    else
+      rm -f "$f"
+    fi
+  done < <(find "$dir" -maxdepth 1 -type f -regextype posix-extended -regex '.*/[0-9a-f]{40}' -printf '%s %p\n' | sort -n)
+}
+
 rows=()
 crashed=0
 for t in "${targets[@]}"; do
@@ -137,10 +155,22 @@ for t in "${targets[@]}"; do
   rows+=("$t $took $execs $rate ${corpus:-0} $crashes ${artifact:--}")
   if ((save)) && ((crashes == 0)); then
     echo "fuzz: saving $t's corpus into fuzz/corpus/$t, minimized" >&2
+    # cmin renames what it keeps to SHA-1s: the named seeds are put back
+    # as they were afterwards.
+    seeds="fuzz/target/seeds-$t"
+    rm -rf "$seeds" && mkdir -p "$seeds"
+    find "fuzz/corpus/$t" -maxdepth 1 -type f -regextype posix-extended ! -regex '.*/[0-9a-f]{40}' \
+      -exec cp {} "$seeds"/ \;
     cp -n "$work"/* "fuzz/corpus/$t"/ 2>/dev/null || true
     (cd fuzz && nice -n 10 cargo "${toolchain[@]}" fuzz cmin "${fuzz_flags[@]}" "$t" "corpus/$t" \
        -- -max_len=16384 -timeout=10) >"fuzz/target/cmin-$t.log" 2>&1 \
       || die "cmin of $t failed; see fuzz/target/cmin-$t.log"
+    for f in "$seeds"/*; do
+      [[ -f "$f" ]] || continue
+      rm -f "fuzz/corpus/$t/$(sha1sum <"$f" | cut -c1-40)"
+      cp "$f" "fuzz/corpus/$t/"
+    done
+    trim_corpus "fuzz/corpus/$t"
   fi
 done
 
