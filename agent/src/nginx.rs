@@ -62,7 +62,11 @@ pub enum NginxError {
 /// the container keeps running.
 pub fn render(spec: &ServiceSpec, proxy: &Proxy, upstream: SocketAddr, maintenance: bool) -> String {
     let name = spec.name.as_str();
-    let upstream_name = format!("berth_{}", name.replace(['.', '-'], "_"));
+    // The name as it is: every site shares nginx's `http` block, so two
+    // services must never map to one upstream (`a-b` and `a_b` did when
+    // `-` and `.` became `_`), and a service name holds only characters
+    // an upstream name may (`[a-z0-9_.-]`).
+    let upstream_name = format!("berth_{name}");
     let tls = proxy.tls_cert.as_ref().zip(proxy.tls_key.as_ref());
     let mut out = String::new();
     out.push_str(HEADER);
@@ -308,6 +312,29 @@ mod tests {
             assert!(site.contains(&format!("location = {p} {{")), "{site}");
         }
         assert!(!site.contains("ssl"), "{site}");
+    }
+
+    /// Found by the nginx_site fuzzer: `a.b` and `a_b` rendered the same
+    /// upstream name, and nginx refuses a second `upstream` of that name.
+    #[test]
+    fn services_never_share_an_upstream_name() {
+        let addr: SocketAddr = "172.17.0.3:8000".parse().expect("addr");
+        let names = ["a.b", "a_b", "a-b", "ab"];
+        let upstreams: Vec<String> = names
+            .iter()
+            .map(|name| {
+                let mut s = spec("");
+                s.name = name.parse().expect("a service name");
+                let proxy = s.proxy.clone().expect("proxy");
+                let site = render(&s, &proxy, addr, false);
+                let line = site.lines().find(|l| l.starts_with("upstream ")).expect("upstream");
+                assert!(site.contains(&format!("proxy_pass http://berth_{name};")), "{site}");
+                line.to_owned()
+            })
+            .collect();
+        for (i, u) in upstreams.iter().enumerate() {
+            assert!(!upstreams[..i].contains(u), "{u} twice: {upstreams:?}");
+        }
     }
 
     #[test]

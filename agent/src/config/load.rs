@@ -4,7 +4,14 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use berth_core::text::{capped, shown, toml_error_text};
+
 use super::{Config, ConfigError, MemoryThreshold};
+
+/// Most bytes of one message about a key: the values it quotes are cut
+/// ([`shown`]), and this bounds the rest, so a config holding a pasted
+/// blob is refused in a few lines, not with the blob.
+const MESSAGE_MAX: usize = 1024;
 
 impl Config {
     /// Reads, parses and validates the config file at `path`.
@@ -20,7 +27,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            message: toml_error_text(&e),
         })?;
         config.validate(path)?;
         Ok(config)
@@ -31,7 +38,7 @@ impl Config {
         let invalid = |key: &'static str, message: String| ConfigError::Invalid {
             path: path.to_owned(),
             key,
-            message,
+            message: capped(message, MESSAGE_MAX),
         };
         if self.metrics.interval.as_std() < std::time::Duration::from_secs(1) {
             return Err(invalid(
@@ -46,7 +53,10 @@ impl Config {
             if !addr.is_empty() && addr.parse::<SocketAddr>().is_err() {
                 return Err(invalid(
                     key,
-                    format!("\"{addr}\" is not an address like 127.0.0.1:9464 (\"\" turns it off)"),
+                    format!(
+                        "\"{}\" is not an address like 127.0.0.1:9464 (\"\" turns it off)",
+                        shown(addr)
+                    ),
                 ));
             }
         }
@@ -61,7 +71,7 @@ impl Config {
                 "metrics.statsd_prefix",
                 format!(
                     "{:?}: use letters, digits, '_', '.' or '-', like \"berth\"",
-                    self.metrics.statsd_prefix
+                    shown(&self.metrics.statsd_prefix)
                 ),
             ));
         }
@@ -140,8 +150,9 @@ impl Config {
             return Err(invalid(
                 "log.level",
                 format!(
-                    "\"{}\" is not a log filter ({e}); try \"info\" or \"debug\"",
-                    self.log.level
+                    "\"{}\" is not a log filter ({}); try \"info\" or \"debug\"",
+                    shown(&self.log.level),
+                    shown(&e.to_string())
                 ),
             ));
         }
@@ -164,19 +175,28 @@ impl Config {
         if !instance_ok {
             return Err(invalid(
                 "docker.instance",
-                format!("{:?}: use 1-63 letters, digits, '-', '_' or '.'", self.docker.instance),
+                format!(
+                    "{:?}: use 1-63 letters, digits, '-', '_' or '.'",
+                    shown(&self.docker.instance)
+                ),
             ));
         }
         for (i, r) in self.registries.iter().enumerate() {
             let bad = |key: &'static str, message: String| ConfigError::Invalid {
                 path: path.to_owned(),
                 key,
-                message: format!("entry {} ({}): {message}", i + 1, r.registry),
+                message: capped(
+                    format!("entry {} ({}): {message}", i + 1, shown(&r.registry)),
+                    MESSAGE_MAX,
+                ),
             };
             if r.registry.is_empty() || r.registry.contains('/') {
                 return Err(bad(
                     "registries.registry",
-                    format!("{:?} is not a registry host like registry.example.com:5000", r.registry),
+                    format!(
+                        "{:?} is not a registry host like registry.example.com:5000",
+                        shown(&r.registry)
+                    ),
                 ));
             }
             let sources = [
@@ -209,7 +229,7 @@ impl Config {
             {
                 return Err(bad(
                     "registries.credential_helper",
-                    format!("{helper:?} is not a helper name like \"ecr-login\" or a path"),
+                    format!("{:?} is not a helper name like \"ecr-login\" or a path", shown(helper)),
                 ));
             }
             if let Some(ttl) = r.ttl {
@@ -302,6 +322,37 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("agent.toml"))
+    }
+
+    /// Found by the agent_config fuzzer (`fuzz/corpus/agent_config/long-*`):
+    /// a long line, log filter or value came back whole in the error.
+    #[test]
+    fn errors_stay_bounded_whatever_the_input() {
+        let long = "x".repeat(3000);
+        let cases = [
+            format!("[log]\nlevel = \"{}\"\n", "=,".repeat(1500)),
+            format!("listen = \"0.0.0.0:7443\" {long}\n"),
+            format!("[metrics]\nstatsd_prefix = \"{}\"\n", "!".repeat(3000)),
+            format!("[metrics]\nstatsd = \"{long}\"\n"),
+            format!("[limits]\nmemory_pressure_threshold = \"{long}\"\n"),
+            format!("[docker]\ninstance = \"{long}\"\n"),
+            format!("[[registries]]\nregistry = \"{long}/\"\nusername = \"u\"\npassword_file = \"/p\"\n"),
+        ];
+        for text in &cases {
+            let e = parse(text).expect_err("invalid").to_string();
+            assert!(
+                e.len() <= 2048,
+                "{} bytes for {} bytes of config: {e}",
+                e.len(),
+                text.len()
+            );
+            assert!(e.starts_with("config agent.toml: "), "{e}");
+        }
+        let e = parse(&cases[3]).expect_err("invalid").to_string();
+        assert!(
+            e.contains("metrics.statsd: \"xxx") && e.contains("is not an address like"),
+            "{e}"
+        );
     }
 
     #[test]

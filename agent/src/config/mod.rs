@@ -325,8 +325,12 @@ impl MemoryThreshold {
         if text.is_empty() {
             return Ok(None);
         }
-        let bad =
-            || format!("{text:?}: expected a size like 500m or 2g, or a share of memory like 5%, or \"\" for off");
+        let bad = || {
+            format!(
+                "{:?}: expected a size like 500m or 2g, or a share of memory like 5%, or \"\" for off",
+                berth_core::text::shown(text)
+            )
+        };
         if let Some(p) = text.strip_suffix('%') {
             let p: f64 = p.trim().parse().map_err(|_| bad())?;
             if !(p > 0.0 && p <= 100.0) {

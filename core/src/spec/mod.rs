@@ -39,6 +39,7 @@ pub use volumes::{VolumeMount, VolumeSource};
 
 pub use crate::image::ImageRef;
 pub use crate::names::ServiceName;
+use crate::text::{capped, cut, shown};
 use crate::units::InvalidValue;
 
 /// Every default of the spec that is not an enum's `#[default]` variant.
@@ -150,44 +151,30 @@ impl fmt::Display for Quoted<'_> {
 /// An error blaming `value` of `key`.
 pub fn invalid(key: &str, value: impl fmt::Display, message: impl Into<String>) -> SpecError {
     SpecError::Invalid {
-        key: key.to_owned(),
-        value: Some(shown(value.to_string())),
-        message: message.into(),
+        key: shown_key(key),
+        value: Some(shown(&value.to_string())),
+        message: capped(message.into(), MESSAGE_MAX),
     }
 }
 
-/// Longest value (or source line) an error quotes, in characters: enough
-/// to recognise it, never a pasted blob (or a secret) echoed in full.
-const SHOWN_VALUE: usize = 80;
+/// Longest key path an error names, in characters. Keys of maps (`env`,
+/// `labels`, `logging.options`) are the user's and may be any length.
+const SHOWN_KEY: usize = 160;
 
-fn shown(value: String) -> String {
-    cut(&value, SHOWN_VALUE)
-}
+/// Most bytes of an error's own message: messages that quote another
+/// value (`already mounted by "..."`) stay bounded too.
+const MESSAGE_MAX: usize = 1024;
 
-/// `text`'s first `limit` characters, saying how long it was when cut.
-fn cut(text: &str, limit: usize) -> String {
-    match text.char_indices().nth(limit) {
-        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()),
-        None => text.to_owned(),
-    }
-}
-
-/// A line of toml's message: the quoted source lines (`5 | key = ...`, and
-/// the caret line under them) are cut like values; its own text (which
-/// lists the valid keys) gets more room.
-fn shown_line(line: &str) -> String {
-    let snippet = line
-        .split_once('|')
-        .is_some_and(|(n, _)| n.trim().chars().all(|c| c.is_ascii_digit()));
-    cut(line, if snippet { SHOWN_VALUE } else { 1024 })
+fn shown_key(key: &str) -> String {
+    cut(key, SHOWN_KEY)
 }
 
 /// An error about `key` as a whole (a missing or contradictory setting).
 pub fn invalid_key(key: &str, message: impl Into<String>) -> SpecError {
     SpecError::Invalid {
-        key: key.to_owned(),
+        key: shown_key(key),
         value: None,
-        message: message.into(),
+        message: capped(message.into(), MESSAGE_MAX),
     }
 }
 
@@ -250,18 +237,10 @@ fn from_toml_error(text: &str, error: &toml::de::Error) -> SpecError {
     let key = error.span().and_then(|span| crate::tomlfile::key_at(text, &span));
     match (value_error, key) {
         (Some(value_error), Some(key)) => SpecError::Invalid {
-            key,
-            value: Some(value_error.value().to_owned()),
-            message: value_error.expected().to_owned(),
+            key: shown_key(&key),
+            value: Some(shown(value_error.value())),
+            message: capped(value_error.expected().to_owned(), MESSAGE_MAX),
         },
-        _ => SpecError::Syntax(
-            error
-                .to_string()
-                .trim_end()
-                .lines()
-                .map(shown_line)
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ),
+        _ => SpecError::Syntax(crate::text::toml_error_text(error)),
     }
 }

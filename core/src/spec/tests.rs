@@ -877,3 +877,43 @@ fn version_assertion_reads_json_or_text_and_names_both_versions() {
         Err(r"serving 1.5.0, expected /^1\.4\./".to_owned())
     );
 }
+
+/// Found by the spec fuzzer (`fuzz/corpus/spec/long-*.toml`): a long value,
+/// a long map key or a long line came back whole in the error.
+#[test]
+fn errors_stay_bounded_whatever_the_input() {
+    let long = "x".repeat(3000);
+    let cases = [
+        with(&format!("[resources]\nmemory = \"16{long}\"")),
+        with(&format!("[env]\nA{} = \"a\\nb\"", "A".repeat(3000))),
+        with(&format!(
+            "[logging]\ndriver = \"local\"\noptions = {{ {} = \"a\\u0000\" }}",
+            "o".repeat(3000)
+        )),
+        with(&format!("ports = [{}\"x\"]", "1,".repeat(1500))),
+        with(&format!("name2 = 1 {long}")),
+    ];
+    for text in &cases {
+        let e = err(text);
+        assert!(
+            e.len() <= 2048,
+            "{} bytes for {} bytes of spec: {e}",
+            e.len(),
+            text.len()
+        );
+    }
+    let e = err(&cases[0]);
+    assert!(
+        e.starts_with("resources.memory \"16xxx") && e.contains("(3002 bytes)"),
+        "{e}"
+    );
+    assert!(e.ends_with("expected a size like 512m or 16g"), "{e}");
+}
+
+/// Found by the nginx_site fuzzer: each health path becomes a `location =`
+/// block, and nginx refuses a site with the same location twice.
+#[test]
+fn a_health_path_listed_twice_is_refused() {
+    let text = with("ports = [\"8000\"]\n[proxy]\nserver_names = [\"_\"]\nhealth_paths = [\"/a\", \"/b\", \"/a\"]");
+    assert_eq!(err(&text), "proxy.health_paths \"/a\": is listed twice");
+}

@@ -439,11 +439,16 @@ impl ServiceSpec {
                 check_nginx_word(key, &path.to_string_lossy(), FILE_CHARS)?;
             }
         }
-        for path in &proxy.health_paths {
+        for (i, path) in proxy.health_paths.iter().enumerate() {
             if !path.starts_with('/') {
                 return Err(invalid("proxy.health_paths", path, "must start with /"));
             }
             check_nginx_word("proxy.health_paths", path, URL_PATH_CHARS)?;
+            // Each becomes a `location = PATH` block; nginx refuses a
+            // duplicate location, so the site would never install.
+            if proxy.health_paths[..i].contains(path) {
+                return Err(invalid("proxy.health_paths", path, "is listed twice"));
+            }
         }
         for (key, timeout) in [
             ("proxy.read_timeout", proxy.read_timeout),

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use berth_core::text::{capped, cut, shown, toml_error_text};
 use berth_core::tomlfile::{self, line_of};
 use berth_core::units::Duration;
 use serde::Deserialize;
@@ -174,8 +175,8 @@ impl Inventory {
         let at = |span: std::ops::Range<usize>, key: String, message: String| InventoryError::Invalid {
             path: path.to_owned(),
             line: line_of(text, span.start),
-            key,
-            message,
+            key: cut(&key, SHOWN_KEY),
+            message: capped(message, MESSAGE_MAX),
         };
         let defaults = match raw.defaults {
             Some(d) => {
@@ -222,6 +223,13 @@ impl Inventory {
     }
 }
 
+/// Longest key path an error names, in characters: fleet names and label
+/// keys are the user's and may be any length in a bad file.
+const SHOWN_KEY: usize = 160;
+
+/// Most bytes of an error's message; the values it quotes are cut too.
+const MESSAGE_MAX: usize = 1024;
+
 /// An error while reading the TOML, placed at its key and line.
 fn toml_error(text: &str, path: &Path, error: &toml::de::Error) -> InventoryError {
     let located = tomlfile::locate(text, error);
@@ -229,15 +237,15 @@ fn toml_error(text: &str, path: &Path, error: &toml::de::Error) -> InventoryErro
         (Some(line), Some(key)) => InventoryError::Invalid {
             path: path.to_owned(),
             line,
-            key,
+            key: cut(&key, SHOWN_KEY),
             message: match located.value {
-                Some(v) => format!("\"{}\": {}", v.value(), v.expected()),
-                None => located.message,
+                Some(v) => capped(format!("\"{}\": {}", shown(v.value()), v.expected()), MESSAGE_MAX),
+                None => capped(located.message, MESSAGE_MAX),
             },
         },
         _ => InventoryError::Syntax {
             path: path.to_owned(),
-            message: error.to_string().trim_end().to_owned(),
+            message: toml_error_text(error),
         },
     }
 }
@@ -469,6 +477,14 @@ pub fn parse_address(address: &str, default_port: Option<u16>) -> Result<Target,
     if !has_port(trimmed) {
         target.port = default_port.unwrap_or(DEFAULT_PORT);
     }
+    // berthctl dials `http://HOST:PORT`: refuse here, at the file's line,
+    // what it could never dial (spaces, control characters, ...).
+    if format!("http://{target}").parse::<http::Uri>().is_err() {
+        return Err(format!(
+            "{:?}: not a host name or IP address (no spaces, control characters or URL syntax)",
+            shown(address)
+        ));
+    }
     Ok(target)
 }
 
@@ -577,6 +593,29 @@ discover = ["sh", "-c", "echo 10.1.0.1"]
 
     fn parse(text: &str) -> Result<Inventory, String> {
         Inventory::parse(text, Path::new("fleets.toml")).map_err(|e| e.to_string())
+    }
+
+    /// Found by the inventory fuzzer (`fuzz/corpus/inventory/`): an
+    /// address berthctl cannot dial was accepted, and long lines or
+    /// values came back whole in errors.
+    #[test]
+    fn undialable_addresses_are_refused_and_errors_stay_bounded() {
+        let e = parse("[[fleets.a.hosts]]\naddress = \"a b\"\n").expect_err("a space");
+        assert!(
+            e.starts_with("fleets.toml:2: fleets.a.hosts[0].address: \"a b\": not a host name"),
+            "{e}"
+        );
+        let long = "x".repeat(3000);
+        for text in [
+            format!("[fleets.a]\nport = 1 {long}\n"),
+            format!("[[fleets.a.hosts]]\naddress = \"{}x\"\n", "a:".repeat(1500)),
+            format!("[fleets.{long}]\ndiscover = [\"true\"]\n"),
+            format!("[fleets.a]\ntimeout = \"{long}\"\ndiscover = [\"true\"]\n"),
+        ] {
+            let e = parse(&text).expect_err("invalid");
+            assert!(e.len() <= 2048, "{} bytes for {} bytes: {e}", e.len(), text.len());
+            assert!(e.starts_with("fleets.toml"), "{e}");
+        }
     }
 
     #[test]
