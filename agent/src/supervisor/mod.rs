@@ -297,6 +297,12 @@ impl Supervisor {
         self.inner.snapshot.borrow().clone()
     }
 
+    /// A receiver that sees every new snapshot (the health monitor sleeps
+    /// on it between due probes).
+    pub(super) fn watch_snapshot(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.inner.snapshot.clone()
+    }
+
     /// The newest snapshot, once the supervisor runs.
     pub fn ready_snapshot(&self) -> Result<Arc<Snapshot>, SupervisorError> {
         self.engine()?;

@@ -9,6 +9,12 @@
 //! container and its verdict's next probe time); services a change holds
 //! are left to that change's own gate. Probes run one after another on this
 //! task, on the tracker, and it ends on cancel.
+//!
+//! It sleeps until the earliest probe is due, or until the snapshot
+//! changes (a new container, a finished change), rather than ticking: an
+//! agent whose services probe every 10 s, or that has none, wakes only
+//! then. Timer wake-ups are at least [`HEALTH_TICK`] apart, as when it
+//! ticked, so a probe whose verdict does not move its due time cannot spin.
 
 use std::time::{Duration, Instant};
 
@@ -19,22 +25,32 @@ use crate::docker::ContainerInfo;
 use crate::health;
 use berth_core::spec::{HealthCheck, ServiceSpec};
 
-/// How often the health monitor looks for due probes.
+/// The shortest time between two timer wake-ups of the monitor.
 const HEALTH_TICK: Duration = Duration::from_millis(250);
 
 /// Probes until `cancel` fires.
 pub(super) async fn run(sup: Supervisor, cancel: CancellationToken) {
     let Ok(engine) = sup.engine() else { return };
-    let mut tick = tokio::time::interval(HEALTH_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut snapshots = sup.watch_snapshot();
+    let mut wake_at: Option<Instant> = Some(Instant::now());
+    let mut looked_at = Instant::now();
     loop {
+        let timer = async {
+            match wake_at {
+                Some(t) => tokio::time::sleep_until(t.max(looked_at + HEALTH_TICK).into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = timer => {}
+            changed = snapshots.changed() => if changed.is_err() { return },
         }
+        looked_at = Instant::now();
         let due: Vec<Due> = {
-            let snap = sup.snapshot();
+            let snap = snapshots.borrow_and_update().clone();
             let now = Instant::now();
+            wake_at = next_due(&snap);
             snap.primaries
                 .iter()
                 .filter(|(name, _)| !snap.changing.contains(*name))
@@ -73,6 +89,29 @@ pub(super) async fn run(sup: Supervisor, cancel: CancellationToken) {
             }
         }
     }
+}
+
+/// When the earliest probe of any primary is due; `None` when no service
+/// has a check to probe. Mirrors [`due_checks`].
+fn next_due(snap: &super::Snapshot) -> Option<Instant> {
+    snap.primaries
+        .iter()
+        .filter(|(name, _)| !snap.changing.contains(*name))
+        .filter_map(|(name, c)| {
+            let spec = &snap.record(name)?.active_revision()?.spec;
+            let health = spec.health.as_ref()?;
+            let Some(state) = snap.health.get(&c.id) else {
+                return Some(Instant::now());
+            };
+            let live = (!state.unhealthy).then_some(state.next_probe);
+            let deps = health
+                .deps
+                .as_ref()
+                .map(|_| state.deps.as_ref().map_or_else(Instant::now, |d| d.next_probe));
+            let version = health.version.as_ref().map(|_| state.next_version_read);
+            [live, deps, version].into_iter().flatten().min()
+        })
+        .min()
 }
 
 /// One probe the monitor owes.
