@@ -5,8 +5,8 @@
 #   bench/run.sh getinfo      # GetInfo latency over mTLS, agent RSS, binary sizes
 #   bench/run.sh supervise    # death→healthy and deploy time vs docker / the shell runbook
 #   bench/run.sh proxy        # failed requests and latency behind nginx: berth deploy vs docker stop/run
-#   bench/run.sh metrics      # agent CPU%/RSS with 0 and 20 containers at 1s and 10s vs
-#                             # prometheus-node-exporter; collection cost per container
+#   bench/run.sh metrics [--quick]  # agent CPU%/RSS with 0, 20 and 50 containers at 1s and 10s
+#                             # vs prometheus-node-exporter and netdata; pass cost per container
 #   bench/run.sh flood [--quick]  # 2,000 idle TCP + 200 stalled TLS handshakes: sockets held,
 #                             # ps latency during the flood, log lines written
 #   bench/run.sh fleet [--quick]  # berthctl ps over 50/100/200 real agents vs a shell loop of

@@ -3,7 +3,7 @@
 # "Test environment" section of the design):
 #   * Debian packages: busybox-static, docker-registry, apache2-utils (htpasswd, for
 #     the authenticated registry the credential tests start), nginx, curl, ca-certificates,
-#     prometheus, prometheus-node-exporter, collectd-core (+ its plugin libraries)
+#     prometheus, prometheus-node-exporter, netdata, collectd-core (+ its plugin libraries)
 #   * a local registry (Debian's docker-registry) on 127.0.0.1:$BERTH_TEST_REGISTRY_PORT
 #   * the test images 127.0.0.1:PORT/berth-test/app:{v1,v2,bad,crashy,cpu,mem,wrongver,depsdown,dockerhc},
 #     built from busybox (tests/images/) and pushed to that registry.
@@ -40,9 +40,10 @@ TAGS=(v1 v2 bad crashy cpu mem wrongver depsdown dockerhc)
 # prometheus scrapes berth's endpoint in the metrics tests; collectd-core's
 # statsd + write_prometheus plugins (they need libmicrohttpd12 and
 # libprotobuf-c1) receive the StatsD push, since Debian 12 has no
-# prometheus-statsd-exporter; prometheus-node-exporter is the benchmark's peer.
+# prometheus-statsd-exporter; prometheus-node-exporter and netdata are the
+# metrics benchmark's peers.
 PACKAGES=(busybox-static docker-registry apache2-utils nginx curl ca-certificates
-	prometheus prometheus-node-exporter collectd-core libmicrohttpd12 libprotobuf-c1)
+	prometheus prometheus-node-exporter netdata collectd-core libmicrohttpd12 libprotobuf-c1)
 STATE_DIR="${BERTH_TEST_DIR:-/var/tmp/berth-test}"
 REG_DIR="$STATE_DIR/registry"
 REG_PID="$REG_DIR/registry.pid"
@@ -148,7 +149,7 @@ ensure_packages() {
 		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
 	for p in "${missing[@]}"; do
 		pkg_installed "$p" || die "package $p still not installed after apt-get (see $LOG_DIR/apt-install.log)"
-		case "$p" in docker-registry | nginx | prometheus | prometheus-node-exporter) stop_distro_service "$p" ;; esac
+		case "$p" in docker-registry | nginx | prometheus | prometheus-node-exporter | netdata) stop_distro_service "$p" ;; esac
 	done
 	if [[ $created_policy_rc == 1 ]]; then
 		as_root rm -f "$POLICY_RC"

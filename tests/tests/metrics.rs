@@ -456,6 +456,107 @@ fn dogstatsd_flavor_tags_the_service() {
     }
 }
 
+/// The agent's open descriptors whose target names `needle` (a container
+/// id in a cgroup path, or "(deleted)" for a file of a removed cgroup).
+fn open_files_naming(pid: u32, needle: &str) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| p.contains(needle))
+        .collect()
+}
+
+fn scraped(port: u16, name: &str) -> Option<f64> {
+    http_get(port, "/metrics")?
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn collector_keeps_cgroup_files_open_and_closes_them_with_the_container() {
+    let pki = Pki::new();
+    let port = free_port();
+    let agent = Agent::start_ready(&pki, &agent_config_with_prometheus(&pki, port, "interval = \"1s\"\n"));
+    let pid = agent.pid();
+    // A CPU burner, so the first container's counter is far ahead of the
+    // fresh one's when it is replaced.
+    let burn = Spec::checked("kept", "cpu")
+        .set("deploy", "health_deadline", "30s")
+        .set("resources", "cpus", 0.5)
+        .key("stop_timeout", "1s");
+    ok(&apply(&pki, &agent.addr, &burn));
+    let container_id = || {
+        let m = json(&berthctl(&pki, &agent.addr, &["metrics", "-o", "json"]));
+        find(&m, "kept")
+            .and_then(|k| k["container_id"].as_str().map(str::to_owned))
+            .filter(|id| !id.is_empty())
+    };
+    let mut first = None;
+    wait_until(T, "the collector to hold the first container's files open", || {
+        first = container_id();
+        first.as_deref().is_some_and(|id| open_files_naming(pid, id).len() >= 3)
+    });
+    let first = first.expect("first container");
+    let held = scraped(port, "berth_metrics_open_files").unwrap_or(0.0);
+    assert!(
+        held as usize >= open_files_naming(pid, &first).len(),
+        "the gauge counts the cgroup files ({held}) and more (net/dev): {:?}",
+        open_files_naming(pid, &first)
+    );
+    // Let the first container use well over a CPU-second.
+    wait_until(T, "the first container to use 2 CPU-seconds", || {
+        scraped(port, "berth_container_cpu_seconds_total{service=\"kept\"}").is_some_and(|v| v >= 2.0)
+    });
+
+    // A fresh container: the old one's files are closed, the new one's
+    // opened, and its counters are its own.
+    ok(&berthctl(&pki, &agent.addr, &["restart", "kept"]));
+    let mut second = None;
+    wait_until(T, "the collector to follow the fresh container", || {
+        second = container_id().filter(|id| *id != first);
+        second
+            .as_deref()
+            .is_some_and(|id| open_files_naming(pid, id).len() >= 3 && open_files_naming(pid, &first).is_empty())
+    });
+    let second = second.expect("second container");
+    let usage_file = open_files_naming(pid, &second)
+        .into_iter()
+        .find(|p| p.ends_with("cpuacct.usage") || p.ends_with("cpu.stat"))
+        .expect("the fresh container's CPU file is open");
+    let reported = scraped(port, "berth_container_cpu_seconds_total{service=\"kept\"}").expect("cpu counter");
+    let text = std::fs::read_to_string(&usage_file).expect("cgroup file");
+    let actual = if usage_file.ends_with("cpuacct.usage") {
+        text.trim().parse::<f64>().expect("usage") / 1e9
+    } else {
+        text.lines()
+            .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<f64>().ok())
+            .expect("usage_usec")
+            / 1e6
+    };
+    assert!(
+        reported <= actual,
+        "the counter after the restart is the fresh container's ({actual} s so far), not the old one's: {reported}"
+    );
+    assert!(
+        scraped(port, "berth_container_memory_usage_bytes{service=\"kept\"}").is_some_and(|v| v > 0.0),
+        "memory of the fresh container"
+    );
+    assert!(
+        open_files_naming(pid, "(deleted)").is_empty(),
+        "no file of a removed cgroup stays open"
+    );
+
+    // Removed: nothing of it stays open.
+    ok(&berthctl(&pki, &agent.addr, &["rm", "kept"]));
+    wait_until(T, "the collector to close the removed container's files", || {
+        open_files_naming(pid, &second).is_empty() && scraped(port, "berth_metrics_open_files") == Some(0.0)
+    });
+    assert!(open_files_naming(pid, "(deleted)").is_empty());
+}
+
 #[test]
 fn docker_stats_fallback_when_cgroup_files_are_unreadable() {
     let pki = Pki::new();

@@ -16,10 +16,18 @@
 //! of the first process listed in the container's `cgroup.procs`, which
 //! sees the container's network namespace.
 //!
-//! Everything here is plain blocking file I/O on pseudo-files (microseconds
-//! each); the collector runs it on a blocking thread.
+//! A container's files are opened once ([`Files`]) and re-read with
+//! `pread` each pass (see [`super::procfile`]); what rarely moves (limits,
+//! `memory.stat` while usage stays put) is re-read once per
+//! [`REVALIDATE`]. Everything here is plain
+//! blocking file I/O on pseudo-files (about a microsecond each); the
+//! collector runs it on its sampler thread.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use super::procfile::ReadError;
+use super::procfile::{Kept, optional};
 
 /// Which cgroup hierarchy the host runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,103 +143,293 @@ pub struct Raw {
     pub net_tx: u64,
 }
 
-/// Why a container's counters could not be read.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot read {path}: {source}")]
-pub struct ReadError {
-    /// The file.
-    pub path: PathBuf,
-    /// Why.
-    pub source: std::io::Error,
+/// The open files of one container, per hierarchy. Required files make a
+/// pass fail when they cannot be read (the cgroup is gone); optional ones
+/// read as empty.
+#[derive(Debug)]
+enum Open {
+    V2 {
+        cpu_stat: Kept,
+        memory_current: Kept,
+        memory_stat: Option<Kept>,
+        memory_events: Option<Kept>,
+        io_stat: Option<Kept>,
+        cpu_max: Option<Kept>,
+        memory_max: Option<Kept>,
+    },
+    V1 {
+        usage: Kept,
+        cpu_stat: Option<Kept>,
+        quota: Option<Kept>,
+        period: Option<Kept>,
+        memory_usage: Kept,
+        memory_stat: Option<Kept>,
+        memory_limit: Option<Kept>,
+        oom_control: Option<Kept>,
+        /// `blkio.throttle.io_service_bytes_recursive`, then the flat
+        /// file for kernels that leave the recursive one empty.
+        blkio: [Option<Kept>; 2],
+    },
 }
 
-fn read(path: PathBuf) -> Result<String, ReadError> {
-    std::fs::read_to_string(&path).map_err(|source| ReadError { path, source })
+/// A container's counter files, opened once while the container lives and
+/// re-read each pass. Dropping it closes every descriptor; the collector
+/// drops it when the container stops being a service's primary or a read
+/// fails.
+#[derive(Debug)]
+pub struct Files {
+    open: Open,
+    /// `cgroup.procs`, read only until a process is found for `net`.
+    procs: Kept,
+    /// `PROC/PID/net/dev` of the container's first process. The open file
+    /// stays bound to the container's network namespace, so it is opened
+    /// once and kept even if that process exits before the container does.
+    net: Option<Kept>,
+    cache: Cache,
 }
 
-/// Reads a file that may be missing on some kernels or configurations
-/// (e.g. blkio without the throttle policy): missing counts as empty.
-fn read_optional(path: PathBuf) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+impl Files {
+    /// Opens the container's files in `dirs`; fails when a required one is
+    /// missing (the container is gone).
+    pub fn open(dirs: &Dirs) -> Result<Files, ReadError> {
+        let (open, procs_dir) = match dirs {
+            Dirs::V2(dir) => (
+                Open::V2 {
+                    cpu_stat: Kept::open(dir.join("cpu.stat"))?,
+                    memory_current: Kept::open(dir.join("memory.current"))?,
+                    memory_stat: Kept::optional(dir.join("memory.stat")),
+                    memory_events: Kept::optional(dir.join("memory.events")),
+                    io_stat: Kept::optional(dir.join("io.stat")),
+                    cpu_max: Kept::optional(dir.join("cpu.max")),
+                    memory_max: Kept::optional(dir.join("memory.max")),
+                },
+                dir,
+            ),
+            Dirs::V1 {
+                cpuacct,
+                cpu,
+                memory,
+                blkio,
+            } => (
+                Open::V1 {
+                    usage: Kept::open(cpuacct.join("cpuacct.usage"))?,
+                    cpu_stat: Kept::optional(cpu.join("cpu.stat")),
+                    quota: Kept::optional(cpu.join("cpu.cfs_quota_us")),
+                    period: Kept::optional(cpu.join("cpu.cfs_period_us")),
+                    memory_usage: Kept::open(memory.join("memory.usage_in_bytes"))?,
+                    memory_stat: Kept::optional(memory.join("memory.stat")),
+                    memory_limit: Kept::optional(memory.join("memory.limit_in_bytes")),
+                    oom_control: Kept::optional(memory.join("memory.oom_control")),
+                    blkio: [
+                        Kept::optional(blkio.join("blkio.throttle.io_service_bytes_recursive")),
+                        Kept::optional(blkio.join("blkio.throttle.io_service_bytes")),
+                    ],
+                },
+                memory,
+            ),
+        };
+        Ok(Files {
+            open,
+            procs: Kept::open(procs_dir.join("cgroup.procs"))?,
+            net: None,
+            cache: Cache::default(),
+        })
+    }
+
+    /// Descriptors this container holds open (for tests and accounting).
+    pub fn descriptors(&self) -> usize {
+        let kept = |k: &Option<Kept>| usize::from(k.is_some());
+        let own = match &self.open {
+            Open::V2 {
+                memory_stat,
+                memory_events,
+                io_stat,
+                cpu_max,
+                memory_max,
+                ..
+            } => 2 + kept(memory_stat) + kept(memory_events) + kept(io_stat) + kept(cpu_max) + kept(memory_max),
+            Open::V1 {
+                cpu_stat,
+                quota,
+                period,
+                memory_stat,
+                memory_limit,
+                oom_control,
+                blkio,
+                ..
+            } => {
+                2 + kept(cpu_stat)
+                    + kept(quota)
+                    + kept(period)
+                    + kept(memory_stat)
+                    + kept(memory_limit)
+                    + kept(oom_control)
+                    + blkio.iter().map(kept).sum::<usize>()
+            }
+        };
+        own + 1 + kept(&self.net)
+    }
+
+    /// Reads every counter, using `buf` as scratch space. Fails when a
+    /// required file cannot be read, which means the container (its
+    /// cgroup) is gone.
+    ///
+    /// Reads only what may have changed: the limits once per
+    /// [`REVALIDATE`] (they move only on `docker update`), and
+    /// `memory.stat` (the costliest file: the kernel sums its statistics on
+    /// each read) when memory usage moved or [`REVALIDATE`] went by.
+    pub fn read(&mut self, proc_root: &Path, buf: &mut Vec<u8>) -> Result<Raw, ReadError> {
+        self.read_at(proc_root, buf, Instant::now())
+    }
+
+    fn read_at(&mut self, proc_root: &Path, buf: &mut Vec<u8>, now: Instant) -> Result<Raw, ReadError> {
+        let cache = &mut self.cache;
+        let revalidate = cache
+            .revalidated_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= REVALIDATE);
+        if revalidate {
+            cache.revalidated_at = Some(now);
+        }
+        let mut raw = match &self.open {
+            Open::V2 {
+                cpu_stat,
+                memory_current,
+                memory_stat,
+                memory_events,
+                io_stat,
+                cpu_max,
+                memory_max,
+            } => {
+                let cpu = cpu_stat.read(buf)?;
+                let (usage_usec, nr_throttled, throttled_usec) = (
+                    keyed(cpu, "usage_usec").unwrap_or(0),
+                    keyed(cpu, "nr_throttled").unwrap_or(0),
+                    keyed(cpu, "throttled_usec").unwrap_or(0),
+                );
+                let current = parse_u64(memory_current.read(buf)?);
+                if revalidate || cache.usage_at_stat != Some(current) {
+                    cache.inactive = optional(memory_stat, buf, |t| keyed(t, "inactive_file"))
+                        .flatten()
+                        .unwrap_or(0);
+                    cache.usage_at_stat = Some(current);
+                }
+                if revalidate {
+                    cache.cpu_limit = optional(cpu_max, buf, parse_cpu_max).flatten();
+                    cache.memory_limit = optional(memory_max, buf, parse_memory_max).flatten();
+                }
+                Raw {
+                    cpu_usage_ns: usage_usec.saturating_mul(1000),
+                    throttled_periods: nr_throttled,
+                    throttled_ns: throttled_usec.saturating_mul(1000),
+                    memory_bytes: current.saturating_sub(cache.inactive),
+                    oom_kills: optional(memory_events, buf, |t| keyed(t, "oom_kill"))
+                        .flatten()
+                        .unwrap_or(0),
+                    ..Raw::default()
+                }
+                .with_blkio(optional(io_stat, buf, parse_io_stat))
+            }
+            Open::V1 {
+                usage,
+                cpu_stat,
+                quota,
+                period,
+                memory_usage,
+                memory_stat,
+                memory_limit,
+                oom_control,
+                blkio,
+            } => {
+                let cpu_usage_ns = parse_u64(usage.read(buf)?);
+                let (throttled_periods, throttled_ns) = optional(cpu_stat, buf, |t| {
+                    (
+                        keyed(t, "nr_throttled").unwrap_or(0),
+                        keyed(t, "throttled_time").unwrap_or(0),
+                    )
+                })
+                .unwrap_or((0, 0));
+                let current = parse_u64(memory_usage.read(buf)?);
+                if revalidate || cache.usage_at_stat != Some(current) {
+                    cache.inactive = optional(memory_stat, buf, |t| keyed(t, "total_inactive_file"))
+                        .flatten()
+                        .unwrap_or(0);
+                    cache.usage_at_stat = Some(current);
+                }
+                if revalidate {
+                    let quota = optional(quota, buf, parse_i64).flatten();
+                    let period = optional(period, buf, parse_i64).flatten();
+                    cache.cpu_limit = v1_cpus(quota, period);
+                    cache.memory_limit = optional(memory_limit, buf, parse_u64).and_then(v1_limit);
+                }
+                Raw {
+                    cpu_usage_ns,
+                    throttled_periods,
+                    throttled_ns,
+                    memory_bytes: current.saturating_sub(cache.inactive),
+                    oom_kills: optional(oom_control, buf, |t| keyed(t, "oom_kill"))
+                        .flatten()
+                        .unwrap_or(0),
+                    ..Raw::default()
+                }
+                .with_blkio(blkio.iter().find_map(|f| {
+                    let text = f.as_ref()?.read(buf).ok()?;
+                    (!text.is_empty()).then(|| parse_v1_blkio(text))
+                }))
+            }
+        };
+        raw.cpu_limit = cache.cpu_limit;
+        raw.memory_limit = cache.memory_limit;
+        if self.net.is_none() {
+            // Only the first pid matters: a short read is enough however
+            // many processes the container runs.
+            if let Some(pid) = first_pid(self.procs.read_prefix(buf, 64)?) {
+                // The process may exit between the two reads; try again
+                // next pass.
+                let mut path = proc_root.join(pid.to_string());
+                path.push("net/dev");
+                self.net = Kept::optional(path);
+            }
+        }
+        if let Some(net) = &self.net {
+            match net.read(buf) {
+                Ok(text) => (raw.net_rx, raw.net_tx) = parse_net_dev(text),
+                // Open it afresh next pass.
+                Err(_) => self.net = None,
+            }
+        }
+        Ok(raw)
+    }
 }
 
-/// Reads every counter of a container. Fails when a required file is
-/// missing, which means the container (its cgroup) is gone.
+/// How long a container's limits, and a `memory.stat` reading while
+/// memory usage stays put, are reused: as long as the reconciler's resync,
+/// so a `docker update` shows in metrics as soon as drift is noticed.
+pub const REVALIDATE: Duration = Duration::from_secs(10);
+
+/// What a container's previous passes read from its slow-moving files.
+#[derive(Debug, Default)]
+struct Cache {
+    /// When the limits were last read.
+    revalidated_at: Option<Instant>,
+    /// Memory usage when `memory.stat` was last read.
+    usage_at_stat: Option<u64>,
+    /// Inactive file cache from that read.
+    inactive: u64,
+    cpu_limit: Option<f64>,
+    memory_limit: Option<u64>,
+}
+
+impl Raw {
+    fn with_blkio(mut self, rw: Option<(u64, u64)>) -> Raw {
+        (self.blkio_read, self.blkio_write) = rw.unwrap_or((0, 0));
+        self
+    }
+}
+
+/// Reads every counter of a container once (opens, reads and closes its
+/// files). The collector keeps [`Files`] open instead.
 pub fn read_container(dirs: &Dirs, proc_root: &Path) -> Result<Raw, ReadError> {
-    let mut raw = match dirs {
-        Dirs::V2(dir) => read_v2(dir)?,
-        Dirs::V1 {
-            cpuacct,
-            cpu,
-            memory,
-            blkio,
-        } => read_v1(cpuacct, cpu, memory, blkio)?,
-    };
-    let procs_dir = match dirs {
-        Dirs::V2(dir) => dir,
-        Dirs::V1 { memory, .. } => memory,
-    };
-    if let Some(pid) = first_pid(&read(procs_dir.join("cgroup.procs"))?) {
-        // The process may exit between the two reads; its counters are then
-        // simply missing this pass.
-        let net = read_optional(proc_root.join(pid.to_string()).join("net").join("dev"));
-        let (rx, tx) = parse_net_dev(&net);
-        raw.net_rx = rx;
-        raw.net_tx = tx;
-    }
-    Ok(raw)
-}
-
-fn read_v2(dir: &Path) -> Result<Raw, ReadError> {
-    let cpu_stat = read(dir.join("cpu.stat"))?;
-    let memory_stat = read_optional(dir.join("memory.stat"));
-    let current = parse_u64(&read(dir.join("memory.current"))?);
-    let inactive = keyed(&memory_stat, "inactive_file").unwrap_or(0);
-    let events = read_optional(dir.join("memory.events"));
-    let (blkio_read, blkio_write) = parse_io_stat(&read_optional(dir.join("io.stat")));
-    Ok(Raw {
-        cpu_usage_ns: keyed(&cpu_stat, "usage_usec").unwrap_or(0).saturating_mul(1000),
-        throttled_periods: keyed(&cpu_stat, "nr_throttled").unwrap_or(0),
-        throttled_ns: keyed(&cpu_stat, "throttled_usec").unwrap_or(0).saturating_mul(1000),
-        cpu_limit: parse_cpu_max(&read_optional(dir.join("cpu.max"))),
-        memory_bytes: current.saturating_sub(inactive),
-        memory_limit: parse_memory_max(&read_optional(dir.join("memory.max"))),
-        oom_kills: keyed(&events, "oom_kill").unwrap_or(0),
-        blkio_read,
-        blkio_write,
-        net_rx: 0,
-        net_tx: 0,
-    })
-}
-
-fn read_v1(cpuacct: &Path, cpu: &Path, memory: &Path, blkio: &Path) -> Result<Raw, ReadError> {
-    let usage = parse_u64(&read(cpuacct.join("cpuacct.usage"))?);
-    let cpu_stat = read_optional(cpu.join("cpu.stat"));
-    let quota = read_optional(cpu.join("cpu.cfs_quota_us"));
-    let period = read_optional(cpu.join("cpu.cfs_period_us"));
-    let current = parse_u64(&read(memory.join("memory.usage_in_bytes"))?);
-    let memory_stat = read_optional(memory.join("memory.stat"));
-    let inactive = keyed(&memory_stat, "total_inactive_file").unwrap_or(0);
-    let limit = parse_u64(&read_optional(memory.join("memory.limit_in_bytes")));
-    let oom = read_optional(memory.join("memory.oom_control"));
-    let mut io = read_optional(blkio.join("blkio.throttle.io_service_bytes_recursive"));
-    if io.is_empty() {
-        io = read_optional(blkio.join("blkio.throttle.io_service_bytes"));
-    }
-    let (blkio_read, blkio_write) = parse_v1_blkio(&io);
-    Ok(Raw {
-        cpu_usage_ns: usage,
-        throttled_periods: keyed(&cpu_stat, "nr_throttled").unwrap_or(0),
-        throttled_ns: keyed(&cpu_stat, "throttled_time").unwrap_or(0),
-        cpu_limit: parse_v1_quota(&quota, &period),
-        memory_bytes: current.saturating_sub(inactive),
-        memory_limit: v1_limit(limit),
-        oom_kills: keyed(&oom, "oom_kill").unwrap_or(0),
-        blkio_read,
-        blkio_write,
-        net_rx: 0,
-        net_tx: 0,
-    })
+    Files::open(dirs)?.read(proc_root, &mut Vec::new())
 }
 
 // ------------------------------------------------------------------ parsers
@@ -261,9 +459,16 @@ pub fn parse_cpu_max(text: &str) -> Option<f64> {
 
 /// `cpu.cfs_quota_us` and `cpu.cfs_period_us` (v1): quota -1 = none.
 pub fn parse_v1_quota(quota: &str, period: &str) -> Option<f64> {
-    let quota: i64 = quota.trim().parse().ok()?;
-    let period: i64 = period.trim().parse().ok()?;
+    v1_cpus(parse_i64(quota), parse_i64(period))
+}
+
+fn v1_cpus(quota: Option<i64>, period: Option<i64>) -> Option<f64> {
+    let (quota, period) = (quota?, period?);
     (quota > 0 && period > 0).then(|| quota as f64 / period as f64)
+}
+
+fn parse_i64(text: &str) -> Option<i64> {
+    text.trim().parse().ok()
 }
 
 /// `memory.max` (v2): `"max"` = none.
@@ -321,12 +526,12 @@ pub fn parse_net_dev(text: &str) -> (u64, u64) {
         if iface.trim() == "lo" {
             continue;
         }
-        let fields: Vec<&str> = counters.split_whitespace().collect();
-        if fields.len() < 9 {
+        let mut fields = counters.split_whitespace();
+        let (Some(r), Some(t)) = (fields.next(), fields.nth(7)) else {
             continue;
-        }
-        rx = rx.saturating_add(fields[0].parse().unwrap_or(0));
-        tx = tx.saturating_add(fields[8].parse().unwrap_or(0));
+        };
+        rx = rx.saturating_add(r.parse().unwrap_or(0));
+        tx = tx.saturating_add(t.parse().unwrap_or(0));
     }
     (rx, tx)
 }
@@ -511,6 +716,56 @@ mod tests {
         let proc_root = proc_with_net(tmp.path(), 77);
         let dirs = locate(&root, Version::V1, ID).expect("found");
         expect_v1(&read_container(&dirs, &proc_root).expect("read"));
+    }
+
+    #[test]
+    fn kept_files_show_new_values_and_slow_files_are_reread_in_time() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("docker").join(ID);
+        v2_files(&dir);
+        let proc_root = proc_with_net(tmp.path(), 4242);
+        let mut files = Files::open(&Dirs::V2(dir.clone())).expect("open");
+        let mut buf = Vec::new();
+        let t0 = Instant::now();
+        expect_v2(&files.read_at(&proc_root, &mut buf, t0).expect("read"));
+        assert_eq!(files.descriptors(), 9, "7 cgroup files, cgroup.procs, net/dev");
+
+        // Counters move: the kept descriptors read the new values.
+        write(
+            &dir,
+            &[
+                (
+                    "cpu.stat",
+                    "usage_usec 3000000\nnr_throttled 13\nthrottled_usec 1000000\n",
+                ),
+                ("memory.events", "oom_kill 3\n"),
+                ("cpu.max", "max 100000\n"),
+                ("memory.stat", "inactive_file 1000\n"),
+            ],
+        );
+        let raw = files
+            .read_at(&proc_root, &mut buf, t0 + Duration::from_secs(1))
+            .expect("read");
+        assert_eq!(raw.cpu_usage_ns, 3_000_000_000);
+        assert_eq!(raw.oom_kills, 3);
+        // Usage did not move and REVALIDATE has not passed: the limit and
+        // inactive cache are the earlier readings.
+        assert_eq!(raw.cpu_limit, Some(0.5));
+        assert_eq!(raw.memory_bytes, 73_400_320 - 4_194_304);
+        // Usage moved: memory.stat is read again.
+        write(&dir, &[("memory.current", "73401320\n")]);
+        let raw = files
+            .read_at(&proc_root, &mut buf, t0 + Duration::from_secs(2))
+            .expect("read");
+        assert_eq!(raw.memory_bytes, 73_401_320 - 1000);
+        assert_eq!(raw.cpu_limit, Some(0.5), "limits wait for REVALIDATE");
+        let raw = files.read_at(&proc_root, &mut buf, t0 + REVALIDATE).expect("read");
+        assert_eq!(raw.cpu_limit, None, "re-read after REVALIDATE");
+
+        // The cgroup goes away: a required file fails and names itself.
+        std::fs::remove_file(dir.join("cpu.stat")).expect("rm");
+        let fresh = Files::open(&Dirs::V2(dir.clone())).expect_err("cpu.stat is required");
+        assert!(fresh.to_string().contains("cpu.stat"), "{fresh}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Metrics: one collector task samples the host and every service's running
 //! container at `[metrics] interval` and publishes a [`Snapshot`].
 //!
-//! Inputs: `sysinfo` for the host ([`host`]), the cgroup filesystem for
+//! Inputs: procfs for the host ([`host`]), the cgroup filesystem for
 //! containers ([`cgroup`]; v1 or v2, found at start), and two `watch`
 //! channels ([`Inputs`]): the [`MetricsTarget`]s the supervisor publishes
 //! after every change (which container is whose, restarts, OOM kills,
@@ -17,12 +17,20 @@
 //! any of them, so a slow reader only misses snapshots, and knows how many
 //! from the sequence numbers.
 //!
+//! Cost: the file reading runs on one long-lived sampler thread that keeps
+//! every file open between passes and re-reads it with `pread` into one
+//! reused buffer ([`procfile`]); a container's files are closed when it
+//! stops being a service's primary. The pass's timings and the number of
+//! files held are in the snapshot (`berth_metrics_pass_seconds`,
+//! `berth_metrics_open_files`).
+//!
 //! Shutdown: the collector stops on cancel and drops the sender, which
-//! ends every reader.
+//! ends every reader and the sampler thread.
 
 pub mod cgroup;
 pub mod dockerstats;
 pub mod host;
+pub mod procfile;
 pub mod prometheus;
 pub mod statsd;
 
@@ -188,6 +196,8 @@ pub struct Snapshot {
     pub containers_elapsed: Duration,
     /// Containers read in this pass.
     pub containers_read: u32,
+    /// Container cgroup and procfs files the collector holds open.
+    pub open_files: usize,
 }
 
 /// One alert instance as the Prometheus endpoint shows it
@@ -254,14 +264,26 @@ enum FileRead {
     NotRunning,
 }
 
-/// The blocking half of the collector: `sysinfo` handles and the cgroup
-/// directories found so far. Moved onto a blocking thread for each pass.
+/// The blocking half of the collector: the host's open files and every
+/// container's open cgroup files. Owned by the sampler thread.
 struct FileState {
     version: Option<cgroup::Version>,
     cgroup_root: PathBuf,
     proc_root: PathBuf,
     host: host::HostCollector,
-    dirs: HashMap<String, cgroup::Dirs>,
+    /// Open files per container id, kept while the container is some
+    /// service's primary.
+    files: HashMap<String, cgroup::Files>,
+    /// Scratch space every file is read into.
+    buf: Vec<u8>,
+}
+
+/// What one pass over the files gave.
+struct PassRead {
+    host: HostSample,
+    host_elapsed: Duration,
+    reads: Vec<FileRead>,
+    containers_elapsed: Duration,
 }
 
 impl FileState {
@@ -271,17 +293,18 @@ impl FileState {
             cgroup_root: config.cgroup_root.clone(),
             proc_root: config.proc_root.clone(),
             host: host::HostCollector::new(&config.proc_root),
-            dirs: HashMap::new(),
+            files: HashMap::new(),
+            buf: Vec::new(),
         }
     }
 
-    fn read(&mut self, targets: &[MetricsTarget]) -> (HostSample, Duration, Vec<FileRead>, Duration) {
+    fn read(&mut self, targets: &[MetricsTarget]) -> PassRead {
         let t = Instant::now();
-        let host = self.host.sample();
+        let host = self.host.sample(&mut self.buf);
         let host_elapsed = t.elapsed();
         let t = Instant::now();
-        // Forget directories of containers no longer anybody's primary.
-        self.dirs
+        // Close the files of containers no longer anybody's primary.
+        self.files
             .retain(|id, _| targets.iter().any(|t| t.container_id.as_deref() == Some(id)));
         let reads = targets
             .iter()
@@ -292,30 +315,75 @@ impl FileState {
                 let Some(version) = self.version else {
                     return FileRead::NeedsFallback;
                 };
-                let dirs = match self.dirs.get(id) {
-                    Some(d) => d.clone(),
-                    None => match cgroup::locate(&self.cgroup_root, version, id) {
-                        Some(d) => {
-                            self.dirs.insert(id.to_owned(), d.clone());
-                            d
+                if let Some(files) = self.files.get_mut(id) {
+                    match files.read(&self.proc_root, &mut self.buf) {
+                        Ok(raw) => return FileRead::Cgroup(raw),
+                        // The cgroup was removed under the open files (a
+                        // `docker restart` keeps the id but makes a new
+                        // cgroup): close them and look afresh below.
+                        Err(e) => {
+                            debug!(container = id, error = %e, "Container cgroup files went stale; reopening.");
+                            self.files.remove(id);
                         }
-                        None => return FileRead::NeedsFallback,
-                    },
+                    }
+                }
+                let Some(dirs) = cgroup::locate(&self.cgroup_root, version, id) else {
+                    return FileRead::NeedsFallback;
                 };
-                match cgroup::read_container(&dirs, &self.proc_root) {
-                    Ok(raw) => FileRead::Cgroup(raw),
+                let read = cgroup::Files::open(&dirs).and_then(|mut files| {
+                    let raw = files.read(&self.proc_root, &mut self.buf)?;
+                    Ok((files, raw))
+                });
+                match read {
+                    Ok((files, raw)) => {
+                        self.files.insert(id.to_owned(), files);
+                        FileRead::Cgroup(raw)
+                    }
                     Err(e) => {
-                        // Gone since the supervisor last looked, most likely;
-                        // find it afresh next time.
+                        // Gone since the supervisor last looked, most likely.
                         debug!(container = id, error = %e, "Cannot read container cgroup.");
-                        self.dirs.remove(id);
                         FileRead::NeedsFallback
                     }
                 }
             })
             .collect();
-        (host, host_elapsed, reads, t.elapsed())
+        PassRead {
+            host,
+            host_elapsed,
+            reads,
+            containers_elapsed: t.elapsed(),
+        }
     }
+
+    /// Descriptors held open for containers.
+    fn container_descriptors(&self) -> usize {
+        self.files.values().map(cgroup::Files::descriptors).sum()
+    }
+}
+
+/// A pass the sampler thread is asked for: the targets to read, and where
+/// to send what it read.
+type PassRequest = (Arc<Vec<MetricsTarget>>, tokio::sync::oneshot::Sender<(PassRead, usize)>);
+
+/// Starts the sampler thread: it owns the open files and runs one pass per
+/// request, off the async workers (a `statvfs` of a hung network mount
+/// blocks only it). One long-lived thread rather than `spawn_blocking`
+/// per pass, whose pool would start a fresh thread for every pass at
+/// intervals longer than its keep-alive. It ends when the collector drops
+/// the sender.
+fn spawn_sampler(config: &MetricsConfig) -> std::io::Result<std::sync::mpsc::SyncSender<PassRequest>> {
+    // One pass in flight at a time: the collector waits for each reply.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<PassRequest>(1);
+    let mut state = FileState::new(config);
+    std::thread::Builder::new()
+        .name("berth-metrics".into())
+        .spawn(move || {
+            while let Ok((targets, reply)) = rx.recv() {
+                let read = state.read(&targets);
+                let _ = reply.send((read, state.container_descriptors()));
+            }
+        })?;
+    Ok(tx)
 }
 
 /// The previous CPU reading of a container, for rates.
@@ -365,7 +433,14 @@ async fn collect_loop(
     tx: watch::Sender<Arc<Snapshot>>,
     cancel: CancellationToken,
 ) {
-    let mut files = Some(FileState::new(&config));
+    let version = container_source(&config);
+    let sampler = match spawn_sampler(&config) {
+        Ok(tx) => tx,
+        Err(e) => {
+            warn!(error = %e, "Cannot start the metrics sampler thread; no metrics will be collected.");
+            return;
+        }
+    };
     let mut marks: HashMap<String, CpuMark> = HashMap::new();
     let mut seq = 0u64;
     let mut tick = tokio::time::interval(interval);
@@ -376,25 +451,26 @@ async fn collect_loop(
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let targets: Vec<MetricsTarget> = inputs.targets.borrow().as_ref().clone();
+        let targets: Arc<Vec<MetricsTarget>> = inputs.targets.borrow().clone();
         let docker = inputs.docker.borrow().clone();
-        let state = files.take().unwrap_or_else(|| FileState::new(&config));
-        let version = state.version;
-        let shared_targets = targets.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            let mut state = state;
-            let out = state.read(&shared_targets);
-            (state, out)
-        })
-        .await;
-        let (state, (host, host_elapsed, reads, mut containers_elapsed)) = match joined {
-            Ok(v) => v,
-            Err(e) => {
-                warn!(error = %e, "A metrics pass failed; starting over with fresh state.");
-                continue;
-            }
+        let (reply, replied) = tokio::sync::oneshot::channel();
+        if sampler.send((targets.clone(), reply)).is_err() {
+            warn!("The metrics sampler thread ended; no more metrics will be collected.");
+            break;
+        }
+        let Ok((
+            PassRead {
+                host,
+                host_elapsed,
+                reads,
+                mut containers_elapsed,
+            },
+            descriptors,
+        )) = replied.await
+        else {
+            warn!("The metrics sampler thread ended during a pass; no more metrics will be collected.");
+            break;
         };
-        files = Some(state);
 
         // Containers without readable cgroup files: Docker's one-shot stats.
         let fallback_ids: Vec<String> = targets
@@ -500,6 +576,7 @@ async fn collect_loop(
             host_elapsed,
             containers_elapsed,
             containers_read,
+            open_files: descriptors,
         };
         debug!(
             seq,
@@ -543,6 +620,68 @@ mod tests {
         assert!(wanted(&[], "web"));
         assert!(wanted(&["web".into()], "web"));
         assert!(!wanted(&["web".into()], "worker"));
+    }
+
+    fn target(service: &str, id: Option<&str>) -> MetricsTarget {
+        MetricsTarget {
+            service: service.into(),
+            revision: 1,
+            priority: 0,
+            container_id: id.map(str::to_owned),
+            restarts: 0,
+            oom_kills: 0,
+            health: String::new(),
+            degraded: false,
+            held: None,
+            cpus: None,
+        }
+    }
+
+    #[test]
+    fn files_are_kept_between_passes_and_closed_with_the_container() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("cgroup");
+        let ids = ["a".repeat(64), "b".repeat(64)];
+        std::fs::create_dir_all(&root).expect("root");
+        std::fs::write(root.join("cgroup.controllers"), "cpu memory\n").expect("controllers");
+        for (n, id) in ids.iter().enumerate() {
+            let c = root.join("docker").join(id);
+            std::fs::create_dir_all(&c).expect("container dir");
+            std::fs::write(c.join("cgroup.procs"), "").expect("procs");
+            std::fs::write(c.join("cpu.stat"), format!("usage_usec {}\n", n + 1)).expect("cpu.stat");
+            std::fs::write(c.join("memory.current"), "4096\n").expect("memory.current");
+        }
+        let mut config = crate::config::Config::parse("", std::path::Path::new("t.toml"))
+            .expect("config")
+            .metrics;
+        config.cgroup_root = root.clone();
+        config.proc_root = dir.path().join("proc");
+        let mut state = FileState::new(&config);
+        let both = [
+            target("a", Some(&ids[0])),
+            target("b", Some(&ids[1])),
+            target("idle", None),
+        ];
+        let pass = state.read(&both);
+        assert!(matches!(pass.reads[0], FileRead::Cgroup(ref r) if r.cpu_usage_ns == 1000));
+        assert!(matches!(pass.reads[1], FileRead::Cgroup(ref r) if r.cpu_usage_ns == 2000));
+        assert!(matches!(pass.reads[2], FileRead::NotRunning));
+        // cpu.stat, memory.current and cgroup.procs each.
+        assert_eq!(state.container_descriptors(), 6);
+
+        // Counters move in the kept files; the next pass sees them.
+        std::fs::write(root.join("docker").join(&ids[0]).join("cpu.stat"), "usage_usec 7\n").expect("rewrite");
+        let pass = state.read(&both);
+        assert!(matches!(pass.reads[0], FileRead::Cgroup(ref r) if r.cpu_usage_ns == 7000));
+
+        // b is nobody's primary any more: its files are closed.
+        let pass = state.read(&both[..1]);
+        assert_eq!(pass.reads.len(), 1);
+        assert_eq!(state.files.len(), 1);
+        assert_eq!(state.container_descriptors(), 3);
+        let pass = state.read(&[]);
+        assert!(pass.reads.is_empty());
+        assert_eq!(state.container_descriptors(), 0, "every file closed");
     }
 
     #[test]

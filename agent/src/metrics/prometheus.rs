@@ -5,8 +5,10 @@
 //! Owns the rendering of a [`Snapshot`] in the text exposition format
 //! (0.0.4) and a small HTTP/1.1 server. A scrape renders the newest
 //! snapshot; it never triggers collection, so scraping often costs the
-//! agent a render, not a pass. Connections end when the agent's
-//! cancellation token fires.
+//! agent a render, not a pass. The text is written straight into one
+//! buffer (no string per sample) and kept until the next snapshot or alert
+//! change, so scrapers that share a snapshot share one render.
+//! Connections end when the agent's cancellation token fires.
 //!
 //! Alert rules (`[[alerts]]`) add `berth_alert_active{alert,service}`:
 //! 1 while an instance fires, 0 otherwise, from the newest list
@@ -62,8 +64,18 @@ pub struct Sources {
     pub alerts: watch::Receiver<Arc<Vec<AlertGauge>>>,
 }
 
+/// The newest rendered body and what it was rendered from.
+#[derive(Default)]
+struct Rendered {
+    /// Snapshot sequence number and the alert list (held, so that its
+    /// address is not reused while compared).
+    key: Option<(u64, Arc<Vec<AlertGauge>>)>,
+    body: Bytes,
+}
+
 /// Serves scrapes on `listener` until `cancel` fires.
 pub async fn serve(listener: TcpListener, sources: Sources, tracker: TaskTracker, cancel: CancellationToken) {
+    let rendered = Arc::new(std::sync::Mutex::new(Rendered::default()));
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -79,11 +91,12 @@ pub async fn serve(listener: TcpListener, sources: Sources, tracker: TaskTracker
             },
         };
         let sources = sources.clone();
+        let rendered = rendered.clone();
         let cancel = cancel.clone();
         tracker.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let sources = sources.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(&req, &sources)) }
+                let reply = respond(&req, &sources, &rendered);
+                async move { Ok::<_, std::convert::Infallible>(reply) }
             });
             let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
             tokio::select! {
@@ -96,9 +109,9 @@ pub async fn serve(listener: TcpListener, sources: Sources, tracker: TaskTracker
     }
 }
 
-fn respond<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, content_type: &str, body: String| {
-        let mut r = Response::new(Full::new(Bytes::from(body)));
+fn respond<B>(req: &Request<B>, sources: &Sources, rendered: &std::sync::Mutex<Rendered>) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, content_type: &str, body: Bytes| {
+        let mut r = Response::new(Full::new(body));
         *r.status_mut() = status;
         if let Ok(v) = content_type.parse() {
             r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
@@ -109,36 +122,70 @@ fn respond<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Bytes>> {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "only GET /metrics\n".into(),
+            Bytes::from_static(b"only GET /metrics\n"),
         );
     }
     match req.uri().path() {
-        "/metrics" => {
-            let mut body = render(&sources.hub.latest());
-            body.push_str(&render_alerts(&sources.alerts.borrow()));
-            reply(StatusCode::OK, CONTENT_TYPE, body)
-        }
+        "/metrics" => reply(StatusCode::OK, CONTENT_TYPE, body(sources, rendered)),
         "/" => reply(
             StatusCode::OK,
             "text/plain",
-            "berth agent: metrics at /metrics\n".into(),
+            Bytes::from_static(b"berth agent: metrics at /metrics\n"),
         ),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found; try /metrics\n".into()),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            Bytes::from_static(b"not found; try /metrics\n"),
+        ),
     }
+}
+
+/// The newest snapshot and alerts rendered, or the body already rendered
+/// from them.
+fn body(sources: &Sources, rendered: &std::sync::Mutex<Rendered>) -> Bytes {
+    let snapshot = sources.hub.latest();
+    let alerts = sources.alerts.borrow().clone();
+    let mut cache = rendered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let fresh = cache
+        .key
+        .as_ref()
+        .is_some_and(|(seq, a)| *seq == snapshot.seq && Arc::ptr_eq(a, &alerts));
+    if !fresh {
+        // Sized from the previous render, so the buffer is allocated once.
+        let mut w = Writer {
+            out: String::with_capacity(cache.body.len().max(4096 + 2048 * snapshot.containers.len())),
+        };
+        render_into(&mut w, &snapshot);
+        render_alerts_into(&mut w, &alerts);
+        *cache = Rendered {
+            key: Some((snapshot.seq, alerts)),
+            body: Bytes::from(w.out),
+        };
+    }
+    cache.body.clone()
 }
 
 /// Escapes a label value: backslash, double quote and newline.
 pub fn escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
+    escape_into(&mut out, value);
     out
+}
+
+fn escape_into(out: &mut String, value: &str) {
+    // Label values rarely need escaping: copy runs between special
+    // characters whole.
+    let mut rest = value;
+    while let Some(i) = rest.find(['\\', '"', '\n']) {
+        out.push_str(&rest[..i]);
+        out.push_str(match rest.as_bytes()[i] {
+            b'\\' => "\\\\",
+            b'"' => "\\\"",
+            _ => "\\n",
+        });
+        rest = &rest[i + 1..];
+    }
+    out.push_str(rest);
 }
 
 struct Writer {
@@ -159,11 +206,16 @@ impl Writer {
                 if i > 0 {
                     self.out.push(',');
                 }
-                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
+                self.out.push_str(k);
+                self.out.push_str("=\"");
+                escape_into(&mut self.out, v);
+                self.out.push('"');
             }
             self.out.push('}');
         }
-        let _ = writeln!(self.out, " {}", number(value));
+        self.out.push(' ');
+        write_number(&mut self.out, value);
+        self.out.push('\n');
     }
 
     fn one(&mut self, name: &str, kind: &str, help: &str, value: f64) {
@@ -173,19 +225,24 @@ impl Writer {
 }
 
 /// Integers without a fraction, others with Rust's shortest exact form.
-fn number(v: f64) -> String {
+fn write_number(out: &mut String, v: f64) {
     if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
+        let _ = write!(out, "{}", v as i64);
     } else {
-        format!("{v}")
+        let _ = write!(out, "{v}");
     }
 }
 
 /// The alert instances in the text exposition format; nothing without rules.
 pub fn render_alerts(gauges: &[AlertGauge]) -> String {
     let mut w = Writer { out: String::new() };
+    render_alerts_into(&mut w, gauges);
+    w.out
+}
+
+fn render_alerts_into(w: &mut Writer, gauges: &[AlertGauge]) {
     if gauges.is_empty() {
-        return w.out;
+        return;
     }
     w.family(
         "berth_alert_active",
@@ -199,7 +256,6 @@ pub fn render_alerts(gauges: &[AlertGauge]) -> String {
             if g.active { 1.0 } else { 0.0 },
         );
     }
-    w.out
 }
 
 /// The snapshot in the text exposition format.
@@ -207,6 +263,11 @@ pub fn render(s: &Snapshot) -> String {
     let mut w = Writer {
         out: String::with_capacity(4096 + 2048 * s.containers.len()),
     };
+    render_into(&mut w, s);
+    w.out
+}
+
+fn render_into(w: &mut Writer, s: &Snapshot) {
     let h = &s.host;
     w.one(
         "berth_metrics_passes_total",
@@ -215,7 +276,7 @@ pub fn render(s: &Snapshot) -> String {
         s.seq as f64,
     );
     if s.seq == 0 {
-        return w.out;
+        return;
     }
     w.one(
         "berth_metrics_last_pass_timestamp_seconds",
@@ -243,6 +304,12 @@ pub fn render(s: &Snapshot) -> String {
         "gauge",
         "Containers whose counters the newest pass read.",
         f64::from(s.containers_read),
+    );
+    w.one(
+        "berth_metrics_open_files",
+        "gauge",
+        "Container cgroup and procfs files the collector keeps open between passes.",
+        s.open_files as f64,
     );
     w.family(
         "berth_metrics_source_info",
@@ -486,7 +553,6 @@ pub fn render(s: &Snapshot) -> String {
             w.sample(name, &[("service", &c.service)], field(c));
         }
     }
-    w.out
 }
 
 #[cfg(test)]
@@ -571,6 +637,39 @@ mod tests {
             let value = l.rsplit(' ').next().unwrap_or("");
             assert!(value.parse::<f64>().is_ok(), "bad value in {l:?}");
         }
+    }
+
+    #[test]
+    fn scrapes_of_one_snapshot_share_one_render() {
+        let (tx, rx) = watch::channel(Arc::new(snapshot()));
+        let (alerts_tx, alerts) = watch::channel(Arc::new(Vec::new()));
+        let sources = Sources {
+            hub: MetricsHub { rx },
+            alerts,
+        };
+        let rendered = std::sync::Mutex::new(Rendered::default());
+        let a = body(&sources, &rendered);
+        let b = body(&sources, &rendered);
+        assert_eq!(a.as_ptr(), b.as_ptr(), "the second scrape reuses the render");
+        assert_eq!(&a[..], render(&snapshot()).as_bytes());
+
+        let mut next = snapshot();
+        next.seq = 4;
+        tx.send_replace(Arc::new(next));
+        let c = body(&sources, &rendered);
+        assert_ne!(c.as_ptr(), a.as_ptr());
+        assert!(String::from_utf8_lossy(&c).contains("berth_metrics_passes_total 4"));
+
+        alerts_tx.send_replace(Arc::new(vec![AlertGauge {
+            alert: "hot".into(),
+            service: "web".into(),
+            active: true,
+        }]));
+        let d = body(&sources, &rendered);
+        assert!(
+            String::from_utf8_lossy(&d).ends_with("berth_alert_active{alert=\"hot\",service=\"web\"} 1\n"),
+            "a new alert list renders again"
+        );
     }
 
     #[test]

@@ -298,7 +298,8 @@ impl Supervisor {
         self.inner.snapshot.borrow().clone()
     }
 
-    /// Follows the snapshots as the owner publishes them.
+    /// Follows the snapshots as the owner publishes them (the health
+    /// monitor sleeps on it between due probes).
     pub(super) fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.inner.snapshot.clone()
     }

@@ -7,11 +7,16 @@
 //!
 //! Reads what is due from the newest snapshot (each service's primary
 //! container and its verdict's next probe time); services a change holds
-//! are left to that change's own gate. Wakes when the next probe is due or
-//! a new snapshot arrives, so a container that just (re)started is probed
-//! at once and then eagerly (see [`super::runtime::RAMP_FIRST`]), and looks
-//! at least every [`HEALTH_TICK`]. Probes run one after another on this
+//! are left to that change's own gate. Probes run one after another on this
 //! task, on the tracker, and it ends on cancel.
+//!
+//! It sleeps until the earliest probe is due, or until the snapshot
+//! changes (a new or restarted container, a finished change), rather than
+//! ticking: an agent whose services probe every 10 s, or that has none,
+//! wakes only then. A container that just (re)started is probed at once and
+//! then eagerly (see [`super::runtime::RAMP_FIRST`]); timer wake-ups are at
+//! least that far apart, so a probe whose verdict does not move its due
+//! time cannot spin.
 
 use std::time::{Duration, Instant};
 
@@ -22,44 +27,40 @@ use crate::docker::ContainerInfo;
 use crate::health;
 use berth_core::spec::{HealthCheck, ServiceSpec};
 
-/// How long the health monitor sleeps at most between looks for due
-/// probes.
-const HEALTH_TICK: Duration = Duration::from_millis(250);
+/// The shortest time between two timer wake-ups of the monitor: the eager
+/// ramp's first step, so the ramp is not slowed.
+const HEALTH_TICK: Duration = super::runtime::RAMP_FIRST;
 
 /// Probes until `cancel` fires.
 pub(super) async fn run(sup: Supervisor, cancel: CancellationToken) {
     let Ok(engine) = sup.engine() else { return };
     let mut snapshots = sup.snapshots();
-    let mut wake = Instant::now();
+    let mut wake_at: Option<Instant> = Some(Instant::now());
+    let mut looked_at = Instant::now();
     loop {
+        let timer = async {
+            match wake_at {
+                Some(t) => tokio::time::sleep_until(t.max(looked_at + HEALTH_TICK).into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = timer => {}
             changed = snapshots.changed() => if changed.is_err() { return },
         }
-        let now = Instant::now();
-        let (due, next): (Vec<Due>, Option<Instant>) = {
+        looked_at = Instant::now();
+        let due: Vec<Due> = {
             let snap = snapshots.borrow_and_update().clone();
-            let watched: Vec<(&String, &ContainerInfo, ServiceSpec)> = snap
-                .primaries
+            let now = Instant::now();
+            wake_at = next_due(&snap);
+            snap.primaries
                 .iter()
                 .filter(|(name, _)| !snap.changing.contains(*name))
                 .filter_map(|(name, c)| Some((name, c, snap.record(name)?.active_revision()?.spec.clone())))
-                .collect();
-            let next = watched
-                .iter()
-                .filter_map(|(_, c, spec)| next_due(spec, snap.health.get(&c.id), now))
-                .min();
-            let due = watched
-                .iter()
-                .flat_map(|(name, c, spec)| due_checks(name, c, spec, snap.health.get(&c.id), now))
-                .collect();
-            (due, next)
+                .flat_map(|(name, c, spec)| due_checks(name, c, &spec, snap.health.get(&c.id), now))
+                .collect()
         };
-        // What is due now is probed below; the rest wakes the loop then.
-        wake = next
-            .filter(|t| *t > now)
-            .map_or(now + HEALTH_TICK, |t| t.min(now + HEALTH_TICK));
         for Due {
             service,
             container,
@@ -93,6 +94,29 @@ pub(super) async fn run(sup: Supervisor, cancel: CancellationToken) {
     }
 }
 
+/// When the earliest probe of any primary is due; `None` when no service
+/// has a check to probe. Mirrors [`due_checks`].
+fn next_due(snap: &super::Snapshot) -> Option<Instant> {
+    snap.primaries
+        .iter()
+        .filter(|(name, _)| !snap.changing.contains(*name))
+        .filter_map(|(name, c)| {
+            let spec = &snap.record(name)?.active_revision()?.spec;
+            let health = spec.health.as_ref()?;
+            let Some(state) = snap.health.get(&c.id) else {
+                return Some(Instant::now());
+            };
+            let live = (!state.unhealthy).then_some(state.next_probe);
+            let deps = health
+                .deps
+                .as_ref()
+                .map(|_| state.deps.as_ref().map_or_else(Instant::now, |d| d.next_probe));
+            let version = health.version.as_ref().map(|_| state.next_version_read);
+            [live, deps, version].into_iter().flatten().min()
+        })
+        .min()
+}
+
 /// One probe the monitor owes.
 struct Due {
     service: String,
@@ -100,20 +124,6 @@ struct Due {
     spec: ServiceSpec,
     role: health::Role,
     check: HealthCheck,
-}
-
-/// When the next probe of a container with `state` is due, if `spec` has
-/// checks: `now` for one never probed.
-fn next_due(spec: &ServiceSpec, state: Option<&HealthState>, now: Instant) -> Option<Instant> {
-    let health = spec.health.as_ref()?;
-    let Some(h) = state else { return Some(now) };
-    let live = (!h.unhealthy).then_some(h.next_probe);
-    let deps = health
-        .deps
-        .as_ref()
-        .map(|_| h.deps.as_ref().map_or(now, |d| d.next_probe));
-    let version = health.version.as_ref().map(|_| h.next_version_read);
-    [live, deps, version].into_iter().flatten().min()
 }
 
 /// The probes of `container` (the primary of `service`) due at `now`: its
