@@ -15,6 +15,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use berth_tests::benchjson::{Goal, Report, Row as JsonRow, quick};
 use berth_tests::{
     Agent, Pki, Proc, Spec, agent_config_with_prometheus, apply, find_service, free_port, http_get, median, ps,
     rss_kib, wait_until,
@@ -25,7 +26,13 @@ const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 
 /// Windows per configuration and their length, per interval.
 fn windows(interval: u64) -> (usize, Duration) {
-    if interval == 1 {
+    if quick() {
+        if interval == 1 {
+            (3, Duration::from_secs(3))
+        } else {
+            (2, Duration::from_secs(20))
+        }
+    } else if interval == 1 {
         (6, Duration::from_secs(5))
     } else {
         (4, Duration::from_secs(20))
@@ -90,6 +97,22 @@ fn main() -> anyhow::Result<()> {
     println!();
     println!("berth: agent with its Prometheus endpoint scraped every interval (host + containers, cgroup files).");
     println!("node_exp: {NODE_EXPORTER} (default collectors, host only) scraped every interval.");
+    let mut report = Report::new("metrics");
+    for r in &rows {
+        let runs = windows(r.interval).0;
+        let at = format!("{}s, {} containers", r.interval, r.containers);
+        report.row(
+            JsonRow::new(format!("agent CPU % at {at}"), r.berth_cpu, "%", runs)
+                .peer("node_exporter (host only)", r.node_cpu)
+                .goal(Goal::RatioAtMost(0.25)),
+        );
+        if let Some(us) = r.pass_us_per_container {
+            report.row(
+                JsonRow::new(format!("metrics pass per container at {at}"), us, "µs", runs).goal(Goal::AtMost(20.0)),
+            );
+        }
+    }
+    report.write()?;
     Ok(())
 }
 

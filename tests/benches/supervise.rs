@@ -7,11 +7,12 @@
 //!    `/health`: `berthctl deploy` vs the shell runbook people run today
 //!    (`docker pull; docker stop; docker rm; docker run; curl` until healthy).
 //!
-//! Run with `bench/run.sh supervise` (release binaries, registry up).
+//! Run with `bench/run.sh supervise [--quick]` (release binaries, registry up).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use berth_tests::benchjson::{Goal, Report, Row, quick};
 use berth_tests::{
     Agent, Pki, Runbook, Spec, agent_config, apply, berthctl, docker, free_port, image, inspect, ok, running,
 };
@@ -20,6 +21,8 @@ const KILLS: usize = 8;
 const DEPLOYS: usize = 10;
 
 fn main() {
+    // `--quick`: fewer samples of the same figures.
+    let (kills, deploys) = if quick() { (3, 6) } else { (KILLS, DEPLOYS) };
     let pki = Pki::new();
     let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
     for tag in ["v1", "v2"] {
@@ -33,7 +36,7 @@ fn main() {
 
     // ---- 1. death → healthy
     let mut berth_heal = Vec::new();
-    for _ in 0..KILLS {
+    for _ in 0..kills {
         let id = running_of(&pki.instance, "bench");
         berth_heal.push(crash_and_time(&id, || running_of_opt(&pki.instance, "bench")));
         // Past the crash-count reset (10s running, as Docker's policy), so
@@ -56,7 +59,7 @@ fn main() {
     ]);
     wait_healthy(&peer, Duration::from_secs(20));
     let mut docker_heal = Vec::new();
-    for _ in 0..KILLS {
+    for _ in 0..kills {
         docker_heal.push(crash_and_time(&peer, || Some(peer.clone())));
         std::thread::sleep(Duration::from_secs(11));
     }
@@ -64,7 +67,7 @@ fn main() {
 
     // ---- 2. deploy time
     let mut berth_deploy = Vec::new();
-    for i in 0..DEPLOYS {
+    for i in 0..deploys {
         let tag = if i % 2 == 0 { "v2" } else { "v1" };
         let t = Instant::now();
         ok(&berthctl(
@@ -76,7 +79,7 @@ fn main() {
     }
     let runbook = Runbook::new(free_port(), "/health");
     let mut shell_deploy = Vec::new();
-    for i in 0..DEPLOYS {
+    for i in 0..deploys {
         let tag = if i % 2 == 0 { "v2" } else { "v1" };
         let t = Instant::now();
         runbook.deploy(&image(tag));
@@ -84,25 +87,41 @@ fn main() {
     }
     drop(runbook);
 
-    println!("berth supervision benchmarks (medians; {KILLS} crashes, {DEPLOYS} deploys each)");
+    println!("berth supervision benchmarks (medians; {kills} crashes, {deploys} deploys each)");
     println!("{:<58} {:>10} {:>10} {:>8}", "measure", "median", "p90", "ratio");
     let b = row(
         "death → healthy: berth-agent (SIGKILL of the main process)",
         &berth_heal,
         None,
     );
-    row(
+    let d = row(
         "death → healthy: docker --restart always (same crash)",
         &docker_heal,
         Some(b),
     );
-    let b = row("deploy → healthy: berthctl deploy (health-gated)", &berth_deploy, None);
-    row(
+    let b2 = row("deploy → healthy: berthctl deploy (health-gated)", &berth_deploy, None);
+    let r = row(
         "deploy → healthy: shell runbook (pull/stop/rm/run/curl)",
         &shell_deploy,
-        Some(b),
+        Some(b2),
     );
     println!("\nratio = peer median / berth median (above 1: berth is faster)");
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut report = Report::new("supervise");
+    report
+        .row(
+            Row::new("crash → healthy (SIGKILL of the main process)", ms(b), "ms", kills)
+                .peer("docker --restart always", ms(d))
+                .goal(Goal::RatioBelow(1.0)),
+        )
+        .row(
+            Row::new("deploy → healthy, one service", ms(b2), "ms", deploys)
+                .peer("shell runbook", ms(r))
+                .goal(Goal::RatioAtMost(0.8)),
+        );
+    if let Err(e) = report.write() {
+        eprintln!("bench: {e:#}");
+    }
 }
 
 fn running_of_opt(instance: &str, service: &str) -> Option<String> {
