@@ -1,17 +1,15 @@
 //! Watching the env dir for edits made outside the agent (a person, a
 //! config-management tool).
 //!
-//! Owns one blocking thread (on the agent's task tracker) that receives
-//! inotify events from `notify`, debounces them — editors and tools write a
-//! file in several steps (truncate, write, rename a temp file over it) — and
+//! Owns one task (on the agent's task tracker) that receives inotify events
+//! from `notify`'s thread, debounces them — editors and tools write a file
+//! in several steps (truncate, write, rename a temp file over it) — and
 //! sends the supervisor one typed [`EnvWatch`] message per burst. It only
-//! *triggers*: the supervisor re-reads the files and decides. The thread
-//! stops within [`POLL`] of cancellation, or when the supervisor's receiver
-//! is gone.
+//! *triggers*: the supervisor re-reads the files and decides. The task
+//! stops on cancellation, or when the supervisor's receiver is gone.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use notify::{EventKind, RecursiveMode, Watcher as _};
@@ -24,8 +22,6 @@ use tracing::{debug, warn};
 pub const QUIET: Duration = Duration::from_secs(1);
 /// A burst is reported after at most this long, even if events keep coming.
 pub const MAX_WAIT: Duration = Duration::from_secs(2);
-/// How often the thread looks at the cancellation token when idle.
-pub const POLL: Duration = Duration::from_millis(250);
 
 /// What the watcher tells the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,54 +95,59 @@ fn names_of(event: &notify::Event, dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Watches `dir` (which must exist) and sends bursts to `tx` from a
-/// blocking thread on `tracker` until `cancel` fires.
+/// Watches `dir` (which must exist) and sends bursts to `tx` from a task on
+/// `tracker` until `cancel` fires.
 pub fn spawn(
     dir: PathBuf,
     tx: mpsc::Sender<EnvWatch>,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> Result<(), notify::Error> {
-    // notify calls this from its own inotify thread; an unbounded std
-    // channel keeps that thread from ever blocking on us.
-    let (raw_tx, raw_rx) = std_mpsc::channel::<notify::Result<notify::Event>>();
+    // notify calls this from its own inotify thread; an unbounded channel
+    // keeps that thread from ever blocking on us.
+    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<notify::Result<notify::Event>>();
     let mut watcher = notify::recommended_watcher(move |res| {
         let _ = raw_tx.send(res);
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    tracker.spawn_blocking(move || {
+    tracker.spawn(async move {
         // Owned here so the inotify watch lives exactly as long as the loop.
         let _watcher = watcher;
         let mut burst = Debounce::default();
         loop {
-            if cancel.is_cancelled() {
-                break;
-            }
-            let now = Instant::now();
-            let wait = burst
-                .due_at()
-                .map_or(POLL, |t| t.saturating_duration_since(now).min(POLL));
-            match raw_rx.recv_timeout(wait) {
-                Ok(Ok(event)) => {
-                    if event.need_rescan() {
-                        burst.rescan("the kernel dropped file events".into(), Instant::now());
-                    }
-                    for name in names_of(&event, &dir) {
-                        burst.file(name, Instant::now());
-                    }
+            // Asleep until an event, the burst's deadline or cancellation:
+            // an idle watch costs no wakeups.
+            let due = burst.due_at().map(tokio::time::Instant::from_std);
+            let deadline = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
                 }
-                Ok(Err(e)) => {
-                    warn!(dir = %dir.display(), error = %e, "Env dir watch reported an error; rescanning.");
-                    burst.rescan(format!("the watch reported an error: {e}"), Instant::now());
-                }
-                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
-                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = deadline => {}
+                event = raw_rx.recv() => match event {
+                    Some(Ok(event)) => {
+                        if event.need_rescan() {
+                            burst.rescan("the kernel dropped file events".into(), Instant::now());
+                        }
+                        for name in names_of(&event, &dir) {
+                            burst.file(name, Instant::now());
+                        }
+                    }
+                    Some(Err(e)) => {
+                        warn!(dir = %dir.display(), error = %e, "Env dir watch reported an error; rescanning.");
+                        burst.rescan(format!("the watch reported an error: {e}"), Instant::now());
+                    }
+                    None => break,
+                },
             }
             if let Some(msg) = burst.take_due(Instant::now()) {
                 debug!(?msg, "Env files changed.");
-                // Blocking here is fine: events keep queueing in raw_rx, and
+                // Waiting here is fine: events keep queueing in raw_rx, and
                 // the next burst merges them.
-                if tx.blocking_send(msg).is_err() {
+                if tx.send(msg).await.is_err() {
                     break;
                 }
             }

@@ -16,6 +16,18 @@ use tracing::{error, info, warn};
 /// exits anyway. systemd's default stop timeout is 90s; this stays well inside.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
+/// Async worker threads at most (fewer on a one-core host). tokio's default
+/// is one per core; the agent's async work (gRPC, probes, Docker events) is
+/// light and never blocks a worker (file writes and metrics passes run on
+/// the blocking pool), so two serve any host, and a 64-core host does not
+/// pay 64 stacks and malloc arenas.
+const MAX_WORKER_THREADS: usize = 2;
+
+/// How long an idle blocking-pool thread lingers (tokio's default is 10s).
+/// The pool serves metrics passes and state writes, seconds apart; a thread
+/// costs microseconds to start, and one kept for nothing costs its stack.
+const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(1);
+
 /// Exit code for a bad config or usage (EX_USAGE from sysexits.h); systemd
 /// units can tell it apart from a crash.
 const EX_CONFIG: u8 = 64;
@@ -86,7 +98,16 @@ fn main() -> ExitCode {
     }
 
     berth_agent::telemetry::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_WORKER_THREADS),
+        )
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "Cannot start the async runtime.");

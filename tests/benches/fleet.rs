@@ -11,6 +11,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use berth_tests::benchjson::{Goal, Report, Row};
 use berth_tests::fleet::OPERATOR;
 use berth_tests::{Fleet, bin, median};
 
@@ -45,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         "CPU / host",
         "peak RSS"
     );
+    let mut last = None;
     for &n in sizes {
         let fleet = Fleet::many(n);
         let inventory = fleet.write_inventory(&fleet.inventory("bench"));
@@ -102,6 +104,34 @@ fn main() -> anyhow::Result<()> {
             format!("{:.2} ms", lc * 1000.0 / n as f64),
             format!("{:.1} MiB", lm / 1024.0),
         );
+        last = Some((n, fw, fc, lw, lc));
+    }
+    if let Some((n, fw, fc, lw, lc)) = last {
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+        let mut report = Report::new("fleet");
+        report
+            .row(Row::new(format!("fleet ps over {n} agents, wall"), fw, "s", RUNS).peer("shell loop, 5 at a time", lw))
+            .row(
+                Row::new(
+                    format!("fleet ps CPU per host ({n} agents)"),
+                    fc * 1000.0 / n as f64,
+                    "ms",
+                    RUNS,
+                )
+                .peer("shell loop, 5 at a time", lc * 1000.0 / n as f64),
+            )
+            // The issue-11 goal is 1,000 remote agents within 1 s: berthctl's
+            // own CPU per host spread over this machine's cores.
+            .row(
+                Row::new(
+                    format!("fleet ps over 1,000 agents, predicted (CPU per host × 1,000 / {cores} cores)"),
+                    fc / n as f64 * 1000.0 / cores,
+                    "s",
+                    RUNS,
+                )
+                .goal(Goal::AtMost(1.0)),
+            );
+        report.write()?;
     }
     Ok(())
 }

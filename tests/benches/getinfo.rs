@@ -1,6 +1,6 @@
 //! GetInfo latency over mutual TLS on loopback, agent RSS and binary sizes.
 //!
-//! Run with `bench/run.sh` (builds release binaries first). Starts a real
+//! Run with `bench/run.sh getinfo [--quick]` (release binaries). Starts a real
 //! release `berth-agent` with fresh certificates and calls it through the
 //! same client code berthctl uses; prints a table of medians and tails.
 
@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 
 use berth_proto::v1::GetInfoRequest;
 use berth_proto::v1::host_client::HostClient;
+use berth_tests::benchjson::{Report, Row, quick};
 use berth_tests::{Agent, Pki, agent_config, bin, rss_kib};
 use berthctl::client::{self, TlsFiles};
 
 const WARMUP: usize = 200;
-const CALLS: usize = 5_000;
-const HANDSHAKES: usize = 300;
 
 fn main() -> anyhow::Result<()> {
+    // Calls on one connection, and fresh connections (`--quick`: fewer).
+    let (calls_n, handshakes_n) = if quick() { (1_000, 60) } else { (5_000, 300) };
     let pki = Pki::new();
     let agent = Agent::start(&pki, &agent_config(&pki, ""));
     std::thread::sleep(Duration::from_millis(300));
@@ -31,16 +32,16 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..WARMUP {
             host.get_info(GetInfoRequest {}).await?;
         }
-        let mut calls = Vec::with_capacity(CALLS);
-        for _ in 0..CALLS {
+        let mut calls = Vec::with_capacity(calls_n);
+        for _ in 0..calls_n {
             let t = Instant::now();
             host.get_info(GetInfoRequest {}).await?;
             calls.push(t.elapsed());
         }
         // A fresh connection per call: TCP + mutual TLS handshake + GetInfo,
         // what one `berthctl info` pays besides process start.
-        let mut handshakes = Vec::with_capacity(HANDSHAKES);
-        for _ in 0..HANDSHAKES {
+        let mut handshakes = Vec::with_capacity(handshakes_n);
+        for _ in 0..handshakes_n {
             let t = Instant::now();
             let channel = client::connect(&target, &files).await?;
             HostClient::new(channel).get_info(GetInfoRequest {}).await?;
@@ -52,7 +53,7 @@ fn main() -> anyhow::Result<()> {
 
     println!(
         "berth GetInfo over mutual TLS, loopback ({} calls on one connection, {} fresh connections)",
-        CALLS, HANDSHAKES
+        calls_n, handshakes_n
     );
     println!("{:<44} {:>10} {:>10} {:>10}", "measure", "p50", "p99", "max");
     row("GetInfo, warm connection", &calls);
@@ -72,19 +73,35 @@ fn main() -> anyhow::Result<()> {
             format!("{:.1} MiB", size as f64 / 1048576.0)
         );
     }
+    let mut report = Report::new("getinfo");
+    for (figure, samples) in [
+        ("GetInfo over mTLS, warm connection", &calls),
+        ("TCP + mTLS connect + GetInfo", &handshakes),
+    ] {
+        for (q, name) in [(0.50, "p50"), (0.99, "p99")] {
+            let v = quantile(samples, q).as_secs_f64() * 1e6;
+            report.row(Row::new(format!("{figure}, {name}"), v, "µs", samples.len()));
+        }
+    }
+    report.write()?;
     Ok(())
 }
 
-fn row(label: &str, samples: &[Duration]) {
+/// The `q` quantile of `samples` (the sample at that rank).
+fn quantile(samples: &[Duration], q: f64) -> Duration {
     let mut s = samples.to_vec();
     s.sort();
-    let pick = |q: f64| s[((s.len() as f64 * q) as usize).min(s.len() - 1)];
+    s[((s.len() as f64 * q) as usize).min(s.len() - 1)]
+}
+
+fn row(label: &str, samples: &[Duration]) {
+    let max = samples.iter().max().copied().unwrap_or_default();
     println!(
         "{:<44} {:>10} {:>10} {:>10}",
         label,
-        fmt(pick(0.50)),
-        fmt(pick(0.99)),
-        fmt(s[s.len() - 1])
+        fmt(quantile(samples, 0.50)),
+        fmt(quantile(samples, 0.99)),
+        fmt(max)
     );
 }
 

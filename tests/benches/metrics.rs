@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use berth_tests::benchjson::{Goal, Report, Row as JsonRow, quick};
 use berth_tests::{
     Agent, Pki, Proc, Spec, agent_config_with_prometheus, apply, find_service, free_port, http_get, median, ps,
     rss_kib, wait_until,
@@ -33,10 +34,6 @@ use berth_tests::{
 const CONTAINERS: [usize; 3] = [0, 20, 50];
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 const NETDATA: &str = "/usr/sbin/netdata";
-
-fn quick() -> bool {
-    std::env::var_os("BERTH_BENCH_QUICK").is_some()
-}
 
 /// Windows per configuration and their length, per interval. A 10 s row
 /// needs long windows: a pass and a scrape every 10 s are a few ms of CPU.
@@ -163,6 +160,29 @@ fn main() -> anyhow::Result<()> {
         println!("netdata: not measured, {NETDATA} is not installed (apt-get install netdata).");
     }
     println!("ratio: berth CPU / the peer's CPU in the same window set.");
+    let mut report = Report::new("metrics");
+    for r in &rows {
+        let runs = windows(r.interval).0;
+        let at = format!("{}s, {} containers", r.interval, r.containers);
+        report.row(
+            JsonRow::new(format!("agent CPU % at {at}"), r.berth.cpu, "%", runs)
+                .peer("node_exporter (host only)", r.node.cpu)
+                .goal(Goal::RatioAtMost(0.25)),
+        );
+        if let Some(n) = r.netdata {
+            report.row(
+                JsonRow::new(format!("agent CPU % at {at}, vs netdata"), r.berth.cpu, "%", runs)
+                    .peer("netdata (host + containers)", n.cpu),
+            );
+        }
+        if let Some(us) = r.pass_us_per_container {
+            report.row(
+                JsonRow::new(format!("metrics pass per container at {at}"), us, "µs", r.passes)
+                    .goal(Goal::AtMost(20.0)),
+            );
+        }
+    }
+    report.write()?;
     Ok(())
 }
 

@@ -2,15 +2,17 @@
 //! a berth blue-green deploy vs the runbook way (`docker stop; docker rm;
 //! docker run` behind the same nginx, with a site pointing at a fixed host
 //! port). Failed requests and latency percentiles of the requests sent while
-//! each deploy ran.
+//! each deploy ran, and the same load's latency in a window with no deploy
+//! (the steady state the deploys' p99 is compared with).
 //!
-//! Run with `bench/run.sh proxy` (release binaries, registry and nginx).
+//! Run with `bench/run.sh proxy [--quick]` (release binaries, registry and nginx).
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use berth_tests::benchjson::{Goal, Report, Row, quick};
 use berth_tests::nginx::{Nginx, get};
 use berth_tests::{Agent, Pki, Runbook, Spec, agent_config, apply, berthctl, docker, free_port, image, ok};
 
@@ -18,6 +20,8 @@ use berth_tests::{Agent, Pki, Runbook, Spec, agent_config, apply, berthctl, dock
 /// for a p99 that holds between runs.
 const DEPLOYS: usize = 10;
 const THREADS: usize = 4;
+/// The window of load with no deploy, before the deploys.
+const STEADY: Duration = Duration::from_secs(3);
 
 #[derive(Default)]
 struct Samples {
@@ -57,6 +61,7 @@ fn load(
 }
 
 fn main() {
+    let deploys = if quick() { 2 } else { DEPLOYS };
     let pki = Pki::new();
     let nginx = Nginx::start(pki.dir.path());
     let agent = Agent::start_ready(&pki, &agent_config(&pki, &nginx.agent_config()));
@@ -72,7 +77,7 @@ fn main() {
         .set("deploy", "drain", "1s")
         .proxy("berth.bench", berth_port);
     ok(&apply(&pki, &agent.addr, &spec));
-    let berth = measure(berth_port, "berth.bench", |tag| {
+    let (steady, berth) = measure(berth_port, "berth.bench", deploys, |tag| {
         ok(&berthctl(
             &pki,
             &agent.addr,
@@ -105,11 +110,11 @@ fn main() {
     let run = |tag: &str| runbook.deploy(&image(tag));
     run("v1");
     std::thread::sleep(Duration::from_secs(1));
-    let shell = measure(runbook_port, "runbook.bench", |tag| run(tag));
+    let (_, shell) = measure(runbook_port, "runbook.bench", deploys, |tag| run(tag));
     drop(runbook);
 
     println!(
-        "requests through nginx during {DEPLOYS} deploys (v1↔v2), {THREADS} client threads, new connection per request"
+        "requests through nginx during {deploys} deploys (v1↔v2), {THREADS} client threads, new connection per request"
     );
     println!(
         "{:<40} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9}",
@@ -117,15 +122,55 @@ fn main() {
     );
     report("berth blue-green (health-gated, drain)", &berth);
     report("runbook: docker stop; rm; run; curl", &shell);
+    report("berth site, steady state (no deploy)", &steady);
+    let ms = |s: &Samples| quantile(s, 0.99).as_secs_f64() * 1e3;
+    let mut json = Report::new("proxy");
+    json.row(
+        Row::new(
+            format!(
+                "requests failed behind nginx during deploys (of {})",
+                berth.latencies.len() + berth.failed
+            ),
+            berth.failed as f64,
+            "requests",
+            deploys,
+        )
+        .peer(
+            format!("docker stop; run (of {})", shell.latencies.len() + shell.failed),
+            shell.failed as f64,
+        )
+        .goal(Goal::AtMost(0.0)),
+    )
+    .row(
+        Row::new("p99 latency behind nginx during deploys", ms(&berth), "ms", deploys)
+            .peer("steady state, no deploy", ms(&steady)),
+    );
+    if let Err(e) = json.write() {
+        eprintln!("bench: {e:#}");
+    }
 }
 
-fn measure(port: u16, host: &'static str, deploy: impl Fn(&str)) -> Samples {
+/// The `q` quantile of the successful requests' latencies.
+fn quantile(s: &Samples, q: f64) -> Duration {
+    let mut l = s.latencies.clone();
+    l.sort();
+    l.get(((l.len() as f64 * q) as usize).min(l.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
+/// The load's samples in a steady window with no deploy, then during `deploys` deploys.
+fn measure(port: u16, host: &'static str, deploys: usize, deploy: impl Fn(&str)) -> (Samples, Samples) {
     let window = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let out = Arc::new(Mutex::new(Samples::default()));
     let threads = load(port, host, window.clone(), stop.clone(), out.clone());
     std::thread::sleep(Duration::from_millis(500));
-    for i in 0..DEPLOYS {
+    window.store(true, Ordering::Relaxed);
+    std::thread::sleep(STEADY);
+    window.store(false, Ordering::Relaxed);
+    let steady = std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
+    for i in 0..deploys {
         let tag = if i % 2 == 0 { "v2" } else { "v1" };
         window.store(true, Ordering::Relaxed);
         deploy(tag);
@@ -136,9 +181,10 @@ fn measure(port: u16, host: &'static str, deploy: impl Fn(&str)) -> Samples {
     for t in threads {
         let _ = t.join();
     }
-    Arc::try_unwrap(out)
+    let during = Arc::try_unwrap(out)
         .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    (steady, during)
 }
 
 fn report(label: &str, s: &Samples) {

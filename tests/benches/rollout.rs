@@ -12,6 +12,7 @@
 use std::process::Command;
 use std::time::Instant;
 
+use berth_tests::benchjson::{Goal, Report, Row};
 use berth_tests::fleet::OPERATOR;
 use berth_tests::{Fleet, Spec, bin, image, json, median, ok};
 
@@ -123,5 +124,17 @@ fn main() -> anyhow::Result<()> {
         shell / ideal.max(0.001),
         ""
     );
+    let mut report = Report::new("rollout");
+    report.row(
+        Row::new(
+            format!("rollout overhead over the ideal ({n} agents, --batch {BATCH})"),
+            (wall - ideal) * 1000.0,
+            "ms",
+            RUNS,
+        )
+        .peer("shell loop of deploys", (shell - ideal) * 1000.0)
+        .goal(Goal::AtMost(ideal * 10.0 + 100.0)),
+    );
+    report.write()?;
     Ok(())
 }

@@ -21,6 +21,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use berth_tests::benchjson::{Goal, Report, Row, quick};
 use berth_tests::{
     Agent, Pki, Runbook, Spec, agent_config, apply, berthctl, docker, free_port, image, inspect, ok, running,
 };
@@ -37,8 +38,8 @@ const DEPLOYS: usize = 30;
 const STABLE: Duration = Duration::from_secs(11);
 
 fn main() {
-    let quick = std::env::var_os("BERTH_BENCH_QUICK").is_some_and(|v| !v.is_empty());
-    let (kills, deploys) = if quick { (3, 6) } else { (KILLS, DEPLOYS) };
+    // `--quick`: fewer samples of the same figures.
+    let (kills, deploys) = if quick() { (3, 6) } else { (KILLS, DEPLOYS) };
     let pki = Pki::new();
     let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
     for tag in ["v1", "v2"] {
@@ -119,19 +120,35 @@ fn main() {
         &berth_heal,
         None,
     );
-    row(
+    let d = row(
         "crash → healthy: docker --restart always (same crash)",
         &docker_heal,
         Some(b),
     );
-    let b = row("deploy → healthy: berthctl deploy (health-gated)", &berth_deploy, None);
-    row(
+    let b2 = row("deploy → healthy: berthctl deploy (health-gated)", &berth_deploy, None);
+    let r = row(
         "deploy → healthy: shell runbook (pull/stop/rm/run/curl)",
         &shell_deploy,
-        Some(b),
+        Some(b2),
     );
     println!("\nratio = berth median / peer median (below 1: berth is faster)");
     phase_medians(&agent.logs());
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut report = Report::new("supervise");
+    report
+        .row(
+            Row::new("crash → healthy (SIGKILL of the main process)", ms(b), "ms", kills)
+                .peer("docker --restart always", ms(d))
+                .goal(Goal::RatioBelow(1.0)),
+        )
+        .row(
+            Row::new("deploy → healthy, one service", ms(b2), "ms", deploys)
+                .peer("shell runbook", ms(r))
+                .goal(Goal::RatioAtMost(0.8)),
+        );
+    if let Err(e) = report.write() {
+        eprintln!("bench: {e:#}");
+    }
 }
 
 /// Where berth's deploys spent their time: the median of each step of the

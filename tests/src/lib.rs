@@ -10,11 +10,13 @@
 //! with [`apply`]; [`ps`], [`history`] and [`service`] read berthctl's JSON;
 //! [`containers`], [`running`], [`one_running`] and [`only_container`]
 //! look at what Docker runs; [`free_port`] and [`rss_kib`] ask the OS;
-//! [`flood`] opens a connection flood; [`AuthRegistry`] is a registry that
+//! [`flood`] opens a connection flood; [`benchjson`] records a bench's
+//! figures for the summary table; [`AuthRegistry`] is a registry that
 //! wants a password.
 
 mod agent;
 mod authregistry;
+pub mod benchjson;
 mod docker;
 pub mod dockerproxy;
 pub mod fleet;
@@ -36,7 +38,7 @@ pub use docker::{
     containers, docker, env_of, host_port, image, inspect, one_running, only_container, registry, running, try_inspect,
 };
 pub use fleet::{Fleet, Host, Member};
-pub use os::{free_port, rss_kib};
+pub use os::{free_port, rss_kib, status_field};
 pub use pki::Pki;
 pub use procs::{Events, Proc};
 pub use runbook::Runbook;
