@@ -46,7 +46,8 @@ impl Goal {
     fn text(&self, unit: &str) -> String {
         match self {
             Goal::None => String::new(),
-            Goal::AtMost(v) => format!("≤ {} {unit}", number(*v)),
+            // Goals are round figures: "8", not "8.00".
+            Goal::AtMost(v) => format!("≤ {v} {unit}"),
             Goal::RatioAtMost(r) => format!("≤ {r}×"),
             Goal::RatioBelow(r) => format!("< {r}×"),
         }
@@ -192,10 +193,11 @@ pub fn now() -> String {
 }
 
 /// A value with as many digits as it needs to read: 3 significant ones,
-/// no trailing zeros past the point for large values.
+/// no trailing zeros past the point for large values, and counts (a whole
+/// number of threads) as whole numbers.
 pub fn number(v: f64) -> String {
     let a = v.abs();
-    if a == 0.0 || a >= 100.0 {
+    if a == 0.0 || a >= 100.0 || v.fract() == 0.0 {
         format!("{v:.0}")
     } else if a >= 10.0 {
         format!("{v:.1}")
