@@ -46,8 +46,9 @@ impl Goal {
     fn text(&self, unit: &str) -> String {
         match self {
             Goal::None => String::new(),
-            // Goals are round figures: "8", not "8.00".
-            Goal::AtMost(v) => format!("≤ {v} {unit}"),
+            // Whole goals read as such: "8", not "8.00".
+            Goal::AtMost(v) if v.fract() == 0.0 => format!("≤ {v} {unit}"),
+            Goal::AtMost(v) => format!("≤ {} {unit}", number(*v)),
             Goal::RatioAtMost(r) => format!("≤ {r}×"),
             Goal::RatioBelow(r) => format!("< {r}×"),
         }
