@@ -40,7 +40,7 @@ pub use docker::{
 pub use fleet::{Fleet, Host, Member};
 pub use os::{free_port, rss_kib, status_field};
 pub use pki::Pki;
-pub use procs::{Events, Proc};
+pub use procs::{Events, Proc, Running};
 pub use runbook::Runbook;
 use serde_json::Value;
 pub use spec::{Spec, TomlValue};
@@ -118,6 +118,19 @@ pub fn berthctl(pki: &Pki, host: &str, args: &[&str]) -> Output {
 pub fn apply(pki: &Pki, addr: &str, spec: &Spec) -> Output {
     let path = spec.write_in(pki.dir.path());
     berthctl(pki, addr, &["apply", "-f", &path.to_string_lossy()])
+}
+
+/// `berthctl apply -f SPEC` against `addr`, running beside the test (a
+/// deploy held on its gate while the test looks on); its output discarded.
+pub fn apply_in_background(pki: &Pki, addr: &str, spec: &Spec) -> std::process::Child {
+    let path = spec.write_in(pki.dir.path());
+    berthctl_command(pki, addr)
+        .args(["apply", "-f"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn deploy")
 }
 
 /// Writes `text` as `check.toml` in the test dir and runs

@@ -9,10 +9,21 @@ use serde_json::Value;
 
 use crate::{Pki, berthctl_command};
 
+/// A child process killed and reaped when dropped, for one whose pipes the
+/// test reads itself (`berthctl logs -f` beside the test).
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A process this test started, stdout and stderr in `log`; killed and
 /// reaped on drop.
 pub struct Proc {
-    child: Child,
+    child: Running,
     log: PathBuf,
 }
 
@@ -33,7 +44,10 @@ impl Proc {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        Proc { child, log }
+        Proc {
+            child: Running(child),
+            log,
+        }
     }
 
     /// What it wrote so far.
@@ -43,14 +57,7 @@ impl Proc {
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.0.id()
     }
 }
 
@@ -78,7 +85,10 @@ impl Events {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn berthctl events");
-        Events(Proc { child, log })
+        Events(Proc {
+            child: Running(child),
+            log,
+        })
     }
 
     /// Everything received so far, one JSON event a line.

@@ -10,18 +10,10 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use berth_tests::{Agent, Pki, Spec, agent_config, apply, berthctl, berthctl_command, check_config, fails, ok};
+use berth_tests::{
+    Agent, Pki, Running, Spec, agent_config, apply, berthctl, berthctl_command, check_config, fails, ok,
+};
 use berthctl::certs::{self, Role, Validity};
-
-/// A berthctl process beside the test; killed when dropped.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn a_reissued_agent_certificate_serves_new_connections_while_streams_carry_on() {

@@ -11,23 +11,13 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use berth_tests::{Agent, Events, Pki, Spec, agent_config, apply, berthctl_command, ok, wait_until};
+use berth_tests::{Agent, Events, Pki, Running, Spec, agent_config, apply, berthctl_command, ok, wait_until};
 
 /// A 2 s age and a grace long enough for the deploy below.
 const SHORT_AGE: &str = "[connections]\nmax_connection_age = \"2s\"\nmax_connection_age_grace = \"30s\"\n";
 
 /// How the agent logs a connection it closed at its age.
 const CLOSED_AT_AGE: &str = "Closed a connection at connections.max_connection_age";
-
-/// A berthctl process beside the test; killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn follow_streams_carry_on_across_connection_ages_without_loss_or_repeats() {

@@ -18,8 +18,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use berth_tests::{
-    Agent, Pki, Spec, agent_config, berthctl, berthctl_command, containers, docker, fails, image, ok, ps, running,
-    service, wait_until,
+    Agent, Pki, Spec, agent_config, apply_in_background, berthctl, berthctl_command, containers, docker, fails, image,
+    ok, ps, running, service, wait_until,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -108,13 +108,7 @@ fn a_full_state_dir_never_leaves_the_service_without_a_container() {
     let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
 
     // Revision 1, its gate opened by hand.
-    let first = berthctl_command(&pki, &agent.addr)
-        .args(["apply", "-f"])
-        .arg(gated("v1").write_in(pki.dir.path()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("apply");
+    let first = apply_in_background(&pki, &agent.addr, &gated("v1"));
     let mut v1 = Vec::new();
     wait_until(T, "revision 1's container", || {
         v1 = containers(&pki.instance, Some("web"));

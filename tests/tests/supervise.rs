@@ -4,11 +4,11 @@
 //! specs refused before anything changes, and probes that do not wait for
 //! the interval: the gate's first one, and those of a restarted container.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use berth_tests::{
-    Agent, Events, Pki, Spec, agent_config, apply, berthctl, berthctl_command, containers, docker, fails, free_port,
+    Agent, Events, Pki, Spec, agent_config, apply, apply_in_background, berthctl, containers, docker, fails, free_port,
     history, host_port, http_get, image, inspect, ok, only_container, ps, running, service, try_inspect, wait_until,
 };
 use berthctl::certs::Role;
@@ -382,18 +382,6 @@ fn a_container_that_stays_unhealthy_is_replaced() {
     );
 }
 
-/// `berthctl apply -f SPEC` against `addr`, running beside the test.
-fn apply_in_background(pki: &Pki, addr: &str, spec: &Spec) -> std::process::Child {
-    let path = spec.write_in(pki.dir.path());
-    berthctl_command(pki, addr)
-        .args(["apply", "-f"])
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn deploy")
-}
-
 /// The running container of `service`'s `revision`, if there is one.
 fn running_revision(pki: &Pki, service: &str, revision: u64) -> Option<String> {
     containers(&pki.instance, Some(service)).into_iter().find(|id| {
@@ -540,13 +528,7 @@ fn the_gate_probes_at_once_not_after_the_interval() {
 fn a_crashed_container_is_probed_again_at_once_and_its_early_failures_do_not_count() {
     let pki = Pki::new();
     let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
-    let first = berthctl_command(&pki, &agent.addr)
-        .args(["apply", "-f"])
-        .arg(gated_slow("eager").write_in(pki.dir.path()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("apply");
+    let first = apply_in_background(&pki, &agent.addr, &gated_slow("eager"));
     let mut ids = Vec::new();
     wait_until(T, "the container", || {
         ids = running(&pki.instance, "eager");
