@@ -4,10 +4,20 @@
 //!
 //! One place, so every module reads time the same way and a clock before
 //! 1970 (a host without RTC at boot) reads as 0 instead of panicking.
-//! Durations and deadlines inside the agent use `Instant`, never this.
+//! Durations and deadlines inside the agent use `Instant`, never this;
+//! [`sleep_until`] is the one wait on a deadline that may be unset.
 //! Owns no state and runs no task.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Sleeps until `at`, or forever when there is none: the timer arm of a
+/// `select!` loop whose deadline may be unset, so an idle loop never wakes.
+pub async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> u64 {

@@ -117,13 +117,7 @@ pub fn spawn(
         loop {
             // Asleep until an event, the burst's deadline or cancellation:
             // an idle watch costs no wakeups.
-            let due = burst.due_at().map(tokio::time::Instant::from_std);
-            let deadline = async {
-                match due {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let deadline = crate::clock::sleep_until(burst.due_at());
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = deadline => {}

@@ -200,14 +200,9 @@ impl Keeper {
         loop {
             let wake = self.table.next_expiry().map(|at| {
                 let left = at.saturating_sub(now_ms());
-                tokio::time::Instant::now() + std::time::Duration::from_millis(left)
+                std::time::Instant::now() + std::time::Duration::from_millis(left)
             });
-            let lapse = async {
-                match wake {
-                    Some(t) => tokio::time::sleep_until(t).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let lapse = crate::clock::sleep_until(wake);
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = lapse => self.expire().await,

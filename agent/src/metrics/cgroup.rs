@@ -307,12 +307,7 @@ impl Files {
                     keyed(cpu, "throttled_usec").unwrap_or(0),
                 );
                 let current = parse_u64(memory_current.read(buf)?);
-                if revalidate || cache.usage_at_stat != Some(current) {
-                    cache.inactive = optional(memory_stat, buf, |t| keyed(t, "inactive_file"))
-                        .flatten()
-                        .unwrap_or(0);
-                    cache.usage_at_stat = Some(current);
-                }
+                cache.refresh_inactive(memory_stat, buf, current, revalidate, "inactive_file");
                 if revalidate {
                     cache.cpu_limit = optional(cpu_max, buf, parse_cpu_max).flatten();
                     cache.memory_limit = optional(memory_max, buf, parse_memory_max).flatten();
@@ -349,12 +344,7 @@ impl Files {
                 })
                 .unwrap_or((0, 0));
                 let current = parse_u64(memory_usage.read(buf)?);
-                if revalidate || cache.usage_at_stat != Some(current) {
-                    cache.inactive = optional(memory_stat, buf, |t| keyed(t, "total_inactive_file"))
-                        .flatten()
-                        .unwrap_or(0);
-                    cache.usage_at_stat = Some(current);
-                }
+                cache.refresh_inactive(memory_stat, buf, current, revalidate, "total_inactive_file");
                 if revalidate {
                     let quota = optional(quota, buf, parse_i64).flatten();
                     let period = optional(period, buf, parse_i64).flatten();
@@ -417,6 +407,26 @@ struct Cache {
     inactive: u64,
     cpu_limit: Option<f64>,
     memory_limit: Option<u64>,
+}
+
+impl Cache {
+    /// Re-reads the inactive file cache from `memory.stat` (under `key`:
+    /// v1 and v2 name it apart) when memory usage moved since the last
+    /// read or the limits are due: the kernel computes that file on every
+    /// read, the costliest of a pass.
+    fn refresh_inactive(
+        &mut self,
+        memory_stat: &Option<Kept>,
+        buf: &mut Vec<u8>,
+        current: u64,
+        revalidate: bool,
+        key: &str,
+    ) {
+        if revalidate || self.usage_at_stat != Some(current) {
+            self.inactive = optional(memory_stat, buf, |t| keyed(t, key)).flatten().unwrap_or(0);
+            self.usage_at_stat = Some(current);
+        }
+    }
 }
 
 impl Raw {

@@ -32,12 +32,7 @@ pub async fn run(sup: Supervisor, mut triggers: mpsc::Receiver<()>, cancel: Canc
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut wake_at: Option<Instant> = None;
     loop {
-        let backoff_timer = async {
-            match wake_at {
-                Some(t) => tokio::time::sleep_until(t.into()).await,
-                None => std::future::pending().await,
-            }
-        };
+        let backoff_timer = crate::clock::sleep_until(wake_at);
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = resync.tick() => {}

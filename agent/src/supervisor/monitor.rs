@@ -38,12 +38,7 @@ pub(super) async fn run(sup: Supervisor, cancel: CancellationToken) {
     let mut wake_at: Option<Instant> = Some(Instant::now());
     let mut looked_at = Instant::now();
     loop {
-        let timer = async {
-            match wake_at {
-                Some(t) => tokio::time::sleep_until(t.max(looked_at + HEALTH_TICK).into()).await,
-                None => std::future::pending().await,
-            }
-        };
+        let timer = crate::clock::sleep_until(wake_at.map(|t| t.max(looked_at + HEALTH_TICK)));
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = timer => {}
