@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::{Supervisor, SupervisorError};
 
-use crate::docker::{ContainerInfo, CreateRequest, Ensured, PortBinding, RunFlags, SoftLimits};
+use crate::docker::{ContainerInfo, CreateRequest, DockerError, Ensured, PortBinding, RunFlags, SoftLimits};
 use crate::envfiles;
 use berth_core::labels;
 use berth_core::spec::{ServiceSpec, VolumeSource, is_builtin_network};
@@ -49,7 +49,7 @@ impl Supervisor {
             labels::SPEC.into(),
             serde_json::to_string(spec).map_err(|e| SupervisorError::Internal(e.to_string()))?,
         );
-        let req = CreateRequest {
+        let mut req = CreateRequest {
             name: container_name(spec.name.as_str(), revision),
             image: spec.image.as_str().to_owned(),
             command: spec.command.clone(),
@@ -76,10 +76,20 @@ impl Supervisor {
             flags: run_flags(spec),
         };
         self.prepare_mounts(spec).await?;
-        engine
-            .create(&req)
-            .await
-            .map_err(|e| SupervisorError::Internal(e.to_string()))
+        let mut tries = 1;
+        loop {
+            match engine.create(&req).await {
+                Ok(id) => return Ok(id),
+                // Names only have to be unique per engine, and other agents
+                // (another `[docker] instance`) may share it: a fresh tag
+                // is as good a name.
+                Err(DockerError::Conflict { .. }) if tries < NAME_TRIES => {
+                    tries += 1;
+                    req.name = container_name(spec.name.as_str(), revision);
+                }
+                Err(e) => return Err(SupervisorError::Internal(e.to_string())),
+            }
+        }
     }
 
     /// Makes what the container of `spec` mounts and joins exist before it
@@ -222,14 +232,40 @@ fn create_host_dir(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// `NAME-rREV-XXXX`: unique per container, readable in `docker ps`.
+/// How many names a create tries before a name conflict is an error.
+const NAME_TRIES: u32 = 3;
+
+/// `NAME-rREV-XXXX`: unique per container, readable in `docker ps`. The tag
+/// is 16 bits of a hash keyed per process (std's `RandomState`), so agents
+/// sharing one engine draw independent tags even at the same instant.
 fn container_name(service: &str, revision: u64) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static SEQ: AtomicU32 = AtomicU32::new(0);
+    use std::hash::{BuildHasher as _, Hasher as _};
+    use std::sync::LazyLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static KEYS: LazyLock<std::collections::hash_map::RandomState> = LazyLock::new(Default::default);
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let tag = (nanos ^ std::process::id().rotate_left(16) ^ SEQ.fetch_add(0x9E37, Ordering::Relaxed)) & 0xffff;
+        .map_or(0, |d| d.as_nanos());
+    let mut h = KEYS.build_hasher();
+    h.write_u128(nanos);
+    h.write_u64(SEQ.fetch_add(1, Ordering::Relaxed));
+    let tag = h.finish() & 0xffff;
     format!("{service}-r{revision}-{tag:04x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::container_name;
+
+    #[test]
+    fn names_read_as_service_and_revision_and_draw_fresh_tags() {
+        let names: std::collections::BTreeSet<String> = (0..256).map(|_| container_name("api", 7)).collect();
+        for n in &names {
+            let tag = n.strip_prefix("api-r7-").expect("NAME-rREV-");
+            assert!(tag.len() == 4 && u16::from_str_radix(tag, 16).is_ok(), "{n}");
+        }
+        // 256 draws of 16 bits: a few repeats at most, never a constant.
+        assert!(names.len() > 240, "{} distinct of 256", names.len());
+    }
 }
