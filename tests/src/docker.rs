@@ -35,20 +35,37 @@ pub fn running(instance: &str, service: &str) -> Vec<String> {
 }
 
 /// The one running container of `service` (others may be stopped);
-/// panics unless exactly one runs.
+/// panics unless exactly one runs. A blue-green deploy answers before the
+/// old container's drain ends, so this gives that a few seconds.
 pub fn one_running(instance: &str, service: &str) -> String {
-    let all = running(instance, service);
+    let all = settled(|| running(instance, service));
     assert_eq!(all.len(), 1, "exactly one running container of {service}: {all:?}");
     all[0].clone()
 }
 
 /// The only container of `service`, which runs; panics unless there is
-/// exactly one and it runs.
+/// exactly one and it runs. A deploy answers once its new revision serves
+/// and removes the old containers right after, so this gives that a few
+/// seconds.
 pub fn only_container(instance: &str, service: &str) -> String {
-    let all = containers(instance, Some(service));
+    let all = settled(|| containers(instance, Some(service)));
     assert_eq!(all.len(), 1, "exactly one container of {service}: {all:?}");
     assert_eq!(inspect(&all[0], "{{.State.Running}}"), "true");
     all[0].clone()
+}
+
+/// What `list` shows once it shows at most one container, or after 10 s:
+/// a deploy's old containers are removed after it answers (its drain
+/// included), under the service's lock.
+fn settled(list: impl Fn() -> Vec<String>) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let all = list();
+        if all.len() <= 1 || std::time::Instant::now() >= deadline {
+            return all;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 fn ids(instance: &str, service: Option<&str>, more: &[&str]) -> Vec<String> {

@@ -221,8 +221,8 @@ impl Supervisor {
     {
         let sup = self.clone();
         let span = info_span!("deploy", service = %service);
-        self.in_worker(span, async move {
-            let _permit = sup.acquire(&service, &progress).await?;
+        self.in_worker_then(span, async move {
+            let permit = sup.acquire(&service, &progress).await?;
             let snap = sup.snapshot();
             let (spec, env, mode) = what(&snap)?;
             let env = match env {
@@ -235,7 +235,16 @@ impl Supervisor {
                 },
                 EnvFrom::Current => sup.current_env(&spec)?,
             };
-            sup.rollout(spec, env, mode, progress).await
+            let (outcome, retire) = sup.rollout_until_active(spec, env, mode, progress).await?;
+            // The caller hears of the new revision as soon as it serves; the
+            // old one's containers go after, still under the permit.
+            let rest = async move {
+                if let Some(r) = retire {
+                    sup.retire(r).await;
+                }
+                drop(permit);
+            };
+            Ok((outcome, rest))
         })
         .await
     }

@@ -45,11 +45,35 @@ impl Supervisor {
         T: Send + 'static,
         F: Future<Output = Result<T, SupervisorError>> + Send + 'static,
     {
+        self.in_worker_then(span, async move {
+            work.await.map(|answer| (answer, std::future::ready(())))
+        })
+        .await
+    }
+
+    /// Like [`Supervisor::in_worker`], for work with a tail the caller need
+    /// not wait for: `work` yields the answer and what is left to do (which
+    /// may hold the service's permit), and the caller has the answer while
+    /// the rest runs on the same task.
+    pub(super) async fn in_worker_then<T, L, F>(&self, span: tracing::Span, work: F) -> Result<T, SupervisorError>
+    where
+        T: Send + 'static,
+        L: Future<Output = ()> + Send + 'static,
+        F: Future<Output = Result<(T, L), SupervisorError>> + Send + 'static,
+    {
         self.engine()?;
         let (tx, rx) = oneshot::channel();
         self.tracker().spawn(
             async move {
-                let _ = tx.send(work.await);
+                match work.await {
+                    Ok((answer, rest)) => {
+                        let _ = tx.send(Ok(answer));
+                        rest.await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
             }
             .instrument(span),
         );

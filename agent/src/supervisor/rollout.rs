@@ -15,6 +15,10 @@
 //! stops the new container, restarts the old one and reports why (probe
 //! output, exit code, last log lines).
 //!
+//! The caller has its answer once the new revision serves and is recorded
+//! as active; the old revision's drain and removal ([`Retire`]) follow on
+//! the same worker, under the same permit.
+//!
 //! Shutdown: a pull in progress is abandoned (nothing changed yet); a gate
 //! in progress ends at once and the rollout settles like a failed gate,
 //! except that the revision is marked *interrupted*; later steps (switch,
@@ -47,6 +51,18 @@ enum Ending {
     Failed,
     /// The agent is shutting down: the revision is *interrupted*.
     Interrupted,
+}
+
+/// What is left of the revision a rollout replaced: its containers, to
+/// remove once the caller has its answer ([`Supervisor::retire`]).
+pub(super) struct Retire {
+    service: String,
+    /// Blue-green: how long the old containers finish their requests first.
+    drain: Option<Duration>,
+    stop_timeout: Duration,
+    old: Vec<ContainerInfo>,
+    /// Running old containers are stopped (blue-green kept them serving).
+    stop_running: bool,
 }
 
 /// What a failure has to know about the rollout it ends.
@@ -90,8 +106,8 @@ impl Failure {
 }
 
 impl Supervisor {
-    /// The rollout itself; the caller holds the service's permit. `env` is
-    /// what the new containers get.
+    /// The rollout itself, old containers removed; the caller holds the
+    /// service's permit. `env` is what the new containers get.
     pub(super) async fn rollout(
         &self,
         spec: ServiceSpec,
@@ -99,6 +115,24 @@ impl Supervisor {
         mode: Mode,
         progress: ProgressTx,
     ) -> Result<Outcome, SupervisorError> {
+        let (outcome, retire) = self.rollout_until_active(spec, env, mode, progress).await?;
+        if let Some(r) = retire {
+            self.retire(r).await;
+        }
+        Ok(outcome)
+    }
+
+    /// The rollout up to the new revision serving and recorded as active:
+    /// what the caller waits for. What is left of the old revision comes
+    /// back as a [`Retire`], for [`Supervisor::retire`] once the caller has
+    /// its answer.
+    pub(super) async fn rollout_until_active(
+        &self,
+        spec: ServiceSpec,
+        env: Vars,
+        mode: Mode,
+        progress: ProgressTx,
+    ) -> Result<(Outcome, Option<Retire>), SupervisorError> {
         let name = spec.name.as_str().to_owned();
         let engine = self.engine()?;
         let mut phases = Phases::start();
@@ -121,14 +155,15 @@ impl Supervisor {
             && cur.spec == spec
             && current_env.as_ref().is_none_or(|e| *e == env)
         {
-            return Ok(Outcome {
+            let unchanged = Outcome {
                 success: true,
                 service: name,
                 revision: cur.number,
                 attempted_revision: cur.number,
                 changed: false,
                 ..Outcome::default()
-            });
+            };
+            return Ok((unchanged, None));
         }
 
         // Neither needs the other: the pull may refuse the change before
@@ -186,7 +221,7 @@ impl Supervisor {
         if let Some((path, env)) = &at.attempted_env
             && let Err(e) = self.sync_env_file(&name, path, env).await
         {
-            return Ok(self.fail(&at, &[], Failure::before_gate(e.to_string())).await);
+            return Ok((self.fail(&at, &[], Failure::before_gate(e.to_string())).await, None));
         }
         phases.mark("env");
         let stopping = !blue_green && !was_running.is_empty();
@@ -216,12 +251,12 @@ impl Supervisor {
             (Err(why), Ok(id)) => {
                 // Never started: nothing to keep of it.
                 let _ = engine.remove(&id).await;
-                return Ok(self.fail(&at, restore, Failure::before_gate(why)).await);
+                return Ok((self.fail(&at, restore, Failure::before_gate(why)).await, None));
             }
-            (Err(why), Err(_)) => return Ok(self.fail(&at, restore, Failure::before_gate(why)).await),
+            (Err(why), Err(_)) => return Ok((self.fail(&at, restore, Failure::before_gate(why)).await, None)),
             (Ok(()), Err(e)) => {
                 let why = format!("cannot start the new container: {e}");
-                return Ok(self.fail(&at, restore, Failure::before_gate(why)).await);
+                return Ok((self.fail(&at, restore, Failure::before_gate(why)).await, None));
             }
         };
         let beside = if blue_green && !was_running.is_empty() {
@@ -235,7 +270,7 @@ impl Supervisor {
         );
         if let Err(e) = self.start_created(&new_id).await {
             let why = format!("cannot start the new container: {e}");
-            return Ok(self.fail(&at, restore, Failure::before_gate(why)).await);
+            return Ok((self.fail(&at, restore, Failure::before_gate(why)).await, None));
         }
         phases.mark("start");
 
@@ -282,16 +317,16 @@ impl Supervisor {
                 // once, not only after the next reconcile pass.
                 if let Err(e) = self.healthy(&name, &new_id, interval, pass).await {
                     let failure = Failure::after_gate(new_id, format!("cannot follow the new container: {e}"));
-                    return Ok(self.fail(&at, restore, failure).await);
+                    return Ok((self.fail(&at, restore, failure).await, None));
                 }
             }
-            Err(failure) => return Ok(self.fail(&at, restore, failure).await),
+            Err(failure) => return Ok((self.fail(&at, restore, failure).await, None)),
         }
         phases.mark("follow");
 
         if blue_green && let Err(why) = self.switch(&spec, &new_id, revision, &progress).await {
             let failure = Failure::after_gate(new_id, why);
-            return Ok(self.fail(&at, restore, failure).await);
+            return Ok((self.fail(&at, restore, failure).await, None));
         }
         if blue_green {
             phases.mark("switch");
@@ -306,39 +341,9 @@ impl Supervisor {
                 self.switch_back(current.as_ref(), &was_running, &progress).await;
             }
             let failure = Failure::after_gate(new_id, format!("cannot record revision {revision} as active: {e}"));
-            return Ok(self.fail(&at, restore, failure).await);
+            return Ok((self.fail(&at, restore, failure).await, None));
         }
         phases.mark("activate");
-        if blue_green && !was_running.is_empty() {
-            let drain = spec.deploy.drain.as_std();
-            progress.step(
-                "drain",
-                format!(
-                    "letting the old container finish its requests for {}s",
-                    drain.as_secs_f64()
-                ),
-            );
-            tokio::time::sleep(drain).await;
-            phases.mark("drain");
-        }
-        if !old.is_empty() {
-            progress.step("cleanup", format!("removing {} old container(s)", old.len()));
-        }
-        for c in &old {
-            // The new revision runs and is recorded: an old container that
-            // will not go is left to the reconciler, which removes what is
-            // not the active revision.
-            let removed = match c.running && blue_green {
-                true => self.stop_and_remove(&c.id, spec.stop_timeout.as_std()).await,
-                false => engine.remove(&c.id).await.map_err(internal),
-            };
-            if let Err(e) = removed {
-                tracing::warn!(service = %name, container = %c.id, error = %e, "Cannot remove an old container; the reconciler will.");
-            }
-        }
-        if !old.is_empty() {
-            phases.mark("cleanup");
-        }
         self.deployed(&name).await?;
         self.bus().publish(
             "deployed",
@@ -368,14 +373,68 @@ impl Supervisor {
         );
         phases.mark("audit");
         phases.log(&name, revision, "ok");
-        Ok(Outcome {
-            success: true,
-            service: name,
-            revision,
-            attempted_revision: revision,
-            changed: true,
-            ..Outcome::default()
-        })
+        if !old.is_empty() {
+            let drain = match blue_green && !was_running.is_empty() {
+                true => format!(" after a drain of {}s", spec.deploy.drain.as_std().as_secs_f64()),
+                false => String::new(),
+            };
+            progress.step(
+                "cleanup",
+                format!(
+                    "revision {revision} serves; removing {} old container(s){drain}",
+                    old.len()
+                ),
+            );
+        }
+        let retire = Retire {
+            service: name.clone(),
+            drain: (blue_green && !was_running.is_empty()).then(|| spec.deploy.drain.as_std()),
+            stop_timeout: spec.stop_timeout.as_std(),
+            old,
+            stop_running: blue_green,
+        };
+        Ok((
+            Outcome {
+                success: true,
+                service: name,
+                revision,
+                attempted_revision: revision,
+                changed: true,
+                ..Outcome::default()
+            },
+            Some(retire),
+        ))
+    }
+
+    /// What follows a rollout that took over: the old revision's drain (blue-green)
+    /// and the removal of its containers. The caller has its answer by then; the
+    /// permit is still held, so nothing else acts on the service meanwhile.
+    pub(super) async fn retire(&self, r: Retire) {
+        let started = std::time::Instant::now();
+        if let Some(drain) = r.drain {
+            tokio::time::sleep(drain).await;
+        }
+        let Ok(engine) = self.engine() else { return };
+        for c in &r.old {
+            // The new revision runs and is recorded: an old container that
+            // will not go is left to the reconciler, which removes what is
+            // not the active revision.
+            let removed = match c.running && r.stop_running {
+                true => self.stop_and_remove(&c.id, r.stop_timeout).await,
+                false => engine.remove(&c.id).await.map_err(internal),
+            };
+            if let Err(e) = removed {
+                tracing::warn!(service = %r.service, container = %c.id, error = %e, "Cannot remove an old container; the reconciler will.");
+            }
+        }
+        if !r.old.is_empty() {
+            tracing::debug!(
+                service = %r.service,
+                containers = r.old.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "Retired the old revision's containers."
+            );
+        }
     }
 
     /// Points nginx back at the revision that ran before, after traffic had
