@@ -20,4 +20,4 @@ pub use agent::Agent;
 pub use dial::{CONNECT_TIMEOUT, client_config, connect, connect_with};
 pub use explain::{ConnectError, explain, explain_status};
 pub use target::{DEFAULT_PORT, Target};
-pub use tls_files::TlsFiles;
+pub use tls_files::{TlsFiles, default_tls_dir};

@@ -1,6 +1,6 @@
 //! The client's TLS files: which ones, and what they hold.
 //!
-//! Owns resolving `--tls-dir` and `--cert` into the CA, certificate and key
+//! Owns where they live by default ([`default_tls_dir`]), resolving `--tls-dir` and `--cert` into the CA, certificate and key
 //! paths ([`TlsFiles::resolve`]; without `--cert`, the only client
 //! certificate in the directory), and reading them as rustls types. Input:
 //! a directory and an optional name; output: [`TlsFiles`] or a
@@ -12,6 +12,15 @@ use std::path::{Path, PathBuf};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::ConnectError;
+
+/// `~/.config/berth` (or `$XDG_CONFIG_HOME/berth`).
+pub fn default_tls_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("berth");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    PathBuf::from(home).join(".config").join("berth")
+}
 
 /// The client's TLS files.
 #[derive(Debug, Clone)]

@@ -31,7 +31,7 @@ pub mod top;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::client::Agent;
+use crate::client::{Agent, default_tls_dir};
 use crate::fleet::{Selection, SelectionArgs, SelectionError};
 use crate::output::Format;
 
@@ -85,12 +85,3 @@ impl Global {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("exit code {0}")]
 pub struct Exit(pub u8);
-
-/// `~/.config/berth` (or `$XDG_CONFIG_HOME/berth`).
-pub fn default_tls_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("berth");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
-    PathBuf::from(home).join(".config").join("berth")
-}

@@ -153,7 +153,7 @@ impl SelectionArgs {
     pub fn inventory_path(&self) -> PathBuf {
         self.inventory
             .clone()
-            .unwrap_or_else(|| crate::cmd::default_tls_dir().join("fleets.toml"))
+            .unwrap_or_else(|| crate::client::default_tls_dir().join("fleets.toml"))
     }
 
     /// Reads the inventory file.
@@ -239,7 +239,7 @@ impl SelectionArgs {
                 .clone()
                 .or_else(|| tls_dir.map(Path::to_owned))
                 .or_else(|| settings.tls_dir.clone())
-                .unwrap_or_else(crate::cmd::default_tls_dir);
+                .unwrap_or_else(crate::client::default_tls_dir);
             let name = host
                 .cert
                 .clone()
