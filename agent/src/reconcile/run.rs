@@ -25,7 +25,8 @@ use crate::supervisor::Supervisor;
 
 /// How often the host is looked at even without events: berth's
 /// containers listed (ids and states) and the sites dir read, compared with
-/// what the last full pass saw; a full pass follows when they differ. A
+/// what the last full pass saw; a full pass follows when they differ or
+/// that pass found something to do. A
 /// container removed, stopped or started, or a site file changed, is thus
 /// repaired within this even when its event was missed.
 const RESYNC: Duration = Duration::from_secs(10);
@@ -120,7 +121,7 @@ pub async fn pass(sup: &Supervisor) -> Option<Instant> {
 }
 
 /// [`pass`], and what it saw of Docker and the sites dir (`None` when it
-/// could not look).
+/// could not look or found something to do).
 async fn full_pass(sup: &Supervisor) -> (Option<Instant>, Option<Seen>) {
     let Ok(engine) = sup.engine() else {
         return (None, None);
@@ -152,12 +153,15 @@ async fn full_pass(sup: &Supervisor) -> (Option<Instant>, Option<Seen>) {
     };
     let sites = site_files(sup, &desired);
     let plan = plan(&desired, &observed, &ctx, &sites, now);
-    let seen = Seen {
+    // A resync may skip the next full pass only if this one found the host
+    // converged: an action not taken (no permit) or not yet effective must
+    // be looked at again.
+    let seen = plan.actions.is_empty().then(|| Seen {
         at: now,
         containers,
         sites,
         generations: snap.generations.clone(),
-    };
+    });
 
     // The last action of each service, so its permit ends right after it.
     let mut last: HashMap<String, usize> = HashMap::new();
@@ -196,12 +200,9 @@ async fn full_pass(sup: &Supervisor) -> (Option<Instant>, Option<Seen>) {
     if failed > 0 {
         // Something is off (port taken, image gone, nginx refusing); look
         // again soon rather than waiting for the resync.
-        return (
-            Some(plan.wake_at.map_or(now + RETRY, |w| w.min(now + RETRY))),
-            Some(seen),
-        );
+        return (Some(plan.wake_at.map_or(now + RETRY, |w| w.min(now + RETRY))), seen);
     }
-    (plan.wake_at, Some(seen))
+    (plan.wake_at, seen)
 }
 
 /// What the sites dir holds for the desired proxied services, and which
