@@ -179,17 +179,7 @@ impl Engine {
     /// inspected (so limits, ports and exit codes are known). A container
     /// removed between listing and inspecting is left out.
     pub async fn list_managed(&self) -> Result<Vec<ContainerInfo>, DockerError> {
-        let filters = HashMap::from([("label".to_owned(), self.owned_filter())]);
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        };
-        let summaries = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| self.fail("list berth's containers".to_owned(), e))?;
+        let summaries = self.list_summaries().await?;
         let infos: Vec<Option<ContainerInfo>> = futures::stream::iter(summaries)
             .filter_map(|s| futures::future::ready(s.id))
             .map(|id| async move { self.inspect(&id).await })
@@ -197,6 +187,37 @@ impl Engine {
             .try_collect()
             .await?;
         Ok(infos.into_iter().flatten().collect())
+    }
+
+    /// The id and state of every container [`Engine::list_managed`] would
+    /// inspect, sorted by id, from one listing and no inspect: what the
+    /// reconciler's resync compares with its last full pass. States are
+    /// spelt as [`ContainerInfo::state`].
+    pub async fn list_states(&self) -> Result<Vec<(String, String)>, DockerError> {
+        let mut states: Vec<(String, String)> = self
+            .list_summaries()
+            .await?
+            .into_iter()
+            .filter_map(|s| {
+                let state = s.state.map(|st| st.to_string()).unwrap_or_default();
+                Some((s.id?, state))
+            })
+            .collect();
+        states.sort();
+        Ok(states)
+    }
+
+    async fn list_summaries(&self) -> Result<Vec<bollard::models::ContainerSummary>, DockerError> {
+        let filters = HashMap::from([("label".to_owned(), self.owned_filter())]);
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        self.docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.fail("list berth's containers".to_owned(), e))
     }
 
     /// Inspects one container; `Ok(None)` when it does not exist.

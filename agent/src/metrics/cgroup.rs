@@ -17,9 +17,9 @@
 //! sees the container's network namespace.
 //!
 //! A container's files are opened once ([`Files`]) and re-read with
-//! `pread` each pass (see [`super::procfile`]); what rarely moves (limits,
-//! `memory.stat` while usage stays put) is re-read once per
-//! [`REVALIDATE`]. Everything here is plain
+//! `pread` (see [`super::procfile`]); a pass reads only the files whose
+//! values may have moved ([`Files::read`] says which follow what), and
+//! every file at least once per [`REVALIDATE`]. Everything here is plain
 //! blocking file I/O on pseudo-files (about a microsecond each); the
 //! collector runs it on its sampler thread.
 
@@ -270,27 +270,41 @@ impl Files {
         own + 1 + kept(&self.net)
     }
 
-    /// Reads every counter, using `buf` as scratch space. Fails when a
-    /// required file cannot be read, which means the container (its
-    /// cgroup) is gone.
+    /// Reads every counter, using `buf` as scratch space; `now` is the
+    /// pass's time and `updates` the service's count of Docker `update`
+    /// events ([`super::MetricsTarget::updates`]). Fails when a required
+    /// file cannot be read, which means the container (its cgroup) is gone.
     ///
-    /// Reads only what may have changed: the limits once per
-    /// [`REVALIDATE`] (they move only on `docker update`), and
-    /// `memory.stat` (the costliest file: the kernel sums its statistics on
-    /// each read) when memory usage moved or [`REVALIDATE`] went by.
-    pub fn read(&mut self, proc_root: &Path, buf: &mut Vec<u8>) -> Result<Raw, ReadError> {
-        self.read_at(proc_root, buf, Instant::now())
-    }
-
-    fn read_at(&mut self, proc_root: &Path, buf: &mut Vec<u8>, now: Instant) -> Result<Raw, ReadError> {
+    /// Reads only what may have changed since the previous pass:
+    /// - the usage counters (CPU, memory) and network bytes every pass;
+    /// - throttling, and on v1 block I/O, only when CPU usage moved: a
+    ///   cgroup is throttled only while it runs, and v1 charges block I/O
+    ///   to the task that issues it (writeback goes to the root cgroup), so
+    ///   an idle container's counters stand still. v2 charges writeback to
+    ///   the container's cgroup without its CPU, so `io.stat` is read every
+    ///   pass;
+    /// - `memory.stat` (the costliest file: the kernel sums its statistics
+    ///   on each read) and the OOM kill count only when memory usage moved:
+    ///   a kill frees the victim's memory;
+    /// - the limits when `updates` moved (a `docker update`, by hand or by
+    ///   the reconciler setting drift back, shows at the next pass).
+    ///
+    /// Everything is read again at least once per [`REVALIDATE`], which
+    /// bounds how stale a skipped file can be (an update event missed while
+    /// the event stream was down, an OOM kill of a process too small to
+    /// move the usage counter).
+    pub fn read(&mut self, proc_root: &Path, buf: &mut Vec<u8>, now: Instant, updates: u32) -> Result<Raw, ReadError> {
         let cache = &mut self.cache;
-        let revalidate = cache
-            .revalidated_at
-            .is_none_or(|at| now.saturating_duration_since(at) >= REVALIDATE);
+        let revalidate = cache.updates != Some(updates)
+            || cache
+                .revalidated_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= REVALIDATE);
         if revalidate {
             cache.revalidated_at = Some(now);
+            cache.updates = Some(updates);
         }
-        let mut raw = match &self.open {
+        let raw = &mut cache.raw;
+        match &self.open {
             Open::V2 {
                 cpu_stat,
                 memory_current,
@@ -300,29 +314,26 @@ impl Files {
                 cpu_max,
                 memory_max,
             } => {
+                // Usage and throttling share one file.
                 let cpu = cpu_stat.read(buf)?;
-                let (usage_usec, nr_throttled, throttled_usec) = (
-                    keyed(cpu, "usage_usec").unwrap_or(0),
-                    keyed(cpu, "nr_throttled").unwrap_or(0),
-                    keyed(cpu, "throttled_usec").unwrap_or(0),
-                );
+                raw.cpu_usage_ns = keyed(cpu, "usage_usec").unwrap_or(0).saturating_mul(1000);
+                raw.throttled_periods = keyed(cpu, "nr_throttled").unwrap_or(0);
+                raw.throttled_ns = keyed(cpu, "throttled_usec").unwrap_or(0).saturating_mul(1000);
                 let current = parse_u64(memory_current.read(buf)?);
-                cache.refresh_inactive(memory_stat, buf, current, revalidate, "inactive_file");
-                if revalidate {
-                    cache.cpu_limit = optional(cpu_max, buf, parse_cpu_max).flatten();
-                    cache.memory_limit = optional(memory_max, buf, parse_memory_max).flatten();
-                }
-                Raw {
-                    cpu_usage_ns: usage_usec.saturating_mul(1000),
-                    throttled_periods: nr_throttled,
-                    throttled_ns: throttled_usec.saturating_mul(1000),
-                    memory_bytes: current.saturating_sub(cache.inactive),
-                    oom_kills: optional(memory_events, buf, |t| keyed(t, "oom_kill"))
+                if moved(&mut cache.usage_at_stat, current, revalidate) {
+                    cache.inactive = optional(memory_stat, buf, |t| keyed(t, "inactive_file"))
                         .flatten()
-                        .unwrap_or(0),
-                    ..Raw::default()
+                        .unwrap_or(0);
+                    raw.oom_kills = optional(memory_events, buf, |t| keyed(t, "oom_kill"))
+                        .flatten()
+                        .unwrap_or(0);
                 }
-                .with_blkio(optional(io_stat, buf, parse_io_stat))
+                raw.memory_bytes = current.saturating_sub(cache.inactive);
+                (raw.blkio_read, raw.blkio_write) = optional(io_stat, buf, parse_io_stat).unwrap_or((0, 0));
+                if revalidate {
+                    raw.cpu_limit = optional(cpu_max, buf, parse_cpu_max).flatten();
+                    raw.memory_limit = optional(memory_max, buf, parse_memory_max).flatten();
+                }
             }
             Open::V1 {
                 usage,
@@ -336,39 +347,41 @@ impl Files {
                 blkio,
             } => {
                 let cpu_usage_ns = parse_u64(usage.read(buf)?);
-                let (throttled_periods, throttled_ns) = optional(cpu_stat, buf, |t| {
-                    (
-                        keyed(t, "nr_throttled").unwrap_or(0),
-                        keyed(t, "throttled_time").unwrap_or(0),
-                    )
-                })
-                .unwrap_or((0, 0));
+                if moved(&mut cache.cpu_at_stat, cpu_usage_ns, revalidate) {
+                    (raw.throttled_periods, raw.throttled_ns) = optional(cpu_stat, buf, |t| {
+                        (
+                            keyed(t, "nr_throttled").unwrap_or(0),
+                            keyed(t, "throttled_time").unwrap_or(0),
+                        )
+                    })
+                    .unwrap_or((0, 0));
+                    (raw.blkio_read, raw.blkio_write) = blkio
+                        .iter()
+                        .find_map(|f| {
+                            let text = f.as_ref()?.read(buf).ok()?;
+                            (!text.is_empty()).then(|| parse_v1_blkio(text))
+                        })
+                        .unwrap_or((0, 0));
+                }
+                raw.cpu_usage_ns = cpu_usage_ns;
                 let current = parse_u64(memory_usage.read(buf)?);
-                cache.refresh_inactive(memory_stat, buf, current, revalidate, "total_inactive_file");
+                if moved(&mut cache.usage_at_stat, current, revalidate) {
+                    cache.inactive = optional(memory_stat, buf, |t| keyed(t, "total_inactive_file"))
+                        .flatten()
+                        .unwrap_or(0);
+                    raw.oom_kills = optional(oom_control, buf, |t| keyed(t, "oom_kill"))
+                        .flatten()
+                        .unwrap_or(0);
+                }
+                raw.memory_bytes = current.saturating_sub(cache.inactive);
                 if revalidate {
                     let quota = optional(quota, buf, parse_i64).flatten();
                     let period = optional(period, buf, parse_i64).flatten();
-                    cache.cpu_limit = v1_cpus(quota, period);
-                    cache.memory_limit = optional(memory_limit, buf, parse_u64).and_then(v1_limit);
+                    raw.cpu_limit = v1_cpus(quota, period);
+                    raw.memory_limit = optional(memory_limit, buf, parse_u64).and_then(v1_limit);
                 }
-                Raw {
-                    cpu_usage_ns,
-                    throttled_periods,
-                    throttled_ns,
-                    memory_bytes: current.saturating_sub(cache.inactive),
-                    oom_kills: optional(oom_control, buf, |t| keyed(t, "oom_kill"))
-                        .flatten()
-                        .unwrap_or(0),
-                    ..Raw::default()
-                }
-                .with_blkio(blkio.iter().find_map(|f| {
-                    let text = f.as_ref()?.read(buf).ok()?;
-                    (!text.is_empty()).then(|| parse_v1_blkio(text))
-                }))
             }
-        };
-        raw.cpu_limit = cache.cpu_limit;
-        raw.memory_limit = cache.memory_limit;
+        }
         if self.net.is_none() {
             // Only the first pid matters: a short read is enough however
             // many processes the container runs.
@@ -387,59 +400,50 @@ impl Files {
                 Err(_) => self.net = None,
             }
         }
-        Ok(raw)
+        Ok(raw.clone())
     }
 }
 
-/// How long a container's limits, and a `memory.stat` reading while
-/// memory usage stays put, are reused: as long as the reconciler's resync,
-/// so a `docker update` shows in metrics as soon as drift is noticed.
-pub const REVALIDATE: Duration = Duration::from_secs(10);
+/// How long a file skipped because what it follows did not move (limits,
+/// `memory.stat`, throttling, OOM kills, v1 block I/O) may go unread.
+/// Limits are re-read at once on a Docker `update` event, so this bounds
+/// only what no event or counter announces; at the default 10 s interval
+/// it is one pass in six.
+pub const REVALIDATE: Duration = Duration::from_secs(60);
 
-/// What a container's previous passes read from its slow-moving files.
+/// What a container's previous passes read, kept for the files a pass
+/// skips.
 #[derive(Debug, Default)]
 struct Cache {
-    /// When the limits were last read.
+    /// When every file was last read.
     revalidated_at: Option<Instant>,
-    /// Memory usage when `memory.stat` was last read.
+    /// The service's `update` event count at that read.
+    updates: Option<u32>,
+    /// CPU usage when throttling (and v1 block I/O) was last read.
+    cpu_at_stat: Option<u64>,
+    /// Memory usage when `memory.stat` and the OOM count were last read.
     usage_at_stat: Option<u64>,
     /// Inactive file cache from that read.
     inactive: u64,
-    cpu_limit: Option<f64>,
-    memory_limit: Option<u64>,
+    /// The previous pass's counters; what a pass skips stays as read.
+    raw: Raw,
 }
 
-impl Cache {
-    /// Re-reads the inactive file cache from `memory.stat` (under `key`:
-    /// v1 and v2 name it apart) when memory usage moved since the last
-    /// read or the limits are due: the kernel computes that file on every
-    /// read, the costliest of a pass.
-    fn refresh_inactive(
-        &mut self,
-        memory_stat: &Option<Kept>,
-        buf: &mut Vec<u8>,
-        current: u64,
-        revalidate: bool,
-        key: &str,
-    ) {
-        if revalidate || self.usage_at_stat != Some(current) {
-            self.inactive = optional(memory_stat, buf, |t| keyed(t, key)).flatten().unwrap_or(0);
-            self.usage_at_stat = Some(current);
-        }
+/// Whether the files that follow a counter are due: it moved since they
+/// were last read (`at`, updated here), or everything is being
+/// revalidated.
+fn moved(at: &mut Option<u64>, current: u64, revalidate: bool) -> bool {
+    let due = revalidate || *at != Some(current);
+    if due {
+        *at = Some(current);
     }
-}
-
-impl Raw {
-    fn with_blkio(mut self, rw: Option<(u64, u64)>) -> Raw {
-        (self.blkio_read, self.blkio_write) = rw.unwrap_or((0, 0));
-        self
-    }
+    due
 }
 
 /// Reads every counter of a container once (opens, reads and closes its
 /// files). The collector keeps [`Files`] open instead.
 pub fn read_container(dirs: &Dirs, proc_root: &Path) -> Result<Raw, ReadError> {
-    Files::open(dirs)?.read(proc_root, &mut Vec::new())
+    Files::open(dirs)?.read(proc_root, &mut Vec::new(), Instant::now(), 0)
 }
 
 // ------------------------------------------------------------------ parsers
@@ -737,7 +741,7 @@ mod tests {
         let mut files = Files::open(&Dirs::V2(dir.clone())).expect("open");
         let mut buf = Vec::new();
         let t0 = Instant::now();
-        expect_v2(&files.read_at(&proc_root, &mut buf, t0).expect("read"));
+        expect_v2(&files.read(&proc_root, &mut buf, t0, 0).expect("read"));
         assert_eq!(files.descriptors(), 9, "7 cgroup files, cgroup.procs, net/dev");
 
         // Counters move: the kept descriptors read the new values.
@@ -751,31 +755,90 @@ mod tests {
                 ("memory.events", "oom_kill 3\n"),
                 ("cpu.max", "max 100000\n"),
                 ("memory.stat", "inactive_file 1000\n"),
+                ("io.stat", "8:0 rbytes=5000 wbytes=6000\n"),
             ],
         );
         let raw = files
-            .read_at(&proc_root, &mut buf, t0 + Duration::from_secs(1))
+            .read(&proc_root, &mut buf, t0 + Duration::from_secs(1), 0)
             .expect("read");
         assert_eq!(raw.cpu_usage_ns, 3_000_000_000);
-        assert_eq!(raw.oom_kills, 3);
-        // Usage did not move and REVALIDATE has not passed: the limit and
-        // inactive cache are the earlier readings.
+        assert_eq!((raw.throttled_periods, raw.throttled_ns), (13, 1_000_000_000));
+        assert_eq!((raw.blkio_read, raw.blkio_write), (5000, 6000), "io.stat every pass");
+        // Memory usage did not move, no update event and REVALIDATE has
+        // not passed: memory.stat, memory.events and the limit are the
+        // earlier readings.
+        assert_eq!(raw.oom_kills, 2);
         assert_eq!(raw.cpu_limit, Some(0.5));
         assert_eq!(raw.memory_bytes, 73_400_320 - 4_194_304);
-        // Usage moved: memory.stat is read again.
+        // Usage moved: memory.stat and memory.events are read again.
         write(&dir, &[("memory.current", "73401320\n")]);
         let raw = files
-            .read_at(&proc_root, &mut buf, t0 + Duration::from_secs(2))
+            .read(&proc_root, &mut buf, t0 + Duration::from_secs(2), 0)
             .expect("read");
         assert_eq!(raw.memory_bytes, 73_401_320 - 1000);
-        assert_eq!(raw.cpu_limit, Some(0.5), "limits wait for REVALIDATE");
-        let raw = files.read_at(&proc_root, &mut buf, t0 + REVALIDATE).expect("read");
-        assert_eq!(raw.cpu_limit, None, "re-read after REVALIDATE");
+        assert_eq!(raw.oom_kills, 3);
+        assert_eq!(raw.cpu_limit, Some(0.5), "limits wait for an update or REVALIDATE");
+        // A Docker update event: the limits are read at the next pass.
+        let raw = files
+            .read(&proc_root, &mut buf, t0 + Duration::from_secs(3), 1)
+            .expect("read");
+        assert_eq!(raw.cpu_limit, None, "re-read after an update event");
+        write(
+            &dir,
+            &[("cpu.max", "25000 100000\n"), ("memory.stat", "inactive_file 0\n")],
+        );
+        let raw = files
+            .read(&proc_root, &mut buf, t0 + Duration::from_secs(4), 1)
+            .expect("read");
+        assert_eq!(raw.cpu_limit, None, "no new event: the last reading");
+        // Without any event, REVALIDATE bounds how stale they get.
+        let raw = files
+            .read(&proc_root, &mut buf, t0 + Duration::from_secs(3) + REVALIDATE, 1)
+            .expect("read");
+        assert_eq!(raw.cpu_limit, Some(0.25), "re-read after REVALIDATE");
+        assert_eq!(raw.memory_bytes, 73_401_320, "memory.stat too");
 
         // The cgroup goes away: a required file fails and names itself.
         std::fs::remove_file(dir.join("cpu.stat")).expect("rm");
         let fresh = Files::open(&Dirs::V2(dir.clone())).expect_err("cpu.stat is required");
         assert!(fresh.to_string().contains("cpu.stat"), "{fresh}");
+    }
+
+    #[test]
+    fn v1_reads_throttling_and_block_io_when_cpu_usage_moves() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("cgroup");
+        let rel = PathBuf::from("docker").join(ID);
+        v1_files(&root, &rel);
+        let proc_root = proc_with_net(tmp.path(), 77);
+        let dirs = locate(&root, Version::V1, ID).expect("found");
+        let mut files = Files::open(&dirs).expect("open");
+        let mut buf = Vec::new();
+        let t0 = Instant::now();
+        expect_v1(&files.read(&proc_root, &mut buf, t0, 0).expect("read"));
+
+        let (cpu, blkio) = (root.join("cpu").join(&rel), root.join("blkio").join(&rel));
+        write(&cpu, &[("cpu.stat", "nr_throttled 10\nthrottled_time 500000000\n")]);
+        write(
+            &blkio,
+            &[(
+                "blkio.throttle.io_service_bytes_recursive",
+                "8:0 Read 4096\n8:0 Write 0\n",
+            )],
+        );
+        let raw = files
+            .read(&proc_root, &mut buf, t0 + Duration::from_secs(1), 0)
+            .expect("read");
+        assert_eq!(raw.throttled_periods, 9, "CPU usage did not move: not read");
+        assert_eq!((raw.blkio_read, raw.blkio_write), (1025, 2050));
+        write(&root.join("cpuacct").join(&rel), &[("cpuacct.usage", "1600000000\n")]);
+        let raw = files
+            .read(&proc_root, &mut buf, t0 + Duration::from_secs(2), 0)
+            .expect("read");
+        assert_eq!(raw.cpu_usage_ns, 1_600_000_000);
+        assert_eq!((raw.throttled_periods, raw.throttled_ns), (10, 500_000_000));
+        assert_eq!((raw.blkio_read, raw.blkio_write), (4096, 0));
+        assert_eq!(raw.cpu_limit, Some(1.5), "limits stay as read");
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub struct MetricsTarget {
     pub restarts: u32,
     /// OOM kills seen since the agent started.
     pub oom_kills: u32,
+    /// Docker `update` events seen since the agent started: when this
+    /// moves, the container's limits are re-read at the next pass instead
+    /// of at the next [`cgroup::REVALIDATE`].
+    pub updates: u32,
     /// "healthy", "unhealthy", "starting", or "" without a health check.
     pub health: String,
     /// Its `[health.deps]` check is failing.
@@ -272,8 +276,10 @@ struct FileState {
     proc_root: PathBuf,
     host: host::HostCollector,
     /// Open files per container id, kept while the container is some
-    /// service's primary.
-    files: HashMap<String, cgroup::Files>,
+    /// service's primary, with the last pass that read them.
+    files: HashMap<String, (u64, cgroup::Files)>,
+    /// Passes run, to tell the files this pass read from the others.
+    passes: u64,
     /// Scratch space every file is read into.
     buf: Vec<u8>,
 }
@@ -294,6 +300,7 @@ impl FileState {
             proc_root: config.proc_root.clone(),
             host: host::HostCollector::new(&config.proc_root),
             files: HashMap::new(),
+            passes: 0,
             buf: Vec::new(),
         }
     }
@@ -302,10 +309,9 @@ impl FileState {
         let t = Instant::now();
         let host = self.host.sample(&mut self.buf);
         let host_elapsed = t.elapsed();
-        let t = Instant::now();
-        // Close the files of containers no longer anybody's primary.
-        self.files
-            .retain(|id, _| targets.iter().any(|t| t.container_id.as_deref() == Some(id)));
+        let now = Instant::now();
+        self.passes += 1;
+        let pass = self.passes;
         let reads = targets
             .iter()
             .map(|target| {
@@ -315,8 +321,9 @@ impl FileState {
                 let Some(version) = self.version else {
                     return FileRead::NeedsFallback;
                 };
-                if let Some(files) = self.files.get_mut(id) {
-                    match files.read(&self.proc_root, &mut self.buf) {
+                if let Some((seen, files)) = self.files.get_mut(id) {
+                    *seen = pass;
+                    match files.read(&self.proc_root, &mut self.buf, now, target.updates) {
                         Ok(raw) => return FileRead::Cgroup(raw),
                         // The cgroup was removed under the open files (a
                         // `docker restart` keeps the id but makes a new
@@ -331,12 +338,12 @@ impl FileState {
                     return FileRead::NeedsFallback;
                 };
                 let read = cgroup::Files::open(&dirs).and_then(|mut files| {
-                    let raw = files.read(&self.proc_root, &mut self.buf)?;
+                    let raw = files.read(&self.proc_root, &mut self.buf, now, target.updates)?;
                     Ok((files, raw))
                 });
                 match read {
                     Ok((files, raw)) => {
-                        self.files.insert(id.to_owned(), files);
+                        self.files.insert(id.to_owned(), (pass, files));
                         FileRead::Cgroup(raw)
                     }
                     Err(e) => {
@@ -347,17 +354,19 @@ impl FileState {
                 }
             })
             .collect();
+        // Close the files of containers no longer anybody's primary.
+        self.files.retain(|_, (seen, _)| *seen == pass);
         PassRead {
             host,
             host_elapsed,
             reads,
-            containers_elapsed: t.elapsed(),
+            containers_elapsed: now.elapsed(),
         }
     }
 
     /// Descriptors held open for containers.
     fn container_descriptors(&self) -> usize {
-        self.files.values().map(cgroup::Files::descriptors).sum()
+        self.files.values().map(|(_, f)| f.descriptors()).sum()
     }
 }
 
@@ -630,6 +639,7 @@ mod tests {
             container_id: id.map(str::to_owned),
             restarts: 0,
             oom_kills: 0,
+            updates: 0,
             health: String::new(),
             degraded: false,
             held: None,

@@ -21,7 +21,7 @@ pub struct Desired<'a> {
 }
 
 /// What nginx's sites dir holds, read just before planning.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SiteFiles {
     /// The content of each proxied desired service's site file, if it has one.
     pub current: BTreeMap<String, String>,

@@ -313,6 +313,10 @@ impl Owner {
         match ev.action.as_str() {
             "oom" => self.record_oom(&service, revision, &ev.container_id, OomSource::Docker),
             action if action.starts_with("health_status") => self.on_docker_health(&service, revision, ev),
+            "update" => {
+                self.rt.services.entry(service.clone()).or_default().updates += 1;
+                self.publish();
+            }
             "die" => {
                 self.rt.exited(&service, &ev.container_id, ev.exit_code);
                 self.publish();
@@ -488,6 +492,7 @@ mod tests {
     struct Running {
         commands: mpsc::Sender<Command>,
         snapshot: watch::Receiver<Arc<Snapshot>>,
+        targets: watch::Receiver<Arc<Vec<MetricsTarget>>>,
         cancel: CancellationToken,
         owner: tokio::task::JoinHandle<()>,
         dir: tempfile::TempDir,
@@ -498,7 +503,7 @@ mod tests {
         let (state_dir, state, _) = StateDir::open(dir.path()).expect("open");
         let (released_tx, released_rx) = mpsc::unbounded_channel();
         let (snapshot_tx, snapshot) = watch::channel(Arc::new(Snapshot::default()));
-        let (targets, _) = watch::channel(Arc::new(Vec::new()));
+        let (targets, targets_rx) = watch::channel(Arc::new(Vec::new()));
         let (trigger, _triggers) = mpsc::channel(1);
         let owner = Owner::new(
             state_dir,
@@ -516,6 +521,7 @@ mod tests {
         Running {
             commands,
             snapshot,
+            targets: targets_rx,
             cancel,
             owner,
             dir,
@@ -565,6 +571,51 @@ mod tests {
         let snap = r.snapshot.borrow().clone();
         assert_eq!(snap.record("web").map(|s| s.next_revision), Some(2));
         assert!(snap.generation("web") > before, "the reconciler sees it moved");
+    }
+
+    #[tokio::test]
+    async fn a_docker_update_reaches_the_metrics_targets() {
+        let r = start();
+        ask(&r, |reply| Command::Commit {
+            change: StateChange::Add(Box::new(revision("web")), RevisionStatus::Active),
+            reply,
+        })
+        .await
+        .expect("answered")
+        .expect("written");
+        let updates = |r: &Running| {
+            r.targets
+                .borrow()
+                .iter()
+                .find(|t| t.service == "web")
+                .map(|t| t.updates)
+        };
+        assert_eq!(updates(&r), Some(0));
+        let update = EngineEvent {
+            action: "update".into(),
+            container_id: "c1".into(),
+            service: Some("web".into()),
+            revision: Some(1),
+            exit_code: None,
+            time_ms: 1,
+        };
+        r.commands
+            .send(Command::DockerEvent(update))
+            .await
+            .expect("the owner runs");
+        // The next command is answered after the event was handled.
+        ask(&r, |reply| Command::Commit {
+            change: StateChange::Add(Box::new(revision("db")), RevisionStatus::Pending),
+            reply,
+        })
+        .await
+        .expect("answered")
+        .expect("written");
+        assert_eq!(
+            updates(&r),
+            Some(1),
+            "the collector re-reads the limits at its next pass"
+        );
     }
 
     #[tokio::test]

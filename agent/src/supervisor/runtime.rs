@@ -83,6 +83,10 @@ pub struct ServiceRuntime {
     pub restarts: u32,
     /// OOM kills seen since the agent started.
     pub oom_kills: u32,
+    /// Docker `update` events seen since the agent started (limits changed
+    /// in place): the metrics collector re-reads a container's limits when
+    /// this moves.
+    pub updates: u32,
     /// The last exit code seen.
     pub last_exit: Option<i64>,
     /// Why the memory-pressure policy keeps it stopped.

@@ -85,6 +85,7 @@ impl Snapshot {
                     container_id: primary.map(|p| p.id.clone()),
                     restarts: srt.map_or(0, |s| s.restarts),
                     oom_kills: srt.map_or(0, |s| s.oom_kills),
+                    updates: srt.map_or(0, |s| s.updates),
                     health: spec.map_or("", |s| self.health_of(s, primary)).to_owned(),
                     degraded: primary
                         .and_then(|p| self.health.get(&p.id))
