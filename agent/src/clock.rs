@@ -5,10 +5,22 @@
 //! One place, so every module reads time the same way and a clock before
 //! 1970 (a host without RTC at boot) reads as 0 instead of panicking.
 //! Durations and deadlines inside the agent use `Instant`, never this;
-//! [`sleep_until`] is the one wait on a deadline that may be unset.
+//! [`sleep_until`] is the one wait on a deadline that may be unset;
+//! [`thread_cpu`] the one CPU-time clock (what a metrics pass costs).
 //! Owns no state and runs no task.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// CPU time the calling thread has used: what a piece of work on one
+/// thread cost, whatever else the machine was running meanwhile.
+pub fn thread_cpu() -> Duration {
+    use rustix::time::{ClockId, clock_gettime};
+    let t = clock_gettime(ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
 
 /// Sleeps until `at`, or forever when there is none: the timer arm of a
 /// `select!` loop whose deadline may be unset, so an idle loop never wakes.

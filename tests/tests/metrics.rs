@@ -506,6 +506,18 @@ fn collector_keeps_cgroup_files_open_and_closes_them_with_the_container() {
         "the gauge counts the cgroup files ({held}) and more (net/dev): {:?}",
         open_files_naming(pid, &first)
     );
+    // A pass over a running container costs CPU time on the sampler
+    // thread (that thread's alone: not more than the pass's wall time).
+    let body = http_get(port, "/metrics").expect("a scrape");
+    let gauge = |name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} in the scrape"))
+    };
+    let wall = gauge("berth_metrics_pass_seconds{part=\"containers\"}");
+    let cpu = gauge("berth_metrics_pass_cpu_seconds{part=\"containers\"}");
+    // (The two clocks are read a few instructions apart: some slack.)
+    assert!(cpu > 0.0 && cpu <= wall * 1.1 + 50e-6, "pass CPU {cpu}s, wall {wall}s");
     // Let the first container use well over a CPU-second.
     wait_until(T, "the first container to use 2 CPU-seconds", || {
         scraped(port, "berth_container_cpu_seconds_total{service=\"kept\"}").is_some_and(|v| v >= 2.0)

@@ -198,6 +198,11 @@ pub struct Snapshot {
     pub host_elapsed: Duration,
     /// Time the container part of the pass took.
     pub containers_elapsed: Duration,
+    /// CPU time the sampler thread spent on the host part: the pass's cost
+    /// without the time it waited for a core.
+    pub host_cpu: Duration,
+    /// CPU time the sampler thread spent reading the containers' files.
+    pub containers_cpu: Duration,
     /// Containers read in this pass.
     pub containers_read: u32,
     /// Container cgroup and procfs files the collector holds open.
@@ -288,8 +293,10 @@ struct FileState {
 struct PassRead {
     host: HostSample,
     host_elapsed: Duration,
+    host_cpu: Duration,
     reads: Vec<FileRead>,
     containers_elapsed: Duration,
+    containers_cpu: Duration,
 }
 
 impl FileState {
@@ -307,8 +314,11 @@ impl FileState {
 
     fn read(&mut self, targets: &[MetricsTarget]) -> PassRead {
         let t = Instant::now();
+        let cpu = crate::clock::thread_cpu();
         let host = self.host.sample(&mut self.buf);
         let host_elapsed = t.elapsed();
+        let host_done = crate::clock::thread_cpu();
+        let host_cpu = host_done.saturating_sub(cpu);
         let now = Instant::now();
         self.passes += 1;
         let pass = self.passes;
@@ -359,8 +369,10 @@ impl FileState {
         PassRead {
             host,
             host_elapsed,
+            host_cpu,
             reads,
             containers_elapsed: now.elapsed(),
+            containers_cpu: crate::clock::thread_cpu().saturating_sub(host_done),
         }
     }
 
@@ -471,8 +483,10 @@ async fn collect_loop(
             PassRead {
                 host,
                 host_elapsed,
+                host_cpu,
                 reads,
                 mut containers_elapsed,
+                containers_cpu,
             },
             descriptors,
         )) = replied.await
@@ -584,6 +598,8 @@ async fn collect_loop(
             source,
             host_elapsed,
             containers_elapsed,
+            host_cpu,
+            containers_cpu,
             containers_read,
             open_files: descriptors,
         };
@@ -592,6 +608,7 @@ async fn collect_loop(
             containers = containers_read,
             host_us = host_elapsed.as_micros() as u64,
             containers_us = containers_elapsed.as_micros() as u64,
+            containers_cpu_us = containers_cpu.as_micros() as u64,
             "Metrics pass done."
         );
         // Never waits: readers look at the newest value when they are ready.

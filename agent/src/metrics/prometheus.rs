@@ -299,6 +299,21 @@ fn render_into(w: &mut Writer, s: &Snapshot) {
         &[("part", "containers")],
         s.containers_elapsed.as_secs_f64(),
     );
+    w.family(
+        "berth_metrics_pass_cpu_seconds",
+        "gauge",
+        "CPU time the newest collection pass took on the sampler thread, by part (the containers' part counts their cgroup and procfs reads).",
+    );
+    w.sample(
+        "berth_metrics_pass_cpu_seconds",
+        &[("part", "host")],
+        s.host_cpu.as_secs_f64(),
+    );
+    w.sample(
+        "berth_metrics_pass_cpu_seconds",
+        &[("part", "containers")],
+        s.containers_cpu.as_secs_f64(),
+    );
     w.one(
         "berth_metrics_containers_read",
         "gauge",
