@@ -265,7 +265,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         // set, tonic 0.14 skips the GOAWAY and only drops the connection
         // after age + grace. The listener's connection does the hard close.
         .max_connection_age(limits.max_age)
-        .layer(grpc::audited::AuditLayer::new(audit))
+        .layer(grpc::audited::AuditLayer::new(audit));
+    let routes = grpc::routes::Routes::default()
         .add_service(health_service)
         .add_service(HostServer::new(host))
         .add_service(ServicesServer::new(services))
@@ -276,8 +277,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         .add_service(RolloutsServer::new(grpc::rollouts::RolloutsApi::new(
             sup.clone(),
             rollouts,
-        )))
-        .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
+        )));
+    let server = server.serve_with_incoming_shutdown(routes, incoming, cancel.clone().cancelled_owned());
 
     // Say we listen (and write the address file) once the first attempt to
     // reach Docker has settled, so a client that starts right after us is

@@ -1,6 +1,7 @@
 //! Foundation: agent and berthctl over mutual TLS, refusals with their
 //! messages, check-config, shutdown on SIGTERM, and berthctl ending quietly
-//! when its reader goes away (`| head -1`). Real processes, real TLS.
+//! when its reader goes away (`| head -1`), and the standard gRPC health
+//! service next to berth's own. Real processes, real TLS.
 
 use std::time::Duration;
 
@@ -224,4 +225,44 @@ fn a_reader_that_goes_away_ends_berthctl_quietly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {:?}: {err}", out.status);
     assert!(err.is_empty(), "said on stderr: {err}");
+}
+
+#[test]
+fn standard_health_service_answers_and_an_unknown_service_is_unimplemented() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let pki = Pki::new();
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
+    let target: berthctl::client::Target = agent.addr.parse().expect("target");
+    let files = berthctl::client::TlsFiles::resolve(&pki.tls_dir(), None).expect("tls files");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let channel = berthctl::client::connect(&target, &files).await.expect("connect");
+        let mut health = HealthClient::new(channel.clone());
+        for service in ["", "berth.v1.Services", "berth.v1.Host"] {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .expect("health check")
+                .into_inner()
+                .status;
+            // SERVING
+            assert_eq!(status, 1, "{service:?}");
+        }
+        // The health client's codec on a path no service of the agent owns.
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("ready");
+        let path = http::uri::PathAndQuery::from_static("/berth.v1.NoSuchService/Check");
+        let codec = tonic_prost::ProstCodec::<HealthCheckRequest, tonic_health::pb::HealthCheckResponse>::default();
+        let err = grpc
+            .unary(tonic::Request::new(HealthCheckRequest::default()), path, codec)
+            .await
+            .expect_err("unknown service");
+        assert_eq!(err.code(), tonic::Code::Unimplemented, "{err}");
+    });
 }

@@ -428,8 +428,9 @@ pub struct LogConfig {
     /// `text` or `json` (stderr only).
     #[serde(default = "defaults::log_format")]
     pub format: LogFormat,
-    /// A tracing filter, e.g. "info" or "info,berth_agent::reconcile=debug".
-    /// `RUST_LOG` overrides it.
+    /// A log filter: a default level and `TARGET=LEVEL` directives,
+    /// comma-separated, e.g. "info" or "info,berth_agent::reconcile=debug"
+    /// (no span or field filters). `RUST_LOG` overrides it.
     #[serde(default = "defaults::log_level")]
     pub level: String,
 }

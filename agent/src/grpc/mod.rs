@@ -14,6 +14,7 @@ pub mod listener;
 pub mod locks;
 pub mod metrics;
 pub mod rollouts;
+pub mod routes;
 pub mod services;
 
 use tonic::{Request, Status};

@@ -137,7 +137,7 @@ impl VersionCheck {
     /// names both versions: `serving 1.4.2, expected 1.4.3`.
     pub fn assert(&self, reported: &str, image: &crate::image::ImageRef) -> Result<(), String> {
         let good = match (&self.expect, &self.expect_regex) {
-            (None, Some(pattern)) => regex::Regex::new(pattern)
+            (None, Some(pattern)) => regex_lite::Regex::new(pattern)
                 .map_err(|e| format!("health.version.expect_regex {pattern:?}: {e}"))?
                 .is_match(reported),
             _ => reported == self.expected(image),

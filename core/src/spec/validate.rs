@@ -291,7 +291,7 @@ impl ServiceSpec {
                     return Err(invalid("health.version.expect", expect, "must not be empty"));
                 }
                 (None, Some(pattern)) => {
-                    if let Err(e) = regex::Regex::new(pattern) {
+                    if let Err(e) = regex_lite::Regex::new(pattern) {
                         let first = e.to_string().lines().last().unwrap_or_default().trim().to_owned();
                         return Err(invalid(
                             "health.version.expect_regex",
