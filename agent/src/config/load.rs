@@ -146,7 +146,7 @@ impl Config {
                 return Err(invalid(key, format!("\"{d}\" is too short: the minimum is 1s")));
             }
         }
-        if let Err(e) = crate::telemetry::parse_filter(&self.log.level) {
+        if let Err(e) = super::parse_filter(&self.log.level) {
             return Err(invalid(
                 "log.level",
                 format!(

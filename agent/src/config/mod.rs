@@ -20,8 +20,10 @@ use berth_core::units::{ByteSize, Duration};
 
 mod alerts;
 mod load;
+mod logfilter;
 
 pub use alerts::{AlertMetric, AlertRule, Direction, RawAlertRule, valid_alert_name};
+pub use logfilter::parse_filter;
 
 /// Where the agent looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/agent.toml";
