@@ -373,26 +373,24 @@ impl Supervisor {
         );
         phases.mark("audit");
         phases.log(&name, revision, "ok");
-        if !old.is_empty() {
-            let drain = match blue_green && !was_running.is_empty() {
-                true => format!(" after a drain of {}s", spec.deploy.drain.as_std().as_secs_f64()),
-                false => String::new(),
-            };
+        let drain = (blue_green && !was_running.is_empty()).then(|| spec.deploy.drain.as_std());
+        let retire = (!old.is_empty()).then(|| {
+            let after = drain.map_or_else(String::new, |d| format!(" after a drain of {}s", d.as_secs_f64()));
             progress.step(
                 "cleanup",
                 format!(
-                    "revision {revision} serves; removing {} old container(s){drain}",
+                    "revision {revision} serves; removing {} old container(s){after}",
                     old.len()
                 ),
             );
-        }
-        let retire = Retire {
-            service: name.clone(),
-            drain: (blue_green && !was_running.is_empty()).then(|| spec.deploy.drain.as_std()),
-            stop_timeout: spec.stop_timeout.as_std(),
-            old,
-            stop_running: blue_green,
-        };
+            Retire {
+                service: name.clone(),
+                drain,
+                stop_timeout: spec.stop_timeout.as_std(),
+                old,
+                stop_running: blue_green,
+            }
+        });
         Ok((
             Outcome {
                 success: true,
@@ -402,7 +400,7 @@ impl Supervisor {
                 changed: true,
                 ..Outcome::default()
             },
-            Some(retire),
+            retire,
         ))
     }
 
@@ -427,14 +425,12 @@ impl Supervisor {
                 tracing::warn!(service = %r.service, container = %c.id, error = %e, "Cannot remove an old container; the reconciler will.");
             }
         }
-        if !r.old.is_empty() {
-            tracing::debug!(
-                service = %r.service,
-                containers = r.old.len(),
-                ms = started.elapsed().as_millis() as u64,
-                "Retired the old revision's containers."
-            );
-        }
+        tracing::debug!(
+            service = %r.service,
+            containers = r.old.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "Retired the old revision's containers."
+        );
     }
 
     /// Points nginx back at the revision that ran before, after traffic had
