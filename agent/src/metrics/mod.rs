@@ -313,13 +313,10 @@ impl FileState {
     }
 
     fn read(&mut self, targets: &[MetricsTarget]) -> PassRead {
-        let t = Instant::now();
-        let cpu = crate::clock::thread_cpu();
+        let mut watch = Stopwatch::start();
         let host = self.host.sample(&mut self.buf);
-        let host_elapsed = t.elapsed();
-        let host_done = crate::clock::thread_cpu();
-        let host_cpu = host_done.saturating_sub(cpu);
-        let now = Instant::now();
+        let (host_elapsed, host_cpu) = watch.lap();
+        let now = watch.last;
         self.passes += 1;
         let pass = self.passes;
         let reads = targets
@@ -366,19 +363,44 @@ impl FileState {
             .collect();
         // Close the files of containers no longer anybody's primary.
         self.files.retain(|_, (seen, _)| *seen == pass);
+        let (containers_elapsed, containers_cpu) = watch.lap();
         PassRead {
             host,
             host_elapsed,
             host_cpu,
             reads,
-            containers_elapsed: now.elapsed(),
-            containers_cpu: crate::clock::thread_cpu().saturating_sub(host_done),
+            containers_elapsed,
+            containers_cpu,
         }
     }
 
     /// Descriptors held open for containers.
     fn container_descriptors(&self) -> usize {
         self.files.values().map(|(_, f)| f.descriptors()).sum()
+    }
+}
+
+/// Wall clock and the thread's CPU time, read together, so each part of a
+/// pass is timed over the same span by both.
+struct Stopwatch {
+    last: Instant,
+    last_cpu: Duration,
+}
+
+impl Stopwatch {
+    fn start() -> Self {
+        Stopwatch {
+            last: Instant::now(),
+            last_cpu: crate::clock::thread_cpu(),
+        }
+    }
+
+    /// Wall and CPU time since the previous lap (or the start).
+    fn lap(&mut self) -> (Duration, Duration) {
+        let (now, cpu) = (Instant::now(), crate::clock::thread_cpu());
+        let lap = (now - self.last, cpu.saturating_sub(self.last_cpu));
+        (self.last, self.last_cpu) = (now, cpu);
+        lap
     }
 }
 

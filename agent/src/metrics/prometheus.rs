@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -222,6 +223,14 @@ impl Writer {
         self.family(name, kind, help);
         self.sample(name, &[], value);
     }
+
+    /// A gauge of seconds with a `part` label: the pass's host part and its
+    /// containers' part.
+    fn by_part(&mut self, name: &str, help: &str, host: Duration, containers: Duration) {
+        self.family(name, "gauge", help);
+        self.sample(name, &[("part", "host")], host.as_secs_f64());
+        self.sample(name, &[("part", "containers")], containers.as_secs_f64());
+    }
 }
 
 /// Integers without a fraction, others with Rust's shortest exact form.
@@ -284,35 +293,17 @@ fn render_into(w: &mut Writer, s: &Snapshot) {
         "When the newest collection pass ran.",
         s.timestamp_ms as f64 / 1000.0,
     );
-    w.family(
+    w.by_part(
         "berth_metrics_pass_seconds",
-        "gauge",
         "Time the newest collection pass took, by part.",
+        s.host_elapsed,
+        s.containers_elapsed,
     );
-    w.sample(
-        "berth_metrics_pass_seconds",
-        &[("part", "host")],
-        s.host_elapsed.as_secs_f64(),
-    );
-    w.sample(
-        "berth_metrics_pass_seconds",
-        &[("part", "containers")],
-        s.containers_elapsed.as_secs_f64(),
-    );
-    w.family(
+    w.by_part(
         "berth_metrics_pass_cpu_seconds",
-        "gauge",
         "CPU time the newest collection pass took on the sampler thread, by part (the containers' part counts their cgroup and procfs reads).",
-    );
-    w.sample(
-        "berth_metrics_pass_cpu_seconds",
-        &[("part", "host")],
-        s.host_cpu.as_secs_f64(),
-    );
-    w.sample(
-        "berth_metrics_pass_cpu_seconds",
-        &[("part", "containers")],
-        s.containers_cpu.as_secs_f64(),
+        s.host_cpu,
+        s.containers_cpu,
     );
     w.one(
         "berth_metrics_containers_read",
