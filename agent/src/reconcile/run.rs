@@ -136,8 +136,6 @@ async fn full_pass(sup: &Supervisor) -> (Option<Instant>, Option<Seen>) {
             return (Some(Instant::now() + RETRY), None);
         }
     };
-    let mut containers: Vec<(String, String)> = observed.iter().map(|c| (c.id.clone(), c.state.clone())).collect();
-    containers.sort();
     // Fails only when the agent is stopping.
     let Ok(observation) = sup.observed(observed.clone()).await else {
         return (None, None);
@@ -156,11 +154,15 @@ async fn full_pass(sup: &Supervisor) -> (Option<Instant>, Option<Seen>) {
     // A resync may skip the next full pass only if this one found the host
     // converged: an action not taken (no permit) or not yet effective must
     // be looked at again.
-    let seen = plan.actions.is_empty().then(|| Seen {
-        at: now,
-        containers,
-        sites,
-        generations: snap.generations.clone(),
+    let seen = plan.actions.is_empty().then(|| {
+        let mut containers: Vec<(String, String)> = observed.iter().map(|c| (c.id.clone(), c.state.clone())).collect();
+        containers.sort();
+        Seen {
+            at: now,
+            containers,
+            sites,
+            generations: snap.generations.clone(),
+        }
     });
 
     // The last action of each service, so its permit ends right after it.
