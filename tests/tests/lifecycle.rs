@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use berth_tests::{
     Agent, Pki, Spec, agent_config, apply, berthctl_command, containers, docker, history, image, inspect, ok, ps,
-    service, wait_until,
+    service, try_inspect, wait_until,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -90,8 +90,9 @@ fn wait_for_line(lines: &mpsc::Receiver<String>, want: &str) -> String {
 /// The running container of `revision` of `name`, if there is one.
 fn running_of(pki: &Pki, name: &str, revision: &str) -> Option<String> {
     containers(&pki.instance, Some(name)).into_iter().find(|id| {
-        inspect(id, "{{index .Config.Labels \"berth.revision\"}}") == revision
-            && inspect(id, "{{.State.Running}}") == "true"
+        // A container listed may be gone by the time it is inspected.
+        try_inspect(id, "{{index .Config.Labels \"berth.revision\"}}").as_deref() == Some(revision)
+            && try_inspect(id, "{{.State.Running}}").as_deref() == Some("true")
     })
 }
 
