@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # berth's benchmarks, each printing its own table and recording its headline
 # figures in target/bench/<bench>.json; `all` (the default) then prints the one
-# summary table of them all (target/bench/summary.json). Release builds; the
-# benchmarks with containers need the test registry (scripts/test-env.sh
-# starts it). --quick (anywhere) runs every benchmark short.
+# summary table of them all (target/bench/summary.json). Release builds, made
+# by scripts/build-release.sh as they ship; the benchmarks with containers need
+# the test registry (scripts/test-env.sh starts it). --quick (anywhere) runs
+# every benchmark short.
 #   bench/run.sh [--quick]    # all, then the summary table
 #   bench/run.sh summary      # the summary table of the reports in target/bench/
 #   bench/run.sh idle         # idle agent VmRSS, RssAnon and threads vs prometheus-node-exporter;
@@ -49,7 +50,7 @@ if [[ "$which" == summary ]]; then
 	bench summary
 	exit
 fi
-cargo build --release --bins -q
+scripts/build-release.sh -q
 if [[ "$which" == all ]]; then
 	# One run, one table: reports of earlier runs would mix in.
 	rm -f target/bench/*.json

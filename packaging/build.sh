@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build berth's packages: a .deb (cargo-deb) and an .rpm (cargo-generate-rpm)
-# into target/packages/, from one release build of berth-agent and berthctl.
+# into target/packages/, from the release binaries scripts/build-release.sh
+# makes (berth-agent static, berthctl dynamic).
 # Package metadata lives in agent/Cargo.toml; the unit, default config and
 # maintainer scripts in packaging/. Shell completions and man pages are
 # generated from the release binaries (`berthctl completions`, `berthctl
@@ -44,8 +45,8 @@ changelog_version="$(head -n1 packaging/deb/changelog | sed -n 's/^berth-agent (
 ensure_tool cargo-deb "$CARGO_DEB_VERSION"
 ensure_tool cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION"
 
-log "release build of berth-agent and berthctl"
-cargo build --release --locked -p berth-agent -p berthctl
+log "release build of berth-agent (static) and berthctl"
+scripts/build-release.sh
 
 log "generating shell completions and man pages"
 assets=target/release/assets

@@ -40,7 +40,7 @@ fi
 command -v cargo >/dev/null || { echo "quickstart: cargo is missing (install Rust with rustup)" >&2; exit 1; }
 
 say "Building berth (release)"
-cargo build --release --bins
+scripts/build-release.sh
 
 say "Minting a dev CA, an agent certificate for 127.0.0.1/localhost and an operator certificate"
 mkdir -p "$QS"
