@@ -469,6 +469,83 @@ fn open_files_naming(pid: u32, needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// A container's own view of its traffic: bytes received and sent over
+/// its interfaces but `lo`, from `/proc/PID/net/dev` of its main process.
+fn own_traffic(container: &str) -> (u64, u64) {
+    let pid = inspect(container, "{{.State.Pid}}");
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).expect("the container's net/dev");
+    text.lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(name, _)| name.trim() != "lo")
+        .fold((0, 0), |(rx, tx), (_, counters)| {
+            let f: Vec<u64> = counters.split_whitespace().map(|v| v.parse().unwrap_or(0)).collect();
+            (rx + f[0], tx + f[8])
+        })
+}
+
+#[test]
+fn container_traffic_is_read_from_the_host_end_of_its_veth_pair() {
+    let pki = Pki::new();
+    let port = free_port();
+    let agent = Agent::start_ready(&pki, &agent_config_with_prometheus(&pki, port, "interval = \"1s\"\n"));
+    // On Docker's bridge, health-probed through its published port: one
+    // veth pair to the host. Without a network: only loopback.
+    ok(&apply(
+        &pki,
+        &agent.addr,
+        &Spec::checked("bridged", "v1").key("stop_timeout", "1s"),
+    ));
+    ok(&apply(
+        &pki,
+        &agent.addr,
+        &Spec::new("isolated", "v1")
+            .key("network", "none")
+            .key("stop_timeout", "1s"),
+    ));
+    wait_until(T, "both containers read, one through its veth", || {
+        scraped(port, "berth_metrics_containers_read") == Some(2.0)
+            && scraped(port, "berth_metrics_containers_net_from_host") == Some(1.0)
+    });
+    let bridged = containers(&pki.instance, Some("bridged"))
+        .pop()
+        .expect("bridged's container");
+    let passes = || scraped(port, "berth_metrics_passes_total").unwrap_or(0.0);
+    let service_value = |name: &str, service: &str| {
+        http_get(port, "/metrics").and_then(|body| {
+            let prefix = format!("{name}{{service=\"{service}\"");
+            body.lines()
+                .find(|l| l.starts_with(&prefix))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        })
+    };
+    // What the agent took from the host end lies between two readings of
+    // the container's own counters taken before and after its pass (the
+    // probes keep the counters moving).
+    for _ in 0..3 {
+        let before = own_traffic(&bridged);
+        let seen = passes();
+        wait_until(T, "a pass after the first reading", || passes() > seen + 1.0);
+        let rx = service_value("berth_container_network_receive_bytes_total", "bridged").expect("rx") as u64;
+        let tx = service_value("berth_container_network_transmit_bytes_total", "bridged").expect("tx") as u64;
+        let after = own_traffic(&bridged);
+        assert!(
+            before.0 <= rx && rx <= after.0,
+            "rx {rx} not within {before:?}..{after:?}"
+        );
+        assert!(
+            before.1 <= tx && tx <= after.1,
+            "tx {tx} not within {before:?}..{after:?}"
+        );
+        assert!(rx > 0 && tx > 0, "probes reached it: rx {rx}, tx {tx}");
+    }
+    assert_eq!(
+        service_value("berth_container_network_receive_bytes_total", "isolated"),
+        Some(0.0),
+        "loopback only"
+    );
+}
+
 fn scraped(port: u16, name: &str) -> Option<f64> {
     http_get(port, "/metrics")?
         .lines()

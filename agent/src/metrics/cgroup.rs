@@ -12,9 +12,11 @@
 //!   `memory.usage_in_bytes`, `memory.limit_in_bytes`, `memory.stat`,
 //!   `memory.oom_control`, `blkio.throttle.io_service_bytes_recursive`.
 //!
-//! Network counters are not in cgroups: they come from `PROC/PID/net/dev`
-//! of the first process listed in the container's `cgroup.procs`, which
-//! sees the container's network namespace.
+//! Network counters are not in cgroups. They come from the host's end of
+//! the container's veth pairs, which the host part of the pass reads anyway
+//! (see [`super::veth`]), or else from `PROC/PID/net/dev` of the first
+//! process listed in the container's `cgroup.procs`, which sees the
+//! container's network namespace.
 //!
 //! A container's files are opened once ([`Files`]) and re-read with
 //! `pread` (see [`super::procfile`]); a pass reads only the files whose
@@ -28,6 +30,7 @@ use std::time::{Duration, Instant};
 
 pub use super::procfile::ReadError;
 use super::procfile::{Kept, optional};
+use super::veth::Veths;
 
 /// Which cgroup hierarchy the host runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,11 +184,25 @@ pub struct Files {
     open: Open,
     /// `cgroup.procs`, read only until a process is found for `net`.
     procs: Kept,
+    /// Where the container's traffic is read, once a process is found.
+    net: Option<Net>,
+    cache: Cache,
+}
+
+/// Where a container's network counters come from.
+#[derive(Debug)]
+struct Net {
     /// `PROC/PID/net/dev` of the container's first process. The open file
     /// stays bound to the container's network namespace, so it is opened
     /// once and kept even if that process exits before the container does.
-    net: Option<Kept>,
-    cache: Cache,
+    own: Kept,
+    /// That process, whose sysfs matches the container's interfaces to the
+    /// host's veths.
+    pid: u32,
+    /// The host ends of the container's veth pairs, when every interface
+    /// has one: a pass then reads the counters the host part read, and
+    /// `own` only when they are matched again.
+    ends: Option<Vec<String>>,
 }
 
 impl Files {
@@ -236,6 +253,12 @@ impl Files {
         })
     }
 
+    /// Whether the container's traffic comes from the host ends of its
+    /// veth pairs (no file of its own is read for it).
+    pub fn net_from_host(&self) -> bool {
+        self.net.as_ref().is_some_and(|n| n.ends.is_some())
+    }
+
     /// Descriptors this container holds open (for tests and accounting).
     pub fn descriptors(&self) -> usize {
         let kept = |k: &Option<Kept>| usize::from(k.is_some());
@@ -267,7 +290,7 @@ impl Files {
                     + blkio.iter().map(kept).sum::<usize>()
             }
         };
-        own + 1 + kept(&self.net)
+        own + 1 + usize::from(self.net.is_some())
     }
 
     /// Reads every counter, using `buf` as scratch space; `now` is the
@@ -293,7 +316,19 @@ impl Files {
     /// bounds how stale a skipped file can be (an update event missed while
     /// the event stream was down, an OOM kill of a process too small to
     /// move the usage counter).
-    pub fn read(&mut self, proc_root: &Path, buf: &mut Vec<u8>, now: Instant, updates: u32) -> Result<Raw, ReadError> {
+    ///
+    /// Network bytes come from `veths` (the host ends the host part of the
+    /// pass read) when the container's interfaces are all veth pairs to the
+    /// host, matched when its files are opened and again at each
+    /// revalidation; from the container's own `net/dev` otherwise.
+    pub fn read(
+        &mut self,
+        proc_root: &Path,
+        buf: &mut Vec<u8>,
+        now: Instant,
+        updates: u32,
+        veths: &mut Veths,
+    ) -> Result<Raw, ReadError> {
         let cache = &mut self.cache;
         let revalidate = cache.updates != Some(updates)
             || cache
@@ -382,6 +417,7 @@ impl Files {
                 }
             }
         }
+        let mut rematch = revalidate;
         if self.net.is_none() {
             // Only the first pid matters: a short read is enough however
             // many processes the container runs.
@@ -390,14 +426,29 @@ impl Files {
                 // next pass.
                 let mut path = proc_root.join(pid.to_string());
                 path.push("net/dev");
-                self.net = Kept::optional(path);
+                self.net = Kept::optional(path).map(|own| Net { own, pid, ends: None });
+                rematch = true;
             }
         }
-        if let Some(net) = &self.net {
-            match net.read(buf) {
-                Ok(text) => (raw.net_rx, raw.net_tx) = parse_net_dev(text),
-                // Open it afresh next pass.
-                Err(_) => self.net = None,
+        if let Some(net) = &mut self.net {
+            let from_host = match &net.ends {
+                Some(ends) if !rematch => veths.traffic(ends),
+                _ => None,
+            };
+            match from_host {
+                Some(traffic) => (raw.net_rx, raw.net_tx) = traffic,
+                None => match net.own.read(buf) {
+                    Ok(text) => {
+                        (raw.net_rx, raw.net_tx) = parse_net_dev(text);
+                        // Matched anew when due, or when a host end went
+                        // away (the container's network changed).
+                        if rematch || net.ends.is_some() {
+                            net.ends = veths.host_ends(proc_root, net.pid, text);
+                        }
+                    }
+                    // Open it afresh next pass.
+                    Err(_) => self.net = None,
+                },
             }
         }
         Ok(raw.clone())
@@ -443,7 +494,8 @@ fn moved(at: &mut Option<u64>, current: u64, revalidate: bool) -> bool {
 /// Reads every counter of a container once (opens, reads and closes its
 /// files). The collector keeps [`Files`] open instead.
 pub fn read_container(dirs: &Dirs, proc_root: &Path) -> Result<Raw, ReadError> {
-    Files::open(dirs)?.read(proc_root, &mut Vec::new(), Instant::now(), 0)
+    let mut veths = Veths::new(proc_root);
+    Files::open(dirs)?.read(proc_root, &mut Vec::new(), Instant::now(), 0, &mut veths)
 }
 
 // ------------------------------------------------------------------ parsers
@@ -740,8 +792,9 @@ mod tests {
         let proc_root = proc_with_net(tmp.path(), 4242);
         let mut files = Files::open(&Dirs::V2(dir.clone())).expect("open");
         let mut buf = Vec::new();
+        let mut veths = Veths::new(&proc_root);
         let t0 = Instant::now();
-        expect_v2(&files.read(&proc_root, &mut buf, t0, 0).expect("read"));
+        expect_v2(&files.read(&proc_root, &mut buf, t0, 0, &mut veths).expect("read"));
         assert_eq!(files.descriptors(), 9, "7 cgroup files, cgroup.procs, net/dev");
 
         // Counters move: the kept descriptors read the new values.
@@ -759,7 +812,7 @@ mod tests {
             ],
         );
         let raw = files
-            .read(&proc_root, &mut buf, t0 + Duration::from_secs(1), 0)
+            .read(&proc_root, &mut buf, t0 + Duration::from_secs(1), 0, &mut veths)
             .expect("read");
         assert_eq!(raw.cpu_usage_ns, 3_000_000_000);
         assert_eq!((raw.throttled_periods, raw.throttled_ns), (13, 1_000_000_000));
@@ -773,14 +826,14 @@ mod tests {
         // Usage moved: memory.stat and memory.events are read again.
         write(&dir, &[("memory.current", "73401320\n")]);
         let raw = files
-            .read(&proc_root, &mut buf, t0 + Duration::from_secs(2), 0)
+            .read(&proc_root, &mut buf, t0 + Duration::from_secs(2), 0, &mut veths)
             .expect("read");
         assert_eq!(raw.memory_bytes, 73_401_320 - 1000);
         assert_eq!(raw.oom_kills, 3);
         assert_eq!(raw.cpu_limit, Some(0.5), "limits wait for an update or REVALIDATE");
         // A Docker update event: the limits are read at the next pass.
         let raw = files
-            .read(&proc_root, &mut buf, t0 + Duration::from_secs(3), 1)
+            .read(&proc_root, &mut buf, t0 + Duration::from_secs(3), 1, &mut veths)
             .expect("read");
         assert_eq!(raw.cpu_limit, None, "re-read after an update event");
         write(
@@ -788,12 +841,18 @@ mod tests {
             &[("cpu.max", "25000 100000\n"), ("memory.stat", "inactive_file 0\n")],
         );
         let raw = files
-            .read(&proc_root, &mut buf, t0 + Duration::from_secs(4), 1)
+            .read(&proc_root, &mut buf, t0 + Duration::from_secs(4), 1, &mut veths)
             .expect("read");
         assert_eq!(raw.cpu_limit, None, "no new event: the last reading");
         // Without any event, REVALIDATE bounds how stale they get.
         let raw = files
-            .read(&proc_root, &mut buf, t0 + Duration::from_secs(3) + REVALIDATE, 1)
+            .read(
+                &proc_root,
+                &mut buf,
+                t0 + Duration::from_secs(3) + REVALIDATE,
+                1,
+                &mut veths,
+            )
             .expect("read");
         assert_eq!(raw.cpu_limit, Some(0.25), "re-read after REVALIDATE");
         assert_eq!(raw.memory_bytes, 73_401_320, "memory.stat too");
@@ -802,6 +861,53 @@ mod tests {
         std::fs::remove_file(dir.join("cpu.stat")).expect("rm");
         let fresh = Files::open(&Dirs::V2(dir.clone())).expect_err("cpu.stat is required");
         assert!(fresh.to_string().contains("cpu.stat"), "{fresh}");
+    }
+
+    #[test]
+    fn traffic_comes_from_the_host_end_of_a_veth_pair_once_matched() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("docker").join(ID);
+        v2_files(&dir);
+        let proc_root = proc_with_net(tmp.path(), 4242);
+        for (base, index, link) in [
+            ("4242/root/sys/class/net/eth0", 2, 7),
+            ("self/root/sys/class/net/vethA", 7, 2),
+        ] {
+            let d = proc_root.join(base);
+            std::fs::create_dir_all(&d).expect("mkdir");
+            write(
+                &d,
+                &[("ifindex", &format!("{index}\n")), ("iflink", &format!("{link}\n"))],
+            );
+        }
+        let host = |rx: u64, tx: u64| {
+            format!("h\nh\n    lo: 1 1 0 0 0 0 0 0 1 1 0 0 0 0 0 0\n vethA: {rx} 9 0 0 0 0 0 0 {tx} 18 0 0 0 0 0 0\n")
+        };
+        let mut veths = Veths::new(&proc_root);
+        veths.update(&host(942, 1736));
+        let mut files = Files::open(&Dirs::V2(dir)).expect("open");
+        let mut buf = Vec::new();
+        let t0 = Instant::now();
+        // The first pass reads the container's own file and matches eth0
+        // to vethA.
+        let raw = files.read(&proc_root, &mut buf, t0, 0, &mut veths).expect("read");
+        assert_eq!((raw.net_rx, raw.net_tx), (1736, 942));
+        assert_eq!(files.descriptors(), 9, "its own net/dev stays open");
+        // Later passes take what the host end sent and received (swapped),
+        // not the container's file.
+        std::fs::write(proc_root.join("4242/net/dev"), "changed\n").expect("rewrite");
+        veths.update(&host(1000, 5000));
+        let raw = files
+            .read(&proc_root, &mut buf, t0 + Duration::from_secs(1), 0, &mut veths)
+            .expect("read");
+        assert_eq!((raw.net_rx, raw.net_tx), (5000, 1000), "from the host end");
+        // The host end is gone: back to the container's own file at once.
+        std::fs::write(proc_root.join("4242/net/dev"), NET_DEV).expect("restore");
+        veths.update("h\nh\n");
+        let raw = files
+            .read(&proc_root, &mut buf, t0 + Duration::from_secs(2), 0, &mut veths)
+            .expect("read");
+        assert_eq!((raw.net_rx, raw.net_tx), (1736, 942), "own file");
     }
 
     #[test]
@@ -814,8 +920,9 @@ mod tests {
         let dirs = locate(&root, Version::V1, ID).expect("found");
         let mut files = Files::open(&dirs).expect("open");
         let mut buf = Vec::new();
+        let mut veths = Veths::new(&proc_root);
         let t0 = Instant::now();
-        expect_v1(&files.read(&proc_root, &mut buf, t0, 0).expect("read"));
+        expect_v1(&files.read(&proc_root, &mut buf, t0, 0, &mut veths).expect("read"));
 
         let (cpu, blkio) = (root.join("cpu").join(&rel), root.join("blkio").join(&rel));
         write(&cpu, &[("cpu.stat", "nr_throttled 10\nthrottled_time 500000000\n")]);
@@ -827,13 +934,13 @@ mod tests {
             )],
         );
         let raw = files
-            .read(&proc_root, &mut buf, t0 + Duration::from_secs(1), 0)
+            .read(&proc_root, &mut buf, t0 + Duration::from_secs(1), 0, &mut veths)
             .expect("read");
         assert_eq!(raw.throttled_periods, 9, "CPU usage did not move: not read");
         assert_eq!((raw.blkio_read, raw.blkio_write), (1025, 2050));
         write(&root.join("cpuacct").join(&rel), &[("cpuacct.usage", "1600000000\n")]);
         let raw = files
-            .read(&proc_root, &mut buf, t0 + Duration::from_secs(2), 0)
+            .read(&proc_root, &mut buf, t0 + Duration::from_secs(2), 0, &mut veths)
             .expect("read");
         assert_eq!(raw.cpu_usage_ns, 1_600_000_000);
         assert_eq!((raw.throttled_periods, raw.throttled_ns), (10, 500_000_000));

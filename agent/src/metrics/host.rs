@@ -12,12 +12,14 @@
 //! Container plumbing is left out so the host line stays readable and its
 //! cardinality bounded: overlay and tmpfs mounts (one per container), mounts
 //! under Docker's and the kernel's directories, and `veth*` interfaces (one
-//! per container). Network file systems are left out too: a `statvfs` of a
+//! per container; their counters go to [`super::veth`], for the containers'
+//! traffic). Network file systems are left out too: a `statvfs` of a
 //! hung NFS server would stall the pass.
 
 use std::path::Path;
 
 use super::procfile::{Kept, optional};
+use super::veth::Veths;
 use super::{DiskSample, HostSample, NetSample};
 
 /// File systems that are not storage a person manages, or whose `statvfs`
@@ -94,8 +96,9 @@ impl HostCollector {
         collector
     }
 
-    /// One sample of the host; `buf` is scratch space.
-    pub fn sample(&mut self, buf: &mut Vec<u8>) -> HostSample {
+    /// One sample of the host; `buf` is scratch space. The host ends of
+    /// containers' veth pairs, left out of the sample, go to `veths`.
+    pub fn sample(&mut self, buf: &mut Vec<u8>, veths: &mut Veths) -> HostSample {
         let (cpu, cpus) = optional(&self.stat, buf, parse_stat).unwrap_or((None, 0));
         let cpu_percent = match (self.prev_cpu, cpu) {
             (Some(a), Some(b)) => busy_percent(a, b),
@@ -125,7 +128,13 @@ impl HostCollector {
                 })
             })
             .collect();
-        let networks = optional(&self.net_dev, buf, parse_interfaces).unwrap_or_default();
+        let networks = match self.net_dev.as_ref().and_then(|f| f.read(buf).ok()) {
+            Some(text) => {
+                veths.update(text);
+                parse_interfaces(text)
+            }
+            None => Vec::new(),
+        };
         HostSample {
             cpu_percent,
             cpus,
@@ -353,7 +362,7 @@ vethab12cd:  10       1    0    0    0     0          0         0       20      
     fn samples_this_host() {
         let mut h = HostCollector::new(Path::new("/proc"));
         let mut buf = Vec::new();
-        let s = h.sample(&mut buf);
+        let s = h.sample(&mut buf, &mut Veths::new(Path::new("/proc")));
         assert!(s.cpus >= 1);
         assert!(s.memory_total_bytes > 0);
         assert!(s.memory_available_bytes <= s.memory_total_bytes);
@@ -367,7 +376,7 @@ vethab12cd:  10       1    0    0    0     0          0         0       20      
         assert!((0.0..=100.0).contains(&s.cpu_percent));
         assert!(s.networks.iter().any(|n| n.interface == "lo"), "{:?}", s.networks);
         // A second pass without mount changes reuses the mount list.
-        let again = h.sample(&mut buf);
+        let again = h.sample(&mut buf, &mut Veths::new(Path::new("/proc")));
         assert_eq!(
             again.disks.iter().map(|d| &d.mount).collect::<Vec<_>>(),
             s.disks.iter().map(|d| &d.mount).collect::<Vec<_>>()
@@ -378,7 +387,7 @@ vethab12cd:  10       1    0    0    0     0          0         0       20      
     fn lists_mounts_on_the_first_pass() {
         let mut h = HostCollector::new(Path::new("/proc"));
         assert!(h.mounts_changed(), "nothing listed yet");
-        h.sample(&mut Vec::new());
+        h.sample(&mut Vec::new(), &mut Veths::new(Path::new("/proc")));
         assert!(h.listed && !h.kept_mounts.is_empty(), "{:?}", h.kept_mounts);
         h.mounts = None;
         assert!(!h.mounts_changed(), "without the mounts file the list stays");

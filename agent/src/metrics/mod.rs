@@ -2,7 +2,8 @@
 //! container at `[metrics] interval` and publishes a [`Snapshot`].
 //!
 //! Inputs: procfs for the host ([`host`]), the cgroup filesystem for
-//! containers ([`cgroup`]; v1 or v2, found at start), and two `watch`
+//! containers ([`cgroup`]; v1 or v2, found at start) with their traffic
+//! from the host ends of their veth pairs ([`veth`]), and two `watch`
 //! channels ([`Inputs`]): the [`MetricsTarget`]s the supervisor publishes
 //! after every change (which container is whose, restarts, OOM kills,
 //! health), and the Docker client once the agent has reached Docker.
@@ -33,6 +34,7 @@ pub mod host;
 pub mod procfile;
 pub mod prometheus;
 pub mod statsd;
+pub mod veth;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -207,6 +209,9 @@ pub struct Snapshot {
     pub containers_read: u32,
     /// Container cgroup and procfs files the collector holds open.
     pub open_files: usize,
+    /// Containers whose traffic the pass took from the host ends of their
+    /// veth pairs ([`veth`]) rather than their own `net/dev`.
+    pub containers_net_from_host: u32,
 }
 
 /// One alert instance as the Prometheus endpoint shows it
@@ -280,6 +285,9 @@ struct FileState {
     cgroup_root: PathBuf,
     proc_root: PathBuf,
     host: host::HostCollector,
+    /// The host ends of containers' veth pairs, from the host part of the
+    /// pass, for the containers' traffic.
+    veths: veth::Veths,
     /// Open files per container id, kept while the container is some
     /// service's primary, with the last pass that read them.
     files: HashMap<String, (u64, cgroup::Files)>,
@@ -306,6 +314,7 @@ impl FileState {
             cgroup_root: config.cgroup_root.clone(),
             proc_root: config.proc_root.clone(),
             host: host::HostCollector::new(&config.proc_root),
+            veths: veth::Veths::new(&config.proc_root),
             files: HashMap::new(),
             passes: 0,
             buf: Vec::new(),
@@ -314,7 +323,7 @@ impl FileState {
 
     fn read(&mut self, targets: &[MetricsTarget]) -> PassRead {
         let mut watch = Stopwatch::start();
-        let host = self.host.sample(&mut self.buf);
+        let host = self.host.sample(&mut self.buf, &mut self.veths);
         let (host_elapsed, host_cpu) = watch.lap();
         let now = watch.last;
         self.passes += 1;
@@ -330,7 +339,7 @@ impl FileState {
                 };
                 if let Some((seen, files)) = self.files.get_mut(id) {
                     *seen = pass;
-                    match files.read(&self.proc_root, &mut self.buf, now, target.updates) {
+                    match files.read(&self.proc_root, &mut self.buf, now, target.updates, &mut self.veths) {
                         Ok(raw) => return FileRead::Cgroup(raw),
                         // The cgroup was removed under the open files (a
                         // `docker restart` keeps the id but makes a new
@@ -345,7 +354,7 @@ impl FileState {
                     return FileRead::NeedsFallback;
                 };
                 let read = cgroup::Files::open(&dirs).and_then(|mut files| {
-                    let raw = files.read(&self.proc_root, &mut self.buf, now, target.updates)?;
+                    let raw = files.read(&self.proc_root, &mut self.buf, now, target.updates, &mut self.veths)?;
                     Ok((files, raw))
                 });
                 match read {
@@ -374,9 +383,12 @@ impl FileState {
         }
     }
 
-    /// Descriptors held open for containers.
-    fn container_descriptors(&self) -> usize {
-        self.files.values().map(|(_, f)| f.descriptors()).sum()
+    /// The files held open for containers.
+    fn held(&self) -> FilesHeld {
+        FilesHeld {
+            descriptors: self.files.values().map(|(_, f)| f.descriptors()).sum(),
+            net_from_host: self.files.values().map(|(_, f)| u32::from(f.net_from_host())).sum(),
+        }
     }
 }
 
@@ -406,7 +418,19 @@ impl Stopwatch {
 
 /// A pass the sampler thread is asked for: the targets to read, and where
 /// to send what it read.
-type PassRequest = (Arc<Vec<MetricsTarget>>, tokio::sync::oneshot::Sender<(PassRead, usize)>);
+type PassRequest = (
+    Arc<Vec<MetricsTarget>>,
+    tokio::sync::oneshot::Sender<(PassRead, FilesHeld)>,
+);
+
+/// What the sampler thread holds after a pass.
+struct FilesHeld {
+    /// Descriptors open for containers.
+    descriptors: usize,
+    /// Containers whose traffic comes from the host ends of their veth
+    /// pairs.
+    net_from_host: u32,
+}
 
 /// Starts the sampler thread: it owns the open files and runs one pass per
 /// request, off the async workers (a `statvfs` of a hung network mount
@@ -423,7 +447,7 @@ fn spawn_sampler(config: &MetricsConfig) -> std::io::Result<std::sync::mpsc::Syn
         .spawn(move || {
             while let Ok((targets, reply)) = rx.recv() {
                 let read = state.read(&targets);
-                let _ = reply.send((read, state.container_descriptors()));
+                let _ = reply.send((read, state.held()));
             }
         })?;
     Ok(tx)
@@ -510,7 +534,7 @@ async fn collect_loop(
                 mut containers_elapsed,
                 containers_cpu,
             },
-            descriptors,
+            held,
         )) = replied.await
         else {
             warn!("The metrics sampler thread ended during a pass; no more metrics will be collected.");
@@ -623,7 +647,8 @@ async fn collect_loop(
             host_cpu,
             containers_cpu,
             containers_read,
-            open_files: descriptors,
+            open_files: held.descriptors,
+            containers_net_from_host: held.net_from_host,
         };
         debug!(
             seq,
@@ -716,7 +741,7 @@ mod tests {
         assert!(matches!(pass.reads[1], FileRead::Cgroup(ref r) if r.cpu_usage_ns == 2000));
         assert!(matches!(pass.reads[2], FileRead::NotRunning));
         // cpu.stat, memory.current and cgroup.procs each.
-        assert_eq!(state.container_descriptors(), 6);
+        assert_eq!(state.held().descriptors, 6);
 
         // Counters move in the kept files; the next pass sees them.
         std::fs::write(root.join("docker").join(&ids[0]).join("cpu.stat"), "usage_usec 7\n").expect("rewrite");
@@ -727,10 +752,10 @@ mod tests {
         let pass = state.read(&both[..1]);
         assert_eq!(pass.reads.len(), 1);
         assert_eq!(state.files.len(), 1);
-        assert_eq!(state.container_descriptors(), 3);
+        assert_eq!(state.held().descriptors, 3);
         let pass = state.read(&[]);
         assert!(pass.reads.is_empty());
-        assert_eq!(state.container_descriptors(), 0, "every file closed");
+        assert_eq!(state.held().descriptors, 0, "every file closed");
     }
 
     #[test]

@@ -312,6 +312,12 @@ fn render_into(w: &mut Writer, s: &Snapshot) {
         f64::from(s.containers_read),
     );
     w.one(
+        "berth_metrics_containers_net_from_host",
+        "gauge",
+        "Containers whose traffic the newest pass took from the host ends of their veth pairs, with no file of their own.",
+        f64::from(s.containers_net_from_host),
+    );
+    w.one(
         "berth_metrics_open_files",
         "gauge",
         "Container cgroup and procfs files the collector keeps open between passes.",
