@@ -38,7 +38,7 @@ const HOLD: Duration = Duration::from_secs(365 * 24 * 3600);
 /// this, doubling up to the check's interval. Those early failures count
 /// for nothing (a container a few milliseconds from listening is not
 /// failing), so `retries` still means failures at the interval.
-pub const RAMP_FIRST: Duration = Duration::from_millis(10);
+pub const RAMP_FIRST: Duration = Duration::from_millis(2);
 
 /// Reports of one OOM kill by Docker and by the kernel log arrive within
 /// this of each other.
