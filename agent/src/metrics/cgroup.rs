@@ -584,22 +584,11 @@ pub fn parse_v1_blkio(text: &str) -> (u64, u64) {
 /// interfaces, loopback excluded (traffic a container sends itself is not
 /// network traffic).
 pub fn parse_net_dev(text: &str) -> (u64, u64) {
-    let (mut rx, mut tx) = (0u64, 0u64);
-    for line in text.lines().skip(2) {
-        let Some((iface, counters)) = line.split_once(':') else {
-            continue;
-        };
-        if iface.trim() == "lo" {
-            continue;
-        }
-        let mut fields = counters.split_whitespace();
-        let (Some(r), Some(t)) = (fields.next(), fields.nth(7)) else {
-            continue;
-        };
-        rx = rx.saturating_add(r.parse().unwrap_or(0));
-        tx = tx.saturating_add(t.parse().unwrap_or(0));
-    }
-    (rx, tx)
+    super::netdev::interfaces(text)
+        .filter(|(iface, _, _)| *iface != "lo")
+        .fold((0u64, 0u64), |(rx, tx), (_, r, t)| {
+            (rx.saturating_add(r), tx.saturating_add(t))
+        })
 }
 
 /// The first pid in a `cgroup.procs` file.

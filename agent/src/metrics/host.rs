@@ -282,23 +282,12 @@ fn unescape(field: &str) -> String {
 /// `/proc/net/dev`: bytes received and sent per interface, `veth*` left
 /// out, sorted by name.
 pub fn parse_interfaces(text: &str) -> Vec<NetSample> {
-    let mut out: Vec<NetSample> = text
-        .lines()
-        .skip(2)
-        .filter_map(|line| {
-            let (iface, counters) = line.split_once(':')?;
-            let iface = iface.trim();
-            if iface.starts_with("veth") {
-                return None;
-            }
-            let mut fields = counters.split_ascii_whitespace();
-            let rx_bytes = fields.next()?.parse().ok()?;
-            let tx_bytes = fields.nth(7)?.parse().ok()?;
-            Some(NetSample {
-                interface: iface.to_owned(),
-                rx_bytes,
-                tx_bytes,
-            })
+    let mut out: Vec<NetSample> = super::netdev::interfaces(text)
+        .filter(|(iface, _, _)| !iface.starts_with("veth"))
+        .map(|(iface, rx_bytes, tx_bytes)| NetSample {
+            interface: iface.to_owned(),
+            rx_bytes,
+            tx_bytes,
         })
         .collect();
     out.sort_by(|a, b| a.interface.cmp(&b.interface));

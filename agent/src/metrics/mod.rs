@@ -31,6 +31,7 @@
 pub mod cgroup;
 pub mod dockerstats;
 pub mod host;
+pub mod netdev;
 pub mod procfile;
 pub mod prometheus;
 pub mod statsd;

@@ -136,26 +136,15 @@ impl Veths {
 
 /// The interfaces a `/proc/net/dev` lists, loopback left out.
 fn interfaces(text: &str) -> impl Iterator<Item = &str> {
-    text.lines()
-        .skip(2)
-        .filter_map(|line| line.split_once(':').map(|(name, _)| name.trim()))
+    super::netdev::interfaces(text)
+        .map(|(name, _, _)| name)
         .filter(|name| *name != "lo")
 }
 
 /// The `veth*` lines of the host's `/proc/net/dev`: name, bytes received,
 /// bytes sent.
 fn veth_lines(text: &str) -> impl Iterator<Item = (&str, u64, u64)> {
-    text.lines().skip(2).filter_map(|line| {
-        let (name, counters) = line.split_once(':')?;
-        let name = name.trim();
-        if !name.starts_with("veth") {
-            return None;
-        }
-        let mut fields = counters.split_ascii_whitespace();
-        let rx = fields.next()?.parse().ok()?;
-        let tx = fields.nth(7)?.parse().ok()?;
-        Some((name, rx, tx))
-    })
+    super::netdev::interfaces(text).filter(|(name, _, _)| name.starts_with("veth"))
 }
 
 fn read_index(path: &Path) -> Option<u32> {
