@@ -10,8 +10,9 @@
 # code it uses from them. ld.so resolves every ifunc of libc and libm at
 # start (libm only for the one `pow` tokio's scheduler calls), and the
 # kernel's fault-around maps 64 KiB around each of those pages: 2.1 MiB of
-# the dynamic agent's 8.7 MiB resident. Static, the linker keeps only the
-# glibc code the agent calls: 7.0 MiB resident, for a binary 0.4 MB larger.
+# the dynamic agent's resident memory (8.9 MiB idle, bench/run.sh idle).
+# Static, the linker keeps only the glibc code the agent calls: 7.0 MiB
+# resident, for a binary 0.5 MB larger (8.2 MB).
 # It also runs on any x86_64 Linux (kernel 3.2 or later), whatever its glibc:
 # the dynamic build needs glibc 2.34. Address-space layout randomisation
 # stays (static-pie). The agent resolves no host names (every address in
