@@ -51,15 +51,20 @@ fn event(events: &Events, kind: &str, service: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no {kind} event for {service}: {}", events.text()))
 }
 
-fn setup() -> (Agent, Pki) {
+/// A fresh agent. Bind it as `let (pki, agent) = setup();`: locals drop
+/// in reverse order, so the agent stops before the Pki's drop removes the
+/// instance's containers; the other way round, an agent still running
+/// recreates a removed container (restart "always") and it outlives the
+/// test.
+fn setup() -> (Pki, Agent) {
     let pki = Pki::new();
     let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
-    (agent, pki)
+    (pki, agent)
 }
 
 #[test]
 fn a_healthy_container_serving_another_version_fails_its_deploy() {
-    let (agent, pki) = setup();
+    let (pki, agent) = setup();
     ok(&apply(&pki, &agent.addr, &contextgraph("versioned", "v1")));
     let before = one_running(&pki.instance, "versioned");
     wait_until(T, "ps showing version v1", || {
@@ -108,7 +113,7 @@ fn a_healthy_container_serving_another_version_fails_its_deploy() {
 
 #[test]
 fn a_failing_deps_check_degrades_without_a_restart_and_a_failing_live_check_replaces() {
-    let (agent, pki) = setup();
+    let (pki, agent) = setup();
     let events = Events::watch(&pki, &agent.addr);
     // `depsdown` answers /__lbheartbeat__ but not /__heartbeat__: the deploy
     // passes (deps never gate), then the service turns degraded.
@@ -257,7 +262,7 @@ fn maintenance_mode_answers_503_everywhere_and_survives_an_agent_restart() {
 
 #[test]
 fn an_image_healthcheck_gates_a_deploy_and_replaces_an_unhealthy_container() {
-    let (agent, pki) = setup();
+    let (pki, agent) = setup();
     let events = Events::watch(&pki, &agent.addr);
     // `dockerhc` has a HEALTHCHECK on /health (every 1s, 2 retries); the
     // spec has no [health].
@@ -312,7 +317,7 @@ fn an_image_healthcheck_gates_a_deploy_and_replaces_an_unhealthy_container() {
 
 #[test]
 fn a_probe_echoing_a_secret_never_shows_it_in_ps_events_or_the_agent_log() {
-    let (agent, pki) = setup();
+    let (pki, agent) = setup();
     let events = Events::watch(&pki, &agent.addr);
     let secret = format!("tok-{}", pki.instance);
     let env = pki.path("env/leaky.env");
