@@ -27,6 +27,10 @@
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+command -v readelf >/dev/null || {
+	echo "build-release: readelf is missing (install binutils): it checks the agent is static" >&2
+	exit 1
+}
 quiet=()
 if [[ "${1:-}" == -q ]]; then
 	quiet=(-q)
