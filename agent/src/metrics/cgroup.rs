@@ -584,11 +584,9 @@ pub fn parse_v1_blkio(text: &str) -> (u64, u64) {
 /// interfaces, loopback excluded (traffic a container sends itself is not
 /// network traffic).
 pub fn parse_net_dev(text: &str) -> (u64, u64) {
-    super::netdev::interfaces(text)
-        .filter(|(iface, _, _)| *iface != "lo")
-        .fold((0u64, 0u64), |(rx, tx), (_, r, t)| {
-            (rx.saturating_add(r), tx.saturating_add(t))
-        })
+    super::netdev::interfaces(text, |iface| iface != "lo").fold((0u64, 0u64), |(rx, tx), (_, r, t)| {
+        (rx.saturating_add(r), tx.saturating_add(t))
+    })
 }
 
 /// The first pid in a `cgroup.procs` file.

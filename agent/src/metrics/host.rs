@@ -282,8 +282,7 @@ fn unescape(field: &str) -> String {
 /// `/proc/net/dev`: bytes received and sent per interface, `veth*` left
 /// out, sorted by name.
 pub fn parse_interfaces(text: &str) -> Vec<NetSample> {
-    let mut out: Vec<NetSample> = super::netdev::interfaces(text)
-        .filter(|(iface, _, _)| !iface.starts_with("veth"))
+    let mut out: Vec<NetSample> = super::netdev::interfaces(text, |iface| !iface.starts_with("veth"))
         .map(|(iface, rx_bytes, tx_bytes)| NetSample {
             interface: iface.to_owned(),
             rx_bytes,

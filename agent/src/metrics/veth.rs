@@ -136,15 +136,13 @@ impl Veths {
 
 /// The interfaces a `/proc/net/dev` lists, loopback left out.
 fn interfaces(text: &str) -> impl Iterator<Item = &str> {
-    super::netdev::interfaces(text)
-        .map(|(name, _, _)| name)
-        .filter(|name| *name != "lo")
+    super::netdev::interfaces(text, |name| name != "lo").map(|(name, _, _)| name)
 }
 
 /// The `veth*` lines of the host's `/proc/net/dev`: name, bytes received,
 /// bytes sent.
 fn veth_lines(text: &str) -> impl Iterator<Item = (&str, u64, u64)> {
-    super::netdev::interfaces(text).filter(|(name, _, _)| name.starts_with("veth"))
+    super::netdev::interfaces(text, |name| name.starts_with("veth"))
 }
 
 fn read_index(path: &Path) -> Option<u32> {
