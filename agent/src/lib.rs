@@ -33,6 +33,7 @@ pub mod hostinfo;
 pub mod leases;
 pub mod limits;
 pub mod metrics;
+pub mod neighbours;
 pub mod nginx;
 pub mod notify;
 pub mod oomwatch;

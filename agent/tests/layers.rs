@@ -37,6 +37,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "leases",
             "dirs",
             "tlsreload",
+            "neighbours",
         ],
     ),
     ("supervisor", &["supervisor", "fleet"]),

@@ -76,10 +76,23 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// A name no other test run uses.
+pub fn unique(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("berth-test-{what}-{}-{nanos:x}", std::process::id())
+}
+
 /// GETs `http://127.0.0.1:PORT/PATH` with a short timeout; None on error.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
+    http_get_at(([127, 0, 0, 1], port).into(), path)
+}
+
+/// Like [`http_get`], from any address (a container's own).
+pub fn http_get_at(to: std::net::SocketAddr, path: &str) -> Option<String> {
     use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut buf = String::new();

@@ -12,17 +12,10 @@ use std::time::Duration;
 
 use berth_tests::{
     Agent, Pki, Spec, agent_config, apply, berthctl, docker, env_of, fails, history, image, inspect, ok, one_running,
+    unique,
 };
 
 const T: Duration = Duration::from_secs(90);
-
-/// A name no other test run uses.
-fn unique(what: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("berth-test-{what}-{}-{nanos:x}", std::process::id())
-}
 
 /// `docker exec ID sh -c SCRIPT`: (success, stdout + stderr).
 fn exec(id: &str, script: &str) -> (bool, String) {

@@ -563,3 +563,75 @@ fn a_crashed_container_is_probed_again_at_once_and_its_early_failures_do_not_cou
     assert_eq!(only_container(&pki.instance, "eager"), id, "restarted, never replaced");
     assert_eq!(service(&ps(&pki, &agent.addr), "eager")["restarts"], 1);
 }
+
+/// While a crashed container is down, the host has no neighbour entry for
+/// its address (it goes with the container's network endpoint), so what
+/// keeps sending to the address (nginx, docker-proxy, a client) leaves an
+/// unresolved one, which the kernel asks about again only every second,
+/// holding what it queued meanwhile. berth fills it in with the container's
+/// MAC when it restarts the container, so the restarted one is reached at
+/// once.
+#[test]
+fn a_restarted_container_is_not_left_behind_an_unresolved_neighbour_entry() {
+    use berth_agent::neighbours;
+    use std::net::{IpAddr, SocketAddr, TcpStream};
+    use std::time::Instant;
+
+    let pki = Pki::new();
+    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
+    // Its own network, alone on its bridge: here that showed the case in
+    // every crash, the shared default bridge not in all.
+    let network = berth_tests::unique("arp");
+    ok(&apply(
+        &pki,
+        &agent.addr,
+        &Spec::checked("arp", "v1").key("network", network.as_str()),
+    ));
+    let id = only_container(&pki.instance, "arp");
+    // The crash is repeated if a round did not show the case: the agent
+    // restarted the container before the kernel dropped the entry, or a
+    // container of a test running alongside took the address meanwhile.
+    let mut shown = false;
+    for _ in 0..5 {
+        let address = || inspect(&id, "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
+        let ip: IpAddr = address().parse().expect("a bridge address");
+        let pid = inspect(&id, "{{.State.Pid}}");
+        let killed = Command::new("kill").args(["-9", &pid]).status().expect("kill");
+        assert!(killed.success(), "kill -9 {pid}");
+        let to = SocketAddr::new(ip, 8000);
+        let mut went_unresolved = false;
+        let t = Instant::now();
+        let mut looked = Instant::now();
+        loop {
+            let _ = TcpStream::connect_timeout(&to, Duration::from_millis(2));
+            let unresolved = neighbours::unresolved().expect("the host's neighbour table");
+            went_unresolved = went_unresolved || unresolved.iter().any(|e| e.addr == ip);
+            // `docker inspect` takes tens of ms: not between every send.
+            if looked.elapsed() >= Duration::from_millis(20) {
+                looked = Instant::now();
+                let now = try_inspect(&id, "{{.State.Running}} {{.State.Pid}}").unwrap_or_default();
+                if now.starts_with("true ") && !now.ends_with(&format!(" {pid}")) {
+                    break;
+                }
+            }
+            assert!(t.elapsed() < T, "the killed container did not run again");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if !went_unresolved || address() != ip.to_string() {
+            continue;
+        }
+        shown = true;
+        let left: Vec<_> = neighbours::unresolved()
+            .expect("the host's neighbour table")
+            .into_iter()
+            .filter(|e| e.addr == ip)
+            .collect();
+        assert!(left.is_empty(), "still unresolved after the restart: {left:?}");
+        assert_eq!(berth_tests::http_get_at(to, "/health").as_deref(), Some("ok"));
+        break;
+    }
+    assert!(
+        shown,
+        "in 5 crashes, never an unresolved entry while down and the same address after"
+    );
+}

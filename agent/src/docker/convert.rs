@@ -143,6 +143,21 @@ pub(super) fn create_body(req: &CreateRequest) -> Result<ContainerCreateBody, Do
     })
 }
 
+/// `02:42:ac:11:00:02` as bytes; `None` for anything else (Docker reports
+/// "" for a network without one).
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
 /// Reduces `docker inspect` output to a [`ContainerInfo`].
 pub(super) fn container_info(r: ContainerInspectResponse) -> ContainerInfo {
     let labels = r.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
@@ -153,11 +168,12 @@ pub(super) fn container_info(r: ContainerInspectResponse) -> ContainerInfo {
 
     let mut networks: Vec<_> = network.networks.unwrap_or_default().into_iter().collect();
     networks.sort_by(|a, b| a.0.cmp(&b.0));
-    let ip = networks
+    let (ip, mac) = networks
         .into_iter()
-        .filter_map(|(_, endpoint)| endpoint.ip_address)
-        .chain(network.ip_address)
-        .find_map(|ip| ip.parse().ok());
+        .map(|(_, endpoint)| (endpoint.ip_address, endpoint.mac_address))
+        .chain(std::iter::once((network.ip_address, network.mac_address)))
+        .find_map(|(ip, mac)| Some((ip?.parse().ok()?, mac.as_deref().and_then(parse_mac))))
+        .map_or((None, None), |(ip, mac)| (Some(ip), mac));
 
     let mut host_ports = Vec::new();
     for (key, bindings) in network.ports.unwrap_or_default() {
@@ -220,6 +236,7 @@ pub(super) fn container_info(r: ContainerInspectResponse) -> ContainerInfo {
         started_at_ms: state.started_at.as_deref().and_then(parse_time_ms),
         finished_at_ms,
         ip,
+        mac,
         host_ports,
         memory_bytes: host.memory.unwrap_or(0),
         memory_swap_bytes: host.memory_swap.unwrap_or(0),
@@ -313,7 +330,7 @@ mod tests {
                     ],
                     "9000/udp": null
                 },
-                "Networks": {"bridge": {"IPAddress": "172.17.0.2"}}
+                "Networks": {"bridge": {"IPAddress": "172.17.0.2", "MacAddress": "02:42:ac:11:00:02"}}
             }
         });
         let response: ContainerInspectResponse = serde_json::from_value(json).expect("sample inspect output parses");
@@ -329,11 +346,27 @@ mod tests {
         assert_eq!(info.started_at_ms, Some(1_714_566_896_123));
         assert_eq!(info.finished_at_ms, Some(1_714_566_956_000));
         assert_eq!(info.ip, Some("172.17.0.2".parse().expect("an address")));
+        assert_eq!(info.mac, Some([0x02, 0x42, 0xac, 0x11, 0x00, 0x02]));
         assert_eq!(info.host_ports.len(), 2);
         assert_eq!(info.host_ports[0].host_port, 49153);
         assert_eq!(info.host_ports[0].protocol, "tcp");
         assert_eq!(info.memory_bytes, 67_108_864);
         assert_eq!(info.nano_cpus, 500_000_000);
+    }
+
+    #[test]
+    fn only_six_colon_separated_hex_bytes_are_a_mac() {
+        assert_eq!(parse_mac("02:42:AC:11:00:0f"), Some([2, 0x42, 0xac, 0x11, 0, 0x0f]));
+        for bad in [
+            "",
+            "02:42:ac:11:00",
+            "02:42:ac:11:00:02:03",
+            "02:42:ac:11:00:2",
+            "02:42:ac:11:00:zz",
+            "+2:42:ac:11:00:02",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

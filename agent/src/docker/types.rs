@@ -163,6 +163,8 @@ pub struct ContainerInfo {
     /// The container's address: the first network's (by name), else
     /// `NetworkSettings.IPAddress`. `None` when not running.
     pub ip: Option<IpAddr>,
+    /// The MAC address of the network `ip` is on.
+    pub mac: Option<[u8; 6]>,
     /// Host ports actually bound (empty when not running).
     pub host_ports: Vec<PublishedPort>,
     /// `HostConfig.Memory` in bytes; 0 = unlimited.

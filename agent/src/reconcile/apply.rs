@@ -51,7 +51,7 @@ pub async fn apply(
         } => {
             // A container being removed cannot start; the error retries
             // the pass shortly and the next plan creates a fresh one.
-            engine.start(container).await.map_err(internal)?;
+            crate::supervisor::start(engine, container).await.map_err(internal)?;
             sup.count_restart(service, true).await?;
             bus.publish(
                 "restarted",

@@ -1,7 +1,8 @@
 //! Creating berth's containers: name, labels, env, ports, limits, mounts,
 //! logging and run flags of one revision, and the host dirs, named volumes
-//! and network they need; and where nginx reaches a container. Used by
-//! deploy workers and reconcile passes, on their own tasks; owns nothing.
+//! and network they need; starting them so traffic reaches them at once;
+//! and where nginx reaches a container. Used by deploy workers and
+//! reconcile passes, on their own tasks; owns nothing.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,8 +10,9 @@ use std::time::Duration;
 
 use super::{Supervisor, SupervisorError};
 
-use crate::docker::{ContainerInfo, CreateRequest, DockerError, Ensured, PortBinding, RunFlags, SoftLimits};
+use crate::docker::{ContainerInfo, CreateRequest, DockerError, Engine, Ensured, PortBinding, RunFlags, SoftLimits};
 use crate::envfiles;
+use crate::neighbours;
 use berth_core::labels;
 use berth_core::spec::{ServiceSpec, VolumeSource, is_builtin_network};
 
@@ -28,7 +30,7 @@ impl Supervisor {
     /// cannot start is removed.
     pub(crate) async fn start_created(&self, id: &str) -> Result<(), SupervisorError> {
         let engine = self.engine()?;
-        if let Err(e) = engine.start(id).await {
+        if let Err(e) = start(&engine, id).await {
             let _ = engine.remove(id).await;
             return Err(SupervisorError::Internal(e.to_string()));
         }
@@ -138,6 +140,72 @@ impl Supervisor {
             .await
             .map_err(|e| SupervisorError::Internal(e.to_string()))
     }
+}
+
+/// Starts container `id`, then fills in the host's neighbour entry for the
+/// container's address if the kernel could not resolve it (see
+/// [`crate::neighbours`]): what sent to the address while the container was
+/// down (nginx, docker-proxy, probes) reaches it at once, not at the
+/// kernel's next retry up to a second later. Every start berth makes goes
+/// through here.
+pub(crate) async fn start(engine: &Engine, id: &str) -> Result<(), DockerError> {
+    engine.start(id).await?;
+    fill_in_neighbour(engine, id).await;
+    Ok(())
+}
+
+/// Best effort: a failure costs only the kernel's own retry, so it is
+/// logged (a warning once, for a host that refuses it) and not returned.
+async fn fill_in_neighbour(engine: &Engine, id: &str) {
+    static REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let result = async {
+        // The dump is cheap; the inspect is paid only when some entry is
+        // unresolved, which after a deploy's start is rare.
+        let unresolved = blocking(neighbours::unresolved).await?;
+        if unresolved.is_empty() {
+            return Ok(None);
+        }
+        let Some((ip, mac)) = engine
+            .inspect(id)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| Some((c.ip?, c.mac?)))
+        else {
+            return Ok(None);
+        };
+        let mine: Vec<_> = unresolved.into_iter().filter(|e| e.addr == ip).collect();
+        if mine.is_empty() {
+            return Ok(None);
+        }
+        let filled = blocking(move || neighbours::resolve(&mine, mac)).await?;
+        Ok::<_, std::io::Error>(Some((ip, filled)))
+    };
+    match result.await {
+        Ok(None) => {}
+        Ok(Some((ip, filled))) => tracing::debug!(
+            container = id,
+            %ip,
+            entries = filled,
+            "Filled in the host's unresolved neighbour entry for the started container's address."
+        ),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied
+                && !REFUSED.swap(true, std::sync::atomic::Ordering::Relaxed) =>
+        {
+            tracing::warn!(
+                error = %e,
+                "Cannot change the host's neighbour table (needs CAP_NET_ADMIN and AF_NETLINK): traffic \
+                 to a restarted container may wait up to a second for the kernel's next ARP retry."
+            );
+        }
+        Err(e) => tracing::debug!(container = id, error = %e, "Could not read or change the host's neighbour table."),
+    }
+}
+
+/// Runs `f` on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(std::io::Error::other)?
 }
 
 /// Where nginx should send a proxied service's traffic: the container's own

@@ -61,6 +61,7 @@ mod snapshot;
 mod timing;
 mod view;
 
+pub(crate) use containers::start;
 pub use containers::{soft_limits, upstream_of};
 pub use rebuild::rebuild_from_labels;
 pub use runtime::{HealthState, OomSource, ServiceRuntime, backoff};
