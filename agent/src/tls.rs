@@ -241,8 +241,7 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 pub fn not_after_ms(path: &Path) -> Option<u64> {
     let pem = std::fs::read(path).ok()?;
     let der = rustls_pemfile::certs(&mut pem.as_slice()).next()?.ok()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
-    u64::try_from(cert.validity().not_after.timestamp())
-        .ok()
-        .map(|s| s.saturating_mul(1000))
+    let at = berth_core::identity::not_after(der.as_ref())?;
+    let ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+    u64::try_from(ms).ok()
 }

@@ -7,6 +7,14 @@
 use std::fmt;
 use std::str::FromStr;
 
+use x509_cert::Certificate;
+use x509_cert::der::Decode;
+use x509_cert::der::asn1::{Any, Ia5StringRef, ObjectIdentifier, PrintableStringRef, TeletexStringRef, Utf8StringRef};
+
+/// X.520's commonName and organizationalUnitName.
+const COMMON_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
+const ORGANIZATIONAL_UNIT: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.11");
+
 /// What a caller may do, from its client certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
@@ -79,33 +87,47 @@ pub enum IdentityError {
 /// When a DER certificate stops being valid (its notAfter), or `None` if
 /// it cannot be parsed.
 pub fn not_after(der: &[u8]) -> Option<std::time::SystemTime> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let secs = cert.validity().not_after.timestamp();
-    let secs = u64::try_from(secs).ok()?;
-    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+    let cert = Certificate::from_der(der).ok()?;
+    Some(std::time::UNIX_EPOCH + cert.tbs_certificate.validity.not_after.to_unix_duration())
+}
+
+/// The subject's attributes of type `oid`, as text, in the certificate's
+/// order; values that are not a string type are skipped.
+fn subject_texts<'a>(cert: &'a Certificate, oid: ObjectIdentifier) -> impl Iterator<Item = &'a str> + 'a {
+    cert.tbs_certificate
+        .subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .filter(move |atv| atv.oid == oid)
+        .filter_map(|atv| text(&atv.value))
+}
+
+/// A directory string's text: UTF8String (what berthctl writes),
+/// PrintableString, IA5String or TeletexString.
+fn text(value: &Any) -> Option<&str> {
+    if let Ok(s) = value.decode_as::<Utf8StringRef<'_>>() {
+        return Some(s.as_str());
+    }
+    if let Ok(s) = value.decode_as::<PrintableStringRef<'_>>() {
+        return Some(s.as_str());
+    }
+    if let Ok(s) = value.decode_as::<Ia5StringRef<'_>>() {
+        return Some(s.as_str());
+    }
+    value.decode_as::<TeletexStringRef<'_>>().ok().map(|s| s.as_str())
 }
 
 impl Identity {
     /// Reads name and role from a DER client certificate. Refuses one
     /// without a name or with two different roles.
     pub fn from_der(der: &[u8]) -> Result<Identity, IdentityError> {
-        let (_, cert) =
-            x509_parser::parse_x509_certificate(der).map_err(|e| IdentityError::Unparsable(e.to_string()))?;
-        let subject = cert.subject();
-        let name = subject
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .unwrap_or("")
-            .trim()
-            .to_owned();
+        let cert = Certificate::from_der(der).map_err(|e| IdentityError::Unparsable(e.to_string()))?;
+        let name = subject_texts(&cert, COMMON_NAME).next().unwrap_or("").trim().to_owned();
         if name.is_empty() {
             return Err(IdentityError::NoName);
         }
-        let mut roles = subject
-            .iter_organizational_unit()
-            .filter_map(|ou| ou.as_str().ok())
-            .filter_map(|ou| ou.parse::<Role>().ok());
+        let mut roles = subject_texts(&cert, ORGANIZATIONAL_UNIT).filter_map(|ou| ou.parse::<Role>().ok());
         let role = roles.next().unwrap_or(Role::Viewer);
         if roles.any(|other| other != role) {
             return Err(IdentityError::ConflictingRoles { name });
@@ -171,6 +193,23 @@ mod tests {
                 "{order:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_name_in_a_printable_string_is_read_too() {
+        let mut params = rcgen::CertificateParams::default();
+        let mut dn = rcgen::DistinguishedName::new();
+        let name = rcgen::string::PrintableString::try_from("carol").expect("printable");
+        dn.push(rcgen::DnType::CommonName, rcgen::DnValue::PrintableString(name));
+        params.distinguished_name = dn;
+        let key = rcgen::KeyPair::generate().expect("key");
+        let der = params.self_signed(&key).expect("cert").der().to_vec();
+        let id = Identity::from_der(&der).expect("identity");
+        assert_eq!((id.name.as_str(), id.role), ("carol", Role::Viewer));
+        assert!(matches!(
+            Identity::from_der(b"not a certificate"),
+            Err(IdentityError::Unparsable(_))
+        ));
     }
 
     #[test]
