@@ -3,7 +3,9 @@
 //! 1. Crash to healthy: the container's main process is SIGKILLed from the
 //!    host (a crash, not a `docker stop`), timed until `/health` answers
 //!    `ok` again on its host port. berth's reconciler vs Docker's own
-//!    `--restart always`.
+//!    `--restart always`, twice: each container alone on its own bridge
+//!    network (one service on a host), and both on Docker's default bridge
+//!    with other containers.
 //! 2. Deploy time of one service, v1→v2→v1..., until the new version answers
 //!    `/health`: `berthctl deploy` (health gate included) vs the shell
 //!    runbook people run today (`docker pull; docker stop; docker rm;
@@ -52,45 +54,59 @@ fn main() {
         .set("health", "interval", "1s");
     ok(&apply(&pki, &agent.addr, &spec));
 
-    // ---- 1. crash → healthy, berth and Docker's policy in turn
+    // ---- 1. crash → healthy, berth and Docker's policy in turn, on the
+    // default bridge they share and each alone on a bridge of its own
     let peer_port = free_port();
     let peer = format!("berth-bench-restart-{}", std::process::id());
+    run_peer(&peer, peer_port, None);
+    let alone_port = free_port();
+    let alone_network = format!("berth-bench-alone-{}", std::process::id());
+    let alone = Spec::new("alone", "v1")
+        .key("ports", [format!("127.0.0.1:{alone_port}:8000").as_str()])
+        .key("network", format!("{alone_network}-berth").as_str())
+        .health_http("/health")
+        .set("health", "interval", "1s");
+    ok(&apply(&pki, &agent.addr, &alone));
+    let peer_alone_port = free_port();
+    let peer_alone = format!("{peer}-alone");
     docker(&[
-        "run",
-        "-d",
-        "--name",
-        &peer,
+        "network",
+        "create",
         "--label",
         "berth.bench=true",
-        "--restart",
-        "always",
-        "-p",
-        &format!("127.0.0.1:{peer_port}:8000"),
-        &image("v1"),
+        &format!("{alone_network}-docker"),
     ]);
-    wait_healthy(berth_port, Duration::from_secs(20));
-    wait_healthy(peer_port, Duration::from_secs(20));
+    run_peer(&peer_alone, peer_alone_port, Some(&format!("{alone_network}-docker")));
+    for port in [berth_port, peer_port, alone_port, peer_alone_port] {
+        wait_healthy(port, Duration::from_secs(20));
+    }
     std::thread::sleep(STABLE);
-    let mut berth_heal = Vec::new();
-    let mut docker_heal = Vec::new();
+    let mut heal = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for round in 0..kills {
         // Alternate who goes first, so neither always follows the other's
         // restart.
         let berth_first = round % 2 == 0;
         for berth in [berth_first, !berth_first] {
             if berth {
-                let id = running(&pki.instance, "bench")
-                    .into_iter()
-                    .next()
-                    .expect("a running container");
-                berth_heal.push(crash_and_time(&id, berth_port));
+                for (i, (service, port)) in [("bench", berth_port), ("alone", alone_port)].into_iter().enumerate() {
+                    let id = running(&pki.instance, service)
+                        .into_iter()
+                        .next()
+                        .expect("a running container");
+                    heal[i * 2].push(crash_and_time(&id, port));
+                }
             } else {
-                docker_heal.push(crash_and_time(&peer, peer_port));
+                heal[1].push(crash_and_time(&peer, peer_port));
+                heal[3].push(crash_and_time(&peer_alone, peer_alone_port));
             }
         }
         std::thread::sleep(STABLE);
     }
-    let _ = Command::new("docker").args(["rm", "-f", &peer]).output();
+    let _ = Command::new("docker").args(["rm", "-f", &peer, &peer_alone]).output();
+    let _ = Command::new("docker")
+        .args(["network", "rm", &format!("{alone_network}-docker")])
+        .output();
+    let [berth_heal, docker_heal, berth_alone_heal, docker_alone_heal] = heal;
 
     // ---- 2. deploy → healthy, berthctl and the runbook in turn
     let runbook_port = free_port();
@@ -115,13 +131,19 @@ fn main() {
 
     println!("berth supervision benchmarks (medians; {kills} crashes and {deploys} deploys of each, interleaved)");
     println!("{:<58} {:>10} {:>10} {:>8}", "measure", "median", "p90", "ratio");
-    let b = row(
-        "crash → healthy: berth-agent (SIGKILL of the main process)",
-        &berth_heal,
+    let a = row(
+        "crash → healthy, alone on its bridge: berth-agent",
+        &berth_alone_heal,
         None,
     );
+    let ad = row(
+        "crash → healthy, alone on its bridge: docker --restart always",
+        &docker_alone_heal,
+        Some(a),
+    );
+    let b = row("crash → healthy, shared bridge: berth-agent", &berth_heal, None);
     let d = row(
-        "crash → healthy: docker --restart always (same crash)",
+        "crash → healthy, shared bridge: docker --restart always",
         &docker_heal,
         Some(b),
     );
@@ -137,9 +159,19 @@ fn main() {
     let mut report = Report::new("supervise");
     report
         .row(
-            Row::new("crash → healthy (SIGKILL of the main process)", ms(b), "ms", kills)
-                .peer("docker --restart always", ms(d))
+            Row::new("crash → healthy, alone on its bridge (SIGKILL)", ms(a), "ms", kills)
+                .peer("docker --restart always", ms(ad))
                 .goal(Goal::RatioBelow(1.0)),
+        )
+        .row(
+            Row::new(
+                "crash → healthy, bridge shared with others (SIGKILL)",
+                ms(b),
+                "ms",
+                kills,
+            )
+            .peer("docker --restart always", ms(d))
+            .goal(Goal::RatioBelow(1.0)),
         )
         .row(
             Row::new("deploy → healthy, one service", ms(b2), "ms", deploys)
@@ -188,6 +220,30 @@ fn phase_medians(log: &str) {
         phases[0].1.len(),
         shown.join(", ")
     );
+}
+
+/// Runs Docker's own `--restart always` peer on `port`, on `network` or
+/// the default bridge.
+fn run_peer(name: &str, port: u16, network: Option<&str>) {
+    let published = format!("127.0.0.1:{port}:8000");
+    let mut args = vec![
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        "berth.bench=true",
+        "--restart",
+        "always",
+        "-p",
+        &published,
+    ];
+    if let Some(network) = network {
+        args.extend(["--network", network]);
+    }
+    let image = image("v1");
+    args.push(&image);
+    docker(&args);
 }
 
 /// SIGKILLs the container's main process from the host and times until
