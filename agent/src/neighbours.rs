@@ -56,8 +56,8 @@ pub fn unresolved() -> io::Result<Vec<Unresolved>> {
 }
 
 /// Gives each of `entries` the link-layer address `mac`, STALE, which sends
-/// what the kernel queued on it. Returns how many were filled in.
-pub fn resolve(entries: &[Unresolved], mac: [u8; 6]) -> io::Result<usize> {
+/// what the kernel queued on it.
+pub fn resolve(entries: &[Unresolved], mac: [u8; 6]) -> io::Result<()> {
     let mut rtnl = Rtnl::open()?;
     for entry in entries {
         let seq = rtnl.send(
@@ -67,7 +67,7 @@ pub fn resolve(entries: &[Unresolved], mac: [u8; 6]) -> io::Result<usize> {
         )?;
         rtnl.replies(seq, |_| {})?;
     }
-    Ok(entries.len())
+    Ok(())
 }
 
 /// The replace request for `entry`: its address, now at `mac`.
@@ -91,16 +91,14 @@ fn unresolved_entry(entry: &NeighbourMessage) -> Option<Unresolved> {
     if !matches!(entry.header.state, NeighbourState::Incomplete | NeighbourState::Failed) {
         return None;
     }
-    entry.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(Unresolved {
-            ifindex: entry.header.ifindex,
-            addr: IpAddr::V4(*ip),
-        }),
-        NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(Unresolved {
-            ifindex: entry.header.ifindex,
-            addr: IpAddr::V6(*ip),
-        }),
+    let addr = entry.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
         _ => None,
+    })?;
+    Some(Unresolved {
+        ifindex: entry.header.ifindex,
+        addr,
     })
 }
 

@@ -178,7 +178,8 @@ async fn fill_in_neighbour(engine: &Engine, id: &str) {
         if mine.is_empty() {
             return Ok(None);
         }
-        let filled = blocking(move || neighbours::resolve(&mine, mac)).await?;
+        let filled = mine.len();
+        blocking(move || neighbours::resolve(&mine, mac)).await?;
         Ok::<_, std::io::Error>(Some((ip, filled)))
     };
     match result.await {

@@ -563,7 +563,7 @@ impl Supervisor {
         let mut rolled_back = false;
         if let Ok(engine) = self.engine() {
             for c in was_running {
-                if super::containers::start(&engine, &c.id).await.is_ok() {
+                if super::start(&engine, &c.id).await.is_ok() {
                     rolled_back = true;
                 }
             }
