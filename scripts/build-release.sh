@@ -20,6 +20,11 @@
 # which a static binary cannot load safely, is never linked in; this script
 # fails if the agent ever needs a shared library again.
 #
+# The agent's URLs are Docker's unix socket, never a host name, so idna's
+# Unicode tables are dead weight: Cargo.lock pins idna_adapter to 1.0 (its
+# stub back end, which refuses non-ASCII host names), 123 KB less. A plain
+# `cargo update` would bring ICU4X back; this script says so and stops.
+#
 # crt-static is a rustc flag for the final link only (`cargo rustc -- ...`):
 # set for the whole build it would also apply to proc-macro crates, which
 # cannot be static, and to berthctl, which resolves fleet host names. A plain
@@ -31,6 +36,11 @@ command -v readelf >/dev/null || {
 	echo "build-release: readelf is missing (install binutils): it checks the agent is static" >&2
 	exit 1
 }
+if ! grep -A1 '^name = "idna_adapter"$' Cargo.lock | grep -q '^version = "1\.0\.'; then
+	echo "build-release: Cargo.lock's idna_adapter is not the 1.0 stub (a cargo update?); put it back:" >&2
+	echo "  cargo update -p idna_adapter --precise 1.0.0" >&2
+	exit 1
+fi
 quiet=()
 if [[ "${1:-}" == -q ]]; then
 	quiet=(-q)
