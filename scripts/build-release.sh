@@ -20,6 +20,10 @@
 # which a static binary cannot load safely, is never linked in; this script
 # fails if the agent ever needs a shared library again.
 #
+# --icf=all lets the linker fold functions whose code is identical (generic
+# instances over types of one layout, mostly): 57 KB less. Rust promises no
+# distinct addresses for distinct functions, so no code can tell.
+#
 # The agent's URLs are Docker's unix socket, never a host name, so idna's
 # Unicode tables are dead weight: Cargo.lock pins idna_adapter to 1.0 (its
 # stub back end, which refuses non-ASCII host names), 123 KB less. A plain
@@ -49,7 +53,8 @@ fi
 cargo build --release --locked "${quiet[@]}" -p berthctl
 cargo rustc --release --locked "${quiet[@]}" -p berth-agent --bin berth-agent -- \
 	-C target-feature=+crt-static \
-	-C link-arg=-Wl,-z,pack-relative-relocs
+	-C link-arg=-Wl,-z,pack-relative-relocs \
+	-C link-arg=-Wl,--icf=all
 
 agent=target/release/berth-agent
 if needed="$(readelf -d "$agent" | grep NEEDED)"; then
