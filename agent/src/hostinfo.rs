@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use sysinfo::{CpuRefreshKind, System};
 use tokio::sync::Mutex;
 
 use crate::clock::now_ms;
 use crate::config::DockerConfig;
 use crate::docker::{self, EngineVersion};
+use crate::metrics::host::{parse_meminfo, parse_stat};
 
 /// How long a Docker version answer is reused.
 pub const DOCKER_TTL: Duration = Duration::from_secs(5);
@@ -41,28 +41,55 @@ pub struct HostFacts {
 }
 
 impl HostFacts {
-    /// Reads the host's facts.
+    /// Reads the host's facts: `uname`, `/proc/stat` and `/proc/meminfo`
+    /// (with the metrics' parsers), `/etc/os-release`.
     pub fn read() -> Self {
-        let mut sys = System::new();
-        sys.refresh_cpu_list(CpuRefreshKind::nothing());
-        sys.refresh_memory();
-        let hostname = System::host_name()
-            .or_else(|| hostname::get().ok().map(|h| h.to_string_lossy().into_owned()))
-            .unwrap_or_default();
+        let uts = rustix::system::uname();
+        let proc = |name: &str| std::fs::read_to_string(format!("/proc/{name}")).ok();
+        let cpus = proc("stat")
+            .map(|text| parse_stat(&text).1)
+            .filter(|&n| n > 0)
+            .or_else(|| {
+                std::thread::available_parallelism()
+                    .ok()
+                    .and_then(|n| u32::try_from(n.get()).ok())
+            })
+            .unwrap_or(1);
+        let read = |path: &str| std::fs::read_to_string(path).ok();
         HostFacts {
-            hostname,
-            os: System::long_os_version().unwrap_or_else(|| "unknown".into()),
-            kernel: System::kernel_version().unwrap_or_else(|| "unknown".into()),
+            hostname: uts.nodename().to_string_lossy().into_owned(),
+            os: os_name(read("/etc/os-release").as_deref(), read("/etc/lsb-release").as_deref()),
+            kernel: uts.release().to_string_lossy().into_owned(),
             arch: std::env::consts::ARCH,
-            cpus: u32::try_from(sys.cpus().len()).unwrap_or(u32::MAX),
-            memory_bytes: sys.total_memory(),
+            cpus,
+            memory_bytes: proc("meminfo").map(|text| parse_meminfo(&text).0).unwrap_or(0),
             agent_started_at_ms: now_ms(),
         }
     }
 
     /// Seconds since the host booted.
     pub fn uptime_seconds(&self) -> u64 {
-        System::uptime()
+        u64::try_from(rustix::system::sysinfo().uptime).unwrap_or(0)
+    }
+}
+
+/// "Linux (Debian GNU/Linux 12)": the distribution's `NAME` and
+/// `VERSION_ID` from os-release(5), or `DISTRIB_ID` and `DISTRIB_RELEASE`
+/// from an older `/etc/lsb-release` when os-release names neither; "Linux"
+/// alone when neither file does.
+pub fn os_name(os_release: Option<&str>, lsb_release: Option<&str>) -> String {
+    fn field(text: Option<&str>, key: &str) -> Option<String> {
+        text?.lines().find_map(|line| {
+            let value = line.strip_prefix(key)?.strip_prefix('=')?;
+            Some(value.trim().trim_matches(|c| c == '"' || c == '\'').to_owned())
+        })
+    }
+    let name = field(os_release, "NAME").or_else(|| field(lsb_release, "DISTRIB_ID"));
+    let version = field(os_release, "VERSION_ID").or_else(|| field(lsb_release, "DISTRIB_RELEASE"));
+    match (name, version) {
+        (name, Some(version)) => format!("Linux ({} {version})", name.as_deref().unwrap_or("unknown")),
+        (Some(name), None) => format!("Linux ({name})"),
+        (None, None) => "Linux".to_owned(),
     }
 }
 
@@ -122,5 +149,32 @@ impl DockerProbe {
                 Err(e.to_string())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_os_is_named_from_os_release_then_lsb_release() {
+        let debian = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\n";
+        assert_eq!(os_name(Some(debian), None), "Linux (Debian GNU/Linux 12)");
+        // Unquoted values, as os-release(5) allows; ID= is not NAME=.
+        assert_eq!(os_name(Some("ID=arch\nNAME=Arch Linux\n"), None), "Linux (Arch Linux)");
+        let lsb = "DISTRIB_ID=Ubuntu\nDISTRIB_RELEASE=14.04\n";
+        assert_eq!(os_name(None, Some(lsb)), "Linux (Ubuntu 14.04)");
+        assert_eq!(os_name(Some("VERSION_ID='9'\n"), None), "Linux (unknown 9)");
+        assert_eq!(os_name(None, None), "Linux");
+    }
+
+    #[test]
+    fn this_hosts_facts_are_read() {
+        let facts = HostFacts::read();
+        assert!(facts.cpus >= 1);
+        assert!(facts.memory_bytes > 0, "MemTotal from /proc/meminfo");
+        assert!(!facts.kernel.is_empty() && !facts.hostname.is_empty());
+        assert!(facts.os.starts_with("Linux"), "{}", facts.os);
+        assert!(facts.uptime_seconds() > 0);
     }
 }
