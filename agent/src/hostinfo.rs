@@ -45,8 +45,8 @@ impl HostFacts {
     /// (with the metrics' parsers), `/etc/os-release`.
     pub fn read() -> Self {
         let uts = rustix::system::uname();
-        let proc = |name: &str| std::fs::read_to_string(format!("/proc/{name}")).ok();
-        let cpus = proc("stat")
+        let read = |path: &str| std::fs::read_to_string(path).ok();
+        let cpus = read("/proc/stat")
             .map(|text| parse_stat(&text).1)
             .filter(|&n| n > 0)
             .or_else(|| {
@@ -55,14 +55,13 @@ impl HostFacts {
                     .and_then(|n| u32::try_from(n.get()).ok())
             })
             .unwrap_or(1);
-        let read = |path: &str| std::fs::read_to_string(path).ok();
         HostFacts {
             hostname: uts.nodename().to_string_lossy().into_owned(),
             os: os_name(read("/etc/os-release").as_deref(), read("/etc/lsb-release").as_deref()),
             kernel: uts.release().to_string_lossy().into_owned(),
             arch: std::env::consts::ARCH,
             cpus,
-            memory_bytes: proc("meminfo").map(|text| parse_meminfo(&text).0).unwrap_or(0),
+            memory_bytes: read("/proc/meminfo").map(|text| parse_meminfo(&text).0).unwrap_or(0),
             agent_started_at_ms: now_ms(),
         }
     }
