@@ -61,6 +61,7 @@ fn main() {
     run_peer(&peer, peer_port, None);
     let alone_port = free_port();
     let alone_network = format!("berth-bench-alone-{}", std::process::id());
+    let docker_alone_network = format!("{alone_network}-docker");
     let alone = Spec::new("alone", "v1")
         .key("ports", [format!("127.0.0.1:{alone_port}:8000").as_str()])
         .key("network", format!("{alone_network}-berth").as_str())
@@ -74,9 +75,9 @@ fn main() {
         "create",
         "--label",
         "berth.bench=true",
-        &format!("{alone_network}-docker"),
+        &docker_alone_network,
     ]);
-    run_peer(&peer_alone, peer_alone_port, Some(&format!("{alone_network}-docker")));
+    run_peer(&peer_alone, peer_alone_port, Some(&docker_alone_network));
     for port in [berth_port, peer_port, alone_port, peer_alone_port] {
         wait_healthy(port, Duration::from_secs(20));
     }
@@ -104,7 +105,7 @@ fn main() {
     }
     let _ = Command::new("docker").args(["rm", "-f", &peer, &peer_alone]).output();
     let _ = Command::new("docker")
-        .args(["network", "rm", &format!("{alone_network}-docker")])
+        .args(["network", "rm", &docker_alone_network])
         .output();
     let [berth_heal, docker_heal, berth_alone_heal, docker_alone_heal] = heal;
 
