@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use berth_agent::config::{Config, DEFAULT_CONFIG_PATH};
-use clap::{CommandFactory as _, Parser, Subcommand};
+use berth_agent::config::Config;
+use clap::{CommandFactory as _, Parser as _};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -32,34 +32,8 @@ const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(1);
 /// units can tell it apart from a crash.
 const EX_CONFIG: u8 = 64;
 
-/// berth node agent: keeps this host's Docker services, env files and nginx
-/// sites converged, and serves the berth.v1 API over mutual TLS.
-///
-/// Runs in the foreground until SIGTERM or SIGINT. Logs go to stderr, or to
-/// journald when started by systemd.
-#[derive(Parser)]
-#[command(name = "berth-agent", version, about, long_about)]
-struct Cli {
-    /// Agent config file (TOML). Unknown keys are errors.
-    #[arg(long, short, global = true, env = "BERTH_AGENT_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
-    config: PathBuf,
-
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Validate the config file and the files it names, then exit: 0 when the
-    /// agent would start, non-zero with the key and problem otherwise.
-    CheckConfig,
-    /// Write the man page of berth-agent (berth-agent.1, and one per
-    /// subcommand) into DIR, then exit. Reads no config.
-    Man {
-        /// Where to write them (created if missing).
-        dir: PathBuf,
-    },
-}
+mod cli;
+use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -43,7 +43,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("supervisor", &["supervisor", "fleet"]),
     ("policy", &["reconcile", "limits", "alerts"]),
     ("grpc", &["grpc"]),
-    ("root", &["lib", "main"]),
+    // cli: the binary's command line.
+    ("root", &["lib", "main", "cli"]),
 ];
 
 fn layer_of(module: &str) -> Option<(usize, &'static str)> {
