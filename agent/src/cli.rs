@@ -1,10 +1,15 @@
-//! berth-agent's command line: its flags and subcommands, which `main`
-//! parses and `berth-agent man` renders.
+//! berth-agent's command line. Also compiled into build.rs, which renders
+//! its man pages at build time (as clap_mangen suggests), so the agent
+//! carries their text but no roff renderer; this file may use only std and
+//! clap.
 
 use std::path::PathBuf;
 
-use berth_agent::config::DEFAULT_CONFIG_PATH;
 use clap::{Parser, Subcommand};
+
+/// The config file when `--config` is not given
+/// (`berth_agent::config::DEFAULT_CONFIG_PATH`, which a test compares).
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/agent.toml";
 
 /// berth node agent: keeps this host's Docker services, env files and nginx
 /// sites converged, and serves the berth.v1 API over mutual TLS.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use berth_agent::config::Config;
-use clap::{CommandFactory as _, Parser as _};
+use clap::Parser as _;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -34,6 +34,9 @@ const EX_CONFIG: u8 = 64;
 
 mod cli;
 use cli::{Cli, Command};
+
+// MAN_PAGES: (file name, roff text) of each page, rendered by build.rs.
+include!(concat!(env!("OUT_DIR"), "/man_pages.rs"));
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -137,13 +140,37 @@ async fn serve(config: Config, path: PathBuf) -> ExitCode {
     }
 }
 
-/// `berth-agent man DIR`.
+/// `berth-agent man DIR`: the pages build.rs rendered from [`Cli`].
 fn write_man_pages(dir: &std::path::Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let pages = berth_core::manpages::render(Cli::command()).map_err(|e| format!("cannot render the man page: {e}"))?;
-    for (name, text) in pages {
+    for (name, text) in MAN_PAGES {
         let path = dir.join(name);
         std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_config_path_is_the_agents() {
+        assert_eq!(
+            super::cli::DEFAULT_CONFIG_PATH,
+            berth_agent::config::DEFAULT_CONFIG_PATH
+        );
+    }
+
+    #[test]
+    fn the_man_pages_cover_the_agent_and_its_subcommands() {
+        let names: Vec<&str> = super::MAN_PAGES.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            names,
+            ["berth-agent.1", "berth-agent-check-config.1", "berth-agent-man.1"]
+        );
+        let page = String::from_utf8_lossy(super::MAN_PAGES[0].1);
+        assert!(
+            page.contains("berth node agent") && page.contains("BERTH_AGENT_CONFIG"),
+            "{page}"
+        );
+    }
 }

@@ -43,7 +43,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("supervisor", &["supervisor", "fleet"]),
     ("policy", &["reconcile", "limits", "alerts"]),
     ("grpc", &["grpc"]),
-    // cli: the binary's command line.
+    // cli: the binary's command line (build.rs compiles it too).
     ("root", &["lib", "main", "cli"]),
 ];
 
