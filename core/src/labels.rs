@@ -17,3 +17,9 @@ pub const REVISION: &str = "berth.revision";
 /// The container's whole spec as JSON, so a lost state file can be rebuilt
 /// from Docker alone.
 pub const SPEC: &str = "berth.spec";
+/// Marks a network holder: the container that keeps a service's network
+/// namespace (its address and published ports) while the service's own
+/// containers, joined to it, are replaced. Its value is the service's name.
+/// A holder carries [`MANAGED`] and [`INSTANCE`] but not [`SERVICE`], so
+/// nothing that lists a service's containers mistakes it for one.
+pub const HOLDER: &str = "berth.holder";

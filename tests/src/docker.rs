@@ -152,9 +152,23 @@ pub fn try_inspect(id: &str, format: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// The container whose network `id` has: the network holder it joined
+/// (`network_mode container:ID`), or itself.
+pub fn network_of(id: &str) -> String {
+    let mode = inspect(id, "{{.HostConfig.NetworkMode}}");
+    match mode.trim().strip_prefix("container:") {
+        Some(holder) => holder.to_owned(),
+        None => id.to_owned(),
+    }
+}
+
 /// The host port Docker published for container port 8000 of `id`.
+/// A container that joined a network holder has its ports there.
 pub fn host_port(id: &str) -> u16 {
-    let p = inspect(id, "{{(index (index .NetworkSettings.Ports \"8000/tcp\") 0).HostPort}}");
+    let p = inspect(
+        &network_of(id),
+        "{{(index (index .NetworkSettings.Ports \"8000/tcp\") 0).HostPort}}",
+    );
     p.parse()
         .unwrap_or_else(|_| panic!("no published port 8000 on {id}: {p:?}"))
 }

@@ -35,7 +35,8 @@ use std::time::{Duration, Instant};
 pub use agent::{Agent, agent_config, agent_config_with_prometheus};
 pub use authregistry::AuthRegistry;
 pub use docker::{
-    containers, docker, env_of, host_port, image, inspect, one_running, only_container, registry, running, try_inspect,
+    containers, docker, env_of, host_port, image, inspect, network_of, one_running, only_container, registry, running,
+    try_inspect,
 };
 pub use fleet::{Fleet, Host, Member};
 pub use os::{free_port, rss_kib, status_field};

@@ -110,8 +110,8 @@ fn a_full_state_dir_never_leaves_the_service_without_a_container() {
     // Revision 1, its gate opened by hand.
     let first = apply_in_background(&pki, &agent.addr, &gated("v1"));
     let mut v1 = Vec::new();
-    wait_until(T, "revision 1's container", || {
-        v1 = containers(&pki.instance, Some("web"));
+    wait_until(T, "revision 1's container to start", || {
+        v1 = running(&pki.instance, "web");
         v1.len() == 1
     });
     open_gate(&v1[0]);

@@ -303,20 +303,32 @@ fn log_rotation_drivers_and_run_flags_show_in_docker_inspect() {
         .set("logging", "driver", "none");
     ok(&apply(&pki, &agent.addr, &flags));
     let id = one_running(&pki.instance, "flags");
+    // The network flags are the network holder's, whose namespace the
+    // container joined (see holders.rs).
+    let holder = berth_tests::network_of(&id);
+    assert_ne!(holder, id, "a recreate service on a named network joins a holder");
+    let network_flags = inspect(
+        &holder,
+        "{{.Config.Hostname}}|{{json .HostConfig.ExtraHosts}}|{{.HostConfig.NetworkMode}}",
+    );
+    assert_eq!(
+        network_flags.trim(),
+        format!(r#"worker-1|["db.internal:10.0.0.5"]|{network}"#)
+    );
     let shown = inspect(
         &id,
-        "{{.Config.User}}|{{.Config.WorkingDir}}|{{.Config.Hostname}}|{{json .HostConfig.ExtraHosts}}|\
+        "{{.Config.User}}|{{.Config.WorkingDir}}|{{.Config.Hostname}}|\
          {{.HostConfig.NetworkMode}}|{{.HostConfig.ReadonlyRootfs}}|{{json .HostConfig.Tmpfs}}|\
          {{json .HostConfig.CapAdd}}|{{json .HostConfig.CapDrop}}|{{.HostConfig.Init}}|{{.HostConfig.ShmSize}}|\
          {{json .HostConfig.Ulimits}}|{{.HostConfig.MemoryReservation}}|{{.HostConfig.MemorySwap}}|\
          {{.HostConfig.PidsLimit}}|{{.HostConfig.LogConfig.Type}}",
     );
+    let joined = format!("container:{holder}");
     let expected = [
         "0:0",
         "/tmp",
         "worker-1",
-        r#"["db.internal:10.0.0.5"]"#,
-        network.as_str(),
+        joined.as_str(),
         "true",
         r#"{"/run":"size=8m","/tmp":""}"#,
         r#"["NET_ADMIN"]"#,

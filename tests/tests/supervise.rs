@@ -289,7 +289,8 @@ fn bad_specs_are_refused_and_nothing_changes() {
         .collect();
     assert_eq!(names, ["fixed", "keep"]);
     let after: Vec<String> = containers(&pki.instance, None);
-    assert_eq!(after.len(), before.len() + 1, "only the fixed service was added");
+    // Its container and its network holder (holders.rs).
+    assert_eq!(after.len(), before.len() + 2, "only the fixed service was added");
     assert!(
         before.iter().all(|id| after.contains(id)),
         "no existing container was touched"
@@ -422,7 +423,10 @@ fn docker_events(id: &str, action: &str, since: &str) -> Vec<u128> {
 #[test]
 fn after_a_crash_mid_deploy_the_desired_container_starts_before_the_stale_one_stops() {
     let pki = Pki::new();
-    let config = agent_config(&pki, "");
+    // Containers with networks of their own: two that share a network
+    // holder could clash on a port inside it, so there the stale one stops
+    // first (the reconciler's plan tests cover that).
+    let config = agent_config(&pki, "").replace("[docker]\n", "[docker]\nnetwork_holders = false\n");
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
@@ -578,7 +582,11 @@ fn a_restarted_container_is_not_left_behind_an_unresolved_neighbour_entry() {
     use std::time::Instant;
 
     let pki = Pki::new();
-    let agent = Agent::start_ready(&pki, &agent_config(&pki, ""));
+    // A container with a network of its own: one that joined a network
+    // holder keeps its address and link across restarts, so the entry
+    // never goes unresolved (holders.rs).
+    let config = agent_config(&pki, "").replace("[docker]\n", "[docker]\nnetwork_holders = false\n");
+    let agent = Agent::start_ready(&pki, &config);
     // Its own network, alone on its bridge: here that showed the case in
     // every crash, the shared default bridge not in all.
     let network = berth_tests::unique("arp");

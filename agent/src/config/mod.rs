@@ -221,6 +221,12 @@ pub struct DockerConfig {
     /// How many rotated log files such a container keeps, at least 1.
     #[serde(default = "defaults::docker_log_max_file")]
     pub log_max_file: u32,
+    /// Recreate services on a bridge or named network join a network
+    /// holder of their own, which keeps their address and ports across
+    /// deploys and restarts, so those skip Docker's network set-up. `false`
+    /// gives every container its own network, as `docker run` does.
+    #[serde(default = "defaults::docker_network_holders")]
+    pub network_holders: bool,
 }
 
 /// nginx integration.
@@ -487,6 +493,10 @@ mod defaults {
     pub fn docker_log_max_size() -> ByteSize {
         ByteSize::new(50 * 1024 * 1024).expect("50 MiB is a valid size")
     }
+    pub fn docker_network_holders() -> bool {
+        true
+    }
+
     pub fn docker_log_max_file() -> u32 {
         3
     }
@@ -586,6 +596,7 @@ impl Default for DockerConfig {
             instance: defaults::docker_instance(),
             log_max_size: defaults::docker_log_max_size(),
             log_max_file: defaults::docker_log_max_file(),
+            network_holders: defaults::docker_network_holders(),
         }
     }
 }

@@ -14,7 +14,9 @@ use bollard::models::{
 
 use super::error::DockerError;
 use super::time::parse_time_ms;
-use super::types::{ContainerInfo, CreateRequest, DockerHealth, EngineEvent, LogLine, PublishedPort};
+use super::types::{
+    ContainerInfo, CreateRequest, DockerHealth, EngineEvent, HolderState, Joined, LogLine, PublishedPort,
+};
 
 pub(super) fn non_negative(n: Option<i64>) -> u64 {
     n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
@@ -228,6 +230,16 @@ pub(super) fn container_info(r: ContainerInspectResponse) -> ContainerInfo {
         image: r.config.and_then(|c| c.image).or(r.image).unwrap_or_default(),
         service: labels.get(labels::SERVICE).cloned(),
         revision: labels.get(labels::REVISION).and_then(|v| v.parse().ok()),
+        holder_of: labels.get(labels::HOLDER).cloned(),
+        // Filled in by the engine, which looks the holder up.
+        joined: host
+            .network_mode
+            .as_deref()
+            .and_then(|m| m.strip_prefix("container:"))
+            .map(|holder| Joined {
+                holder: holder.to_owned(),
+                state: HolderState::Gone,
+            }),
         labels,
         state: state.status.map(|s| s.to_string()).unwrap_or_default(),
         running,

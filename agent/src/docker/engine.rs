@@ -118,6 +118,7 @@ pub struct Engine {
     instance: String,
     log_max_size: String,
     log_max_file: String,
+    network_holders: bool,
 }
 
 impl fmt::Debug for Engine {
@@ -143,6 +144,7 @@ impl Engine {
             instance: config.instance.clone(),
             log_max_size: config.log_max_size.to_string(),
             log_max_file: config.log_max_file.to_string(),
+            network_holders: config.network_holders && super::pause::pause_supported(),
         })
     }
 
@@ -150,6 +152,13 @@ impl Engine {
     /// `max-file` options (config `docker.log_max_size`, `log_max_file`).
     pub fn default_log_rotation(&self) -> (&str, &str) {
         (&self.log_max_size, &self.log_max_file)
+    }
+
+    /// Whether services may join network holders: config
+    /// `docker.network_holders`, on a build that can run the holders' pause
+    /// program.
+    pub fn network_holders(&self) -> bool {
+        self.network_holders
     }
 
     /// The agent instance whose containers this engine lists and watches.
@@ -178,15 +187,25 @@ impl Engine {
     /// Every container labelled `berth.managed=true`, in any state, each
     /// inspected (so limits, ports and exit codes are known). A container
     /// removed between listing and inspecting is left out.
+    /// A container joined to one of berth's network holders shows the
+    /// holder's address and ports (see [`ContainerInfo::join`]).
     pub async fn list_managed(&self) -> Result<Vec<ContainerInfo>, DockerError> {
         let summaries = self.list_summaries().await?;
         let infos: Vec<Option<ContainerInfo>> = futures::stream::iter(summaries)
             .filter_map(|s| futures::future::ready(s.id))
-            .map(|id| async move { self.inspect(&id).await })
+            .map(|id| async move { self.inspect_one(&id).await })
             .buffered(INSPECT_CONCURRENCY)
             .try_collect()
             .await?;
-        Ok(infos.into_iter().flatten().collect())
+        let mut infos: Vec<ContainerInfo> = infos.into_iter().flatten().collect();
+        // Holders are berth's too, so they are in the same listing.
+        let holders: Vec<ContainerInfo> = infos.iter().filter(|c| c.holder_of.is_some()).cloned().collect();
+        for c in &mut infos {
+            if let Some(holder) = c.joined.as_ref().map(|j| holders.iter().find(|h| h.id == j.holder)) {
+                c.join(holder);
+            }
+        }
+        Ok(infos)
     }
 
     /// The id and state of every container [`Engine::list_managed`] would
@@ -220,8 +239,21 @@ impl Engine {
             .map_err(|e| self.fail("list berth's containers".to_owned(), e))
     }
 
-    /// Inspects one container; `Ok(None)` when it does not exist.
+    /// Inspects one container; `Ok(None)` when it does not exist. One
+    /// joined to a network holder shows the holder's address and ports
+    /// (see [`ContainerInfo::join`]).
     pub async fn inspect(&self, id_or_name: &str) -> Result<Option<ContainerInfo>, DockerError> {
+        let Some(mut info) = self.inspect_one(id_or_name).await? else {
+            return Ok(None);
+        };
+        if let Some(joined) = &info.joined {
+            let holder = self.inspect_one(&joined.holder).await?;
+            info.join(holder.as_ref());
+        }
+        Ok(Some(info))
+    }
+
+    async fn inspect_one(&self, id_or_name: &str) -> Result<Option<ContainerInfo>, DockerError> {
         match self
             .docker
             .inspect_container(id_or_name, None::<InspectContainerOptions>)

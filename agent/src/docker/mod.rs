@@ -23,14 +23,16 @@
 //! [`DockerError`]), [`types`] (the plain types the rest of the agent
 //! sees), `convert` (bollard's models to and from those types), [`auth`]
 //! (registry credentials), [`logins`] (the ones a command or credential
-//! helper hands out, kept until they expire) and `time` (Docker's
-//! timestamps).
+//! helper hands out, kept until they expire), `time` (Docker's
+//! timestamps), `volumes` (the volumes and networks berth creates) and
+//! `pause` (the network holders' image, and finding a service's holders).
 
 pub mod auth;
 mod convert;
 pub mod engine;
 pub mod error;
 pub mod logins;
+mod pause;
 mod time;
 pub mod types;
 mod volumes;
@@ -38,8 +40,9 @@ mod volumes;
 pub use auth::{RegistryAuth, Secret};
 pub use engine::{Engine, connect, engine_version};
 pub use error::DockerError;
+pub use pause::{PAUSE_COMMAND, PAUSE_IMAGE, pause_supported};
 pub use types::{
-    ContainerInfo, CreateRequest, DockerHealth, EngineEvent, EngineVersion, LogLine, PortBinding, PublishedPort,
-    PullProgress, RunFlags, SoftLimits,
+    ContainerInfo, CreateRequest, DockerHealth, EngineEvent, EngineVersion, HolderState, Joined, LogLine, PortBinding,
+    PublishedPort, PullProgress, RunFlags, SoftLimits,
 };
 pub use volumes::Ensured;

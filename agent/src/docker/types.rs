@@ -147,6 +147,13 @@ pub struct ContainerInfo {
     pub service: Option<String>,
     /// The [`berth_core::labels::REVISION`] label, when it is a number.
     pub revision: Option<u64>,
+    /// The [`berth_core::labels::HOLDER`] label: this container is the
+    /// network holder of that service, not one of its containers.
+    pub holder_of: Option<String>,
+    /// The network holder this container joined (`network_mode
+    /// container:ID`), and how it is. While both run, `ip`, `mac` and
+    /// `host_ports` are the holder's: the address the container answers on.
+    pub joined: Option<Joined>,
     /// Docker's state: created, running, restarting, exited, paused, dead
     /// (or removing).
     pub state: String,
@@ -186,6 +193,54 @@ pub struct ContainerInfo {
     /// The image's own HEALTHCHECK as Docker runs it (`State.Health`):
     /// `None` when the image defines none.
     pub docker_health: Option<DockerHealth>,
+}
+
+/// The network holder a container joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// The holder's full id (Docker resolves the name at create).
+    pub holder: String,
+    /// Whether the holder runs, is stopped, or is gone.
+    pub state: HolderState,
+}
+
+/// How a joined container's network holder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HolderState {
+    /// It runs: the container has its network.
+    Running,
+    /// It exists but is stopped: starting it first gives the container its
+    /// network back.
+    Stopped,
+    /// It no longer exists (or is not one of this instance's holders): the
+    /// container can never start again, since Docker resolved its network
+    /// to that holder's id when it was created.
+    Gone,
+}
+
+impl ContainerInfo {
+    /// Takes the network facts of `holder` (the one [`Self::joined`]
+    /// names, or `None` when it is not found): its state, and while both
+    /// run its address and published ports.
+    pub fn join(&mut self, holder: Option<&ContainerInfo>) {
+        let Some(joined) = self.joined.as_mut() else { return };
+        let holder = holder.filter(|h| h.id == joined.holder && h.holder_of.is_some());
+        joined.state = match holder {
+            None => HolderState::Gone,
+            Some(h) if h.running => HolderState::Running,
+            Some(_) => HolderState::Stopped,
+        };
+        if let Some(h) = holder.filter(|h| h.running && self.running) {
+            self.ip = h.ip;
+            self.mac = h.mac;
+            self.host_ports = h.host_ports.clone();
+        }
+    }
+
+    /// Whether this container joined a holder that is not running.
+    pub fn network_lost(&self) -> bool {
+        self.joined.as_ref().is_some_and(|j| j.state != HolderState::Running)
+    }
 }
 
 /// Docker's verdict of an image's HEALTHCHECK on one container.

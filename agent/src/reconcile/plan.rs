@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
-use crate::docker::{ContainerInfo, SoftLimits};
+use crate::docker::{ContainerInfo, HolderState, SoftLimits};
 use crate::nginx;
 use crate::supervisor::{soft_limits, upstream_of};
 use berth_core::spec::{RestartPolicy, ServiceSpec};
@@ -156,10 +156,12 @@ pub fn plan(
 ) -> Plan {
     let mut out = Plan::default();
     let mut by_service: BTreeMap<&str, Vec<&ContainerInfo>> = BTreeMap::new();
+    let mut holders = Vec::new();
     for c in observed {
-        match c.service.as_deref() {
-            Some(s) => by_service.entry(s).or_default().push(c),
-            None => out.actions.push(Action::Remove {
+        match (c.service.as_deref(), c.holder_of.as_deref()) {
+            (Some(s), _) => by_service.entry(s).or_default().push(c),
+            (None, Some(of)) => holders.push((of, c)),
+            (None, None) => out.actions.push(Action::Remove {
                 service: None,
                 container: c.id.clone(),
                 why: format!("container {} is labelled berth.managed but names no service", c.name),
@@ -202,9 +204,11 @@ pub fn plan(
         // A desired container that is never started again (restart =
         // "never") is not waited for.
         let coming = keep.iter().any(|c| c.running) || want.spec.restart != RestartPolicy::Never;
-        let (stale, held): (Vec<&ContainerInfo>, Vec<&ContainerInfo>) = stale
-            .into_iter()
-            .partition(|c| !c.running || !coming || (up && !switching) || holds_pinned_port(c, want.spec));
+        let (stale, held): (Vec<&ContainerInfo>, Vec<&ContainerInfo>) = stale.into_iter().partition(|c| {
+            // One that joined a network holder may share it with the
+            // desired one (a recreate service), whose ports it holds.
+            !c.running || !coming || (up && !switching) || holds_pinned_port(c, want.spec) || c.joined.is_some()
+        });
         if !held.is_empty() {
             wake(&mut out, now + HELD_RECHECK);
         }
@@ -253,14 +257,23 @@ pub fn plan(
         }
 
         if primary.running {
-            if ctx.unhealthy.contains(&primary.id) {
+            // A joined container whose holder stopped has lost its network;
+            // it cannot get it back in place.
+            let why = if primary.network_lost() {
+                Some("its network holder stopped")
+            } else if ctx.unhealthy.contains(&primary.id) {
+                Some("the container stays unhealthy")
+            } else {
+                None
+            };
+            if let Some(why) = why {
                 match ctx.not_before.get(name) {
                     Some(t) if *t > now => wake(&mut out, *t),
                     _ => out.actions.push(Action::Replace {
                         service: name.clone(),
                         container: primary.id.clone(),
                         revision: want.revision,
-                        why: "the container stays unhealthy".into(),
+                        why: why.into(),
                     }),
                 }
                 continue;
@@ -321,6 +334,17 @@ pub fn plan(
                     (false, Some(code)) => format!("it exited with code {code}"),
                     (false, None) => format!("it is {}", primary.state),
                 };
+                // Docker resolved its network to a holder that is gone: it
+                // can never start again, a fresh one can.
+                if primary.joined.as_ref().is_some_and(|j| j.state == HolderState::Gone) {
+                    out.actions.push(Action::Replace {
+                        service: name.clone(),
+                        container: primary.id.clone(),
+                        revision: want.revision,
+                        why: format!("{why} and its network holder is gone"),
+                    });
+                    continue;
+                }
                 out.actions.push(Action::Start {
                     service: name.clone(),
                     container: primary.id.clone(),
@@ -330,6 +354,21 @@ pub fn plan(
         }
     }
     out.actions.extend(site_actions);
+    // A network holder goes once no container joins it (the service was
+    // removed, or a deploy changed its ports or network), after the
+    // containers removed above.
+    for (of, holder) in holders {
+        let joined = observed
+            .iter()
+            .any(|c| c.joined.as_ref().is_some_and(|j| j.holder == holder.id));
+        if !joined && !ctx.busy.contains(of) {
+            out.actions.push(Action::Remove {
+                service: Some(of.to_owned()),
+                container: holder.id.clone(),
+                why: format!("no container of {of} joins its network holder {}", holder.name),
+            });
+        }
+    }
     out
 }
 
@@ -464,6 +503,107 @@ mod tests {
     fn with_ip(mut c: ContainerInfo, ip: [u8; 4]) -> ContainerInfo {
         c.ip = Some(std::net::IpAddr::from(ip));
         c
+    }
+
+    fn holder(id: &str, of: &str, running: bool) -> ContainerInfo {
+        ContainerInfo {
+            id: id.into(),
+            name: format!("{of}-net-0000"),
+            service: None,
+            revision: None,
+            holder_of: Some(of.into()),
+            running,
+            ..ContainerInfo::default()
+        }
+    }
+
+    fn joined(mut c: ContainerInfo, holder: &str, state: crate::docker::HolderState) -> ContainerInfo {
+        c.joined = Some(crate::docker::Joined {
+            holder: holder.into(),
+            state,
+        });
+        c
+    }
+
+    #[test]
+    fn network_holders_stay_while_joined_and_go_when_no_container_joins_them() {
+        use crate::docker::HolderState::Running;
+        let s = spec("");
+        let now = Instant::now();
+        let observed = [
+            joined(container("a", "web", 1, true), "h1", Running),
+            holder("h1", "web", true),
+            holder("h2", "web", false),
+            holder("h3", "gone", true),
+        ];
+        let p = plan(&desired(&s, 1), &observed, &Context::default(), now);
+        let removed: Vec<(&str, &str)> = p
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Remove { service, container, .. } => Some((service.as_deref()?, container.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(removed, [("web", "h2"), ("gone", "h3")], "{:?}", p.actions);
+        assert_eq!(p.actions.len(), 2, "{:?}", p.actions);
+        // A change under way may be about to join one: left alone.
+        let ctx = Context {
+            busy: HashSet::from(["web".to_owned(), "gone".to_owned()]),
+            ..Context::default()
+        };
+        assert!(plan(&desired(&s, 1), &observed, &ctx, now).actions.is_empty());
+    }
+
+    #[test]
+    fn a_container_whose_holder_stopped_or_went_is_replaced() {
+        use crate::docker::HolderState::{Gone, Stopped};
+        let s = spec("");
+        let now = Instant::now();
+        // Running without its network: replaced, not left running.
+        let lost = [
+            joined(container("a", "web", 1, true), "h1", Stopped),
+            holder("h1", "web", false),
+        ];
+        assert!(matches!(
+            &plan(&desired(&s, 1), &lost, &Context::default(), now).actions[..],
+            [Action::Replace { container, why, .. }] if container == "a" && why.contains("network holder")
+        ));
+        // Stopped with its holder stopped: started (the start starts the holder first).
+        let stopped = [
+            joined(container("a", "web", 1, false), "h1", Stopped),
+            holder("h1", "web", false),
+        ];
+        assert!(matches!(
+            &plan(&desired(&s, 1), &stopped, &Context::default(), now).actions[..],
+            [Action::Start { container, .. }] if container == "a"
+        ));
+        // Stopped with its holder gone: it can never start; replaced.
+        let orphan = [joined(container("a", "web", 1, false), "h1", Gone)];
+        assert!(matches!(
+            &plan(&desired(&s, 1), &orphan, &Context::default(), now).actions[..],
+            [Action::Replace { container, why, .. }] if container == "a" && why.contains("gone")
+        ));
+    }
+
+    #[test]
+    fn a_stale_container_in_a_holder_goes_before_the_desired_one_is_created() {
+        use crate::docker::HolderState::Running;
+        // They would share the holder's namespace, and so its ports.
+        let s = spec("");
+        let observed = [
+            joined(container("old", "web", 1, true), "h1", Running),
+            holder("h1", "web", true),
+        ];
+        let p = plan(&desired(&s, 2), &observed, &Context::default(), Instant::now());
+        assert!(
+            matches!(
+                &p.actions[..],
+                [Action::Remove { container, .. }, Action::Create { revision: 2, .. }] if container == "old"
+            ),
+            "{:?}",
+            p.actions
+        );
     }
 
     #[test]

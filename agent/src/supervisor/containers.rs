@@ -1,6 +1,7 @@
 //! Creating berth's containers: name, labels, env, ports, limits, mounts,
-//! logging and run flags of one revision, and the host dirs, named volumes
-//! and network they need; starting them so traffic reaches them at once;
+//! logging and run flags of one revision, and the host dirs, named volumes,
+//! network and network holder they need; starting them (and their holder)
+//! so traffic reaches them at once;
 //! and where nginx reaches a container. Used by deploy workers and
 //! reconcile passes, on their own tasks; owns nothing.
 
@@ -57,16 +58,7 @@ impl Supervisor {
             command: spec.command.clone(),
             entrypoint: spec.entrypoint.clone(),
             env: envfiles::to_docker(&env),
-            ports: spec
-                .ports
-                .iter()
-                .map(|p| PortBinding {
-                    container_port: p.container_port,
-                    protocol: p.protocol.as_str().to_owned(),
-                    host_ip: p.host_ip.map(|ip| ip.to_string()),
-                    host_port: p.host_port,
-                })
-                .collect(),
+            ports: port_bindings(spec),
             memory_bytes: spec.resources.memory.map(|m| m.bytes()),
             nano_cpus: spec.resources.cpus.map(|c| c.nano_cpus()),
             labels,
@@ -78,6 +70,14 @@ impl Supervisor {
             flags: run_flags(spec),
         };
         self.prepare_mounts(spec).await?;
+        if let Some(network) = self.prepare_holder(spec).await? {
+            // The holder has the ports, hostname and host entries; Docker
+            // refuses them on a container that joins another's network.
+            req.flags.network = Some(network);
+            req.ports.clear();
+            req.flags.hostname = None;
+            req.flags.extra_hosts.clear();
+        }
         let mut tries = 1;
         loop {
             match engine.create(&req).await {
@@ -142,13 +142,15 @@ impl Supervisor {
     }
 }
 
-/// Starts container `id`, then fills in the host's neighbour entry for the
-/// container's address if the kernel could not resolve it (see
-/// [`crate::neighbours`]): what sent to the address while the container was
-/// down (nginx, docker-proxy, probes) reaches it at once, not at the
-/// kernel's next retry up to a second later. Every start berth makes goes
-/// through here.
+/// Starts container `id` (first its network holder, if it joined one that
+/// is stopped: see [`super::holder`]), then fills in the host's neighbour
+/// entry for the container's address if the kernel could not resolve it
+/// (see [`crate::neighbours`]): what sent to the address while the
+/// container was down (nginx, docker-proxy, probes) reaches it at once, not
+/// at the kernel's next retry up to a second later. Every start berth makes
+/// goes through here.
 pub(crate) async fn start(engine: &Engine, id: &str) -> Result<(), DockerError> {
+    super::holder::start_joined(engine, id).await?;
     engine.start(id).await?;
     fill_in_neighbour(engine, id).await;
     Ok(())
@@ -223,6 +225,19 @@ pub fn upstream_of(container: &ContainerInfo, spec: &ServiceSpec) -> Option<std:
             .find(|p| p.container_port == port && p.protocol == "tcp")
             .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p.host_port))),
     }
+}
+
+/// The published ports of `spec`, as Docker's create takes them.
+pub(super) fn port_bindings(spec: &ServiceSpec) -> Vec<PortBinding> {
+    spec.ports
+        .iter()
+        .map(|p| PortBinding {
+            container_port: p.container_port,
+            protocol: p.protocol.as_str().to_owned(),
+            host_ip: p.host_ip.map(|ip| ip.to_string()),
+            host_port: p.host_port,
+        })
+        .collect()
 }
 
 /// Docker's log options for `spec`: its `[logging] options`, plus for the

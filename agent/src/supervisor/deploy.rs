@@ -264,10 +264,13 @@ impl Supervisor {
             self.stop_and_remove(&c.id, timeout).await?;
             removed += 1;
         }
+        let engine = self.engine()?;
+        for holder in engine.holders(service, false).await.map_err(internal)? {
+            engine.remove(&holder).await.map_err(internal)?;
+        }
         self.sites().remove(service).await.map_err(internal)?;
         let spec = known.as_ref().and_then(|r| r.active_revision()).map(|r| r.spec.clone());
         self.forget(service).await?;
-        let engine = self.engine()?;
         if let Some(network) = spec.as_ref().and_then(|s| s.network.as_deref())
             && !is_builtin_network(network)
             && let Err(e) = engine.remove_unused_network(network).await

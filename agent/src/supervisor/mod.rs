@@ -48,6 +48,7 @@ mod docker_events;
 pub mod env;
 mod envcheck;
 mod handle;
+mod holder;
 mod maintenance;
 mod monitor;
 mod oom;
