@@ -10,8 +10,9 @@
 #      nothing else in /etc or /usr is writable
 #      SIGKILL: systemd restarts the agent, which adopts the container
 #   3. upgrade (reinstall): agent restarted, edited agent.toml kept
-#   4. reboot: container stopped, the service's container stopped too (as a
-#      host reboot would), container started: the agent comes back by itself
+#   4. reboot: container stopped, the service's container and its network
+#      holder stopped too (as a host reboot would), container started: the
+#      agent comes back by itself
 #      and the service is running again at the same revision, env and limits
 #   5. remove: agent stopped, state kept; purge: state and /etc/berth gone
 #   6. the .rpm's scriptlets on the same systemd: install (enabled, not
@@ -354,7 +355,12 @@ check_web() {
 	expect_eq "web cpu limit" "$(docker inspect -f '{{.HostConfig.NanoCpus}}' "$id")" 500000000
 	docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$id" | has -x 'GREETING=hello from the env file' ||
 		die "web's container lacks GREETING from /etc/berth/env/web.env"
-	port="$(docker port "$id" 8000/tcp | head -n1 | sed 's/.*://')"
+	# A recreate service's address and ports are its network holder's
+	# (README, Services: network holders).
+	local net
+	net="$(docker inspect -f '{{.HostConfig.NetworkMode}}' "$id")"
+	[[ $net == container:* ]] || die "web did not join a network holder (network mode $net)"
+	port="$(docker port "${net#container:}" 8000/tcp | head -n1 | sed 's/.*://')"
 	body="$(curl --noproxy '*' -fsS --max-time 5 "http://127.0.0.1:$port/")" || die "web does not answer on host port $port"
 	expect_eq "web answers" "$body" v1
 	# After a reboot the agent restarts web's stopped container; ps reports
@@ -398,11 +404,13 @@ check_web
 
 # ---------------------------------------------------------------- 4. reboot
 
-log "4. reboot: stop the container and web's container (a host going down), start again"
+log "4. reboot: stop the container, web's container and its network holder (a host going down), start again"
 invocation_before="$(in_box systemctl show -p InvocationID --value berth-agent)"
 web_before="$(web_container)"
+holder_before="$(docker inspect -f '{{.HostConfig.NetworkMode}}' "$web_before")"
 docker stop "$NAME" >/dev/null
 docker stop -t 2 "$web_before" >/dev/null
+docker stop "${holder_before#container:}" >/dev/null
 [[ -z $(web_container) ]] || die "web still running with the host 'down'"
 docker start "$NAME" >/dev/null
 wait_for "systemd did not boot again" booted
