@@ -1,7 +1,7 @@
 //! Network holders against the real Docker Engine: a recreate service's
 //! containers join a holder that keeps the service's address and ports
-//! across deploys and crashes; a holder that stops takes its container
-//! along and both come back; a deploy that changes the ports gets a fresh
+//! across deploys and crashes; a holder that stops, or is restarted while
+//! the agent is down, takes its container along and both come back; a deploy that changes the ports gets a fresh
 //! holder, and one that fails goes back to the old; removing the service
 //! removes its holders; and with `network_holders = false` there are none.
 
@@ -107,6 +107,39 @@ fn a_recreate_service_keeps_its_address_and_port_in_a_holder_across_deploys_and_
         holders(&pki, "hold")
     );
     assert!(containers(&pki.instance, Some("hold")).is_empty());
+}
+
+/// A holder restarted while the agent was down: it runs, but in a fresh
+/// namespace without the container, which the agent has to notice from
+/// the start times alone (it saw no stop). No health check, so nothing
+/// else would replace the container.
+#[test]
+fn a_holder_restarted_while_the_agent_was_down_gets_its_container_replaced() {
+    let pki = Pki::new();
+    let config = agent_config(&pki, "");
+    let mut agent = Agent::start_ready(&pki, &config);
+    let port = free_port();
+    let spec = Spec::new("again", "v1").key("ports", [format!("127.0.0.1:{port}:8000").as_str()]);
+    ok(&apply(&pki, &agent.addr, &spec));
+    wait_until(T, "v1 answers", || http_get(port, "/").as_deref() == Some("v1"));
+    let v1 = only_container(&pki.instance, "again");
+    let holder = network_of(&v1);
+    agent
+        .signal_and_wait(15, Duration::from_secs(30))
+        .expect("the agent stops");
+    docker(&["restart", &holder]);
+    assert_eq!(
+        http_get(port, "/"),
+        None,
+        "the restarted holder's namespace has no server"
+    );
+    let _agent = Agent::start_ready(&pki, &config);
+    wait_until(T, "a new container in the restarted holder answers", || {
+        http_get(port, "/").as_deref() == Some("v1")
+    });
+    let replaced = only_container(&pki.instance, "again");
+    assert_ne!(replaced, v1);
+    assert_eq!(network_of(&replaced), holder);
 }
 
 #[test]

@@ -209,6 +209,10 @@ pub struct Joined {
 pub enum HolderState {
     /// It runs: the container has its network.
     Running,
+    /// It runs, but started after the container did (someone restarted
+    /// it): the container is still in the namespace of the holder's
+    /// previous run, which has no network any more.
+    Restarted,
     /// It exists but is stopped: starting it first gives the container its
     /// network back.
     Stopped,
@@ -227,10 +231,11 @@ impl ContainerInfo {
         let holder = holder.filter(|h| h.id == joined.holder && h.holder_of.is_some());
         joined.state = match holder {
             None => HolderState::Gone,
+            Some(h) if h.running && self.running && h.started_at_ms > self.started_at_ms => HolderState::Restarted,
             Some(h) if h.running => HolderState::Running,
             Some(_) => HolderState::Stopped,
         };
-        if let Some(h) = holder.filter(|h| h.running && self.running) {
+        if let Some(h) = holder.filter(|h| h.running && self.running && joined.state == HolderState::Running) {
             self.ip = h.ip;
             self.mac = h.mac;
             self.host_ports = h.host_ports.clone();
@@ -293,4 +298,64 @@ pub struct EngineEvent {
     pub exit_code: Option<i64>,
     /// When it happened, in ms since the Unix epoch.
     pub time_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(id: &str, started_at_ms: i64) -> ContainerInfo {
+        ContainerInfo {
+            id: id.into(),
+            running: true,
+            started_at_ms: Some(started_at_ms),
+            ..ContainerInfo::default()
+        }
+    }
+
+    #[test]
+    fn a_joined_container_shows_its_running_holders_address_and_ports() {
+        let mut holder = running("h", 1_000);
+        holder.holder_of = Some("web".into());
+        holder.ip = Some("172.17.0.9".parse().expect("an address"));
+        holder.host_ports = vec![PublishedPort {
+            container_port: 8000,
+            protocol: "tcp".into(),
+            host_ip: "127.0.0.1".into(),
+            host_port: 49_000,
+        }];
+        let mut app = running("a", 2_000);
+        app.joined = Some(Joined {
+            holder: "h".into(),
+            state: HolderState::Gone,
+        });
+        let mut joined = app.clone();
+        joined.join(Some(&holder));
+        assert_eq!(joined.joined.as_ref().map(|j| j.state), Some(HolderState::Running));
+        assert_eq!((joined.ip, joined.host_ports.len()), (holder.ip, 1));
+        assert!(!joined.network_lost());
+
+        // Restarted under the container: its namespace is the old one.
+        let mut restarted = holder.clone();
+        restarted.started_at_ms = Some(3_000);
+        let mut lost = app.clone();
+        lost.join(Some(&restarted));
+        assert_eq!(lost.joined.as_ref().map(|j| j.state), Some(HolderState::Restarted));
+        assert!(lost.network_lost() && lost.ip.is_none());
+
+        let mut stopped = holder.clone();
+        stopped.running = false;
+        let mut lost = app.clone();
+        lost.join(Some(&stopped));
+        assert_eq!(lost.joined.as_ref().map(|j| j.state), Some(HolderState::Stopped));
+
+        // Not found, or not a holder: gone.
+        let mut not_holder = holder.clone();
+        not_holder.holder_of = None;
+        for found in [None, Some(&not_holder)] {
+            let mut gone = app.clone();
+            gone.join(found);
+            assert_eq!(gone.joined.as_ref().map(|j| j.state), Some(HolderState::Gone));
+        }
+    }
 }

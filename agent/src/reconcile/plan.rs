@@ -257,10 +257,11 @@ pub fn plan(
         }
 
         if primary.running {
-            // A joined container whose holder stopped has lost its network;
-            // it cannot get it back in place.
+            // A joined container whose holder stopped (or was restarted
+            // under it) has lost its network; it cannot get it back in
+            // place.
             let why = if primary.network_lost() {
-                Some("its network holder stopped")
+                Some("its network holder stopped or was restarted")
             } else if ctx.unhealthy.contains(&primary.id) {
                 Some("the container stays unhealthy")
             } else {

@@ -126,7 +126,7 @@ pub(super) async fn start_joined(engine: &Engine, id: &str) -> Result<(), Docker
         return Ok(());
     };
     match joined.state {
-        HolderState::Running => Ok(()),
+        HolderState::Running | HolderState::Restarted => Ok(()),
         HolderState::Gone => Err(DockerError::Invalid {
             container: info.name.clone(),
             message: format!(
