@@ -25,19 +25,19 @@
 //! [`crate::reconcile`]).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::{Supervisor, SupervisorError};
 use crate::docker::{CreateRequest, DockerError, Engine, HolderState, PAUSE_COMMAND, PAUSE_IMAGE, RunFlags};
 use berth_core::labels;
-use berth_core::spec::{ServiceSpec, Strategy};
+use berth_core::spec::ServiceSpec;
 
 /// The holder a container of `spec` joins, on agent instance `instance`;
 /// `None` when the service keeps its own network (see the module docs).
 pub(crate) fn holder_request(spec: &ServiceSpec, instance: &str) -> Option<CreateRequest> {
-    let blue_green = spec.strategy() == Strategy::BlueGreen && spec.proxy.is_some();
     let own_network = matches!(spec.network.as_deref(), Some("host" | "none"));
-    if blue_green || own_network {
+    if super::rollout::deploys_blue_green(spec) || own_network {
         return None;
     }
     let ports: Vec<_> = super::containers::port_bindings(spec);
@@ -55,11 +55,11 @@ pub(crate) fn holder_request(spec: &ServiceSpec, instance: &str) -> Option<Creat
         spec.hostname.as_deref().unwrap_or("")
     );
     for port in &spec.ports {
-        identity.push_str(&format!("{port} "));
+        let _ = write!(identity, "{port} ");
     }
     identity.push('\n');
     for host in &spec.extra_hosts {
-        identity.push_str(&format!("{host} "));
+        let _ = write!(identity, "{host} ");
     }
     let name = format!("{}-net-{:08x}", spec.name.as_str(), fnv1a(identity.as_bytes()) as u32);
     let labels = HashMap::from([
@@ -97,7 +97,10 @@ impl Supervisor {
     /// its containers join it with; `None` when `spec` has no holder.
     pub(super) async fn prepare_holder(&self, spec: &ServiceSpec) -> Result<Option<String>, SupervisorError> {
         let engine = self.engine()?;
-        let Some(req) = holder_request(spec, engine.instance()).filter(|_| engine.network_holders()) else {
+        if !engine.network_holders() {
+            return Ok(None);
+        }
+        let Some(req) = holder_request(spec, engine.instance()) else {
             return Ok(None);
         };
         let internal = |e: DockerError| SupervisorError::Internal(format!("network holder {}: {e}", req.name));

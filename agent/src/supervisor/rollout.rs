@@ -214,7 +214,7 @@ impl Supervisor {
         };
 
         let was_running: Vec<ContainerInfo> = old.iter().filter(|c| c.running).cloned().collect();
-        let blue_green = spec.strategy() == Strategy::BlueGreen && spec.proxy.is_some();
+        let blue_green = deploys_blue_green(&spec);
         // What a failure has to bring back: recreate stops the old container
         // first; blue-green never touches it until traffic has moved.
         let restore: &[ContainerInfo] = if blue_green { &[] } else { &was_running };
@@ -646,4 +646,11 @@ impl Supervisor {
             changed: true,
         }
     }
+}
+
+/// Whether a deploy of `spec` runs the new container beside the old one
+/// and moves nginx to it (each then has an address of its own), rather than
+/// recreating it.
+pub(super) fn deploys_blue_green(spec: &ServiceSpec) -> bool {
+    spec.strategy() == Strategy::BlueGreen && spec.proxy.is_some()
 }
